@@ -1,0 +1,54 @@
+"""Error types shared by every layer.
+
+A stage failure is either *transient* (the same input may succeed later: a lost
+connection, a lock timeout, a time limit) or *permanent* (the input itself is the
+problem: unsupported, corrupt, encrypted, empty). The executor retries the first
+kind and dead-letters the second at once. Every error carries a ``reason``: one
+sentence an operator or a client can act on, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class for the errors this package raises on purpose."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StageError(PipelineError):
+    """A stage could not do its work."""
+
+    transient: bool = False
+
+
+class TransientError(StageError):
+    """Worth retrying: the same input may succeed on a later attempt."""
+
+    transient = True
+
+
+class PermanentError(StageError):
+    """Never retried: the input, not the environment, is at fault."""
+
+
+class EmptyContent(PermanentError):
+    """The document has no bytes, or no text once extracted."""
+
+
+class UnsupportedContent(PermanentError):
+    """The bytes are not a type the pipeline can read."""
+
+
+class CorruptContent(PermanentError):
+    """The bytes claim a supported type but cannot be parsed."""
+
+
+class EncryptedContent(PermanentError):
+    """The document is password-protected."""
+
+
+class ContentTooLarge(PermanentError):
+    """The document exceeds a size policy."""
