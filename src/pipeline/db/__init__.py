@@ -1,0 +1,1 @@
+"""Storage: typed SQLAlchemy models and engine construction."""

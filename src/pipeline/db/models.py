@@ -1,0 +1,246 @@
+"""The Postgres schema, as typed SQLAlchemy 2 models.
+
+Postgres is the source of truth: every fact about a document, each of its stage
+runs and every dead letter lives here. Status columns are ``text`` with CHECK
+constraints rather than native enums so that adding a status is a plain migration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text as sql_text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL, TSVECTOR, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
+STAGE_STATUSES: Final = ("pending", "queued", "running", "retrying", "succeeded", "failed", "dead")
+DEAD_LETTER_STATUSES: Final = ("dead", "replayed", "discarded")
+TEXT_SEARCH_CONFIG: Final = "english"
+"""The Postgres text-search configuration used to build and query ``chunks.tsv``."""
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DOCUMENT_STATUSES), name="status"),
+        UniqueConstraint("tenant", "idempotency_key", name="uq_documents_tenant_idempotency_key"),
+        # GET /documents: newest first, optionally filtered by status, keyset-paginated.
+        Index("ix_documents_created", "created_at", "id"),
+        Index("ix_documents_status_created", "status", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200), server_default="default")
+    filename: Mapped[str] = mapped_column(String(1024))
+    declared_content_type: Mapped[str | None] = mapped_column(String(255))
+    detected_content_type: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str | None] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    generation: Mapped[int] = mapped_column(Integer, server_default="1")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class DocumentBlob(Base):
+    """The uploaded bytes, apart from the metadata so that listings stay light."""
+
+    __tablename__ = "document_blobs"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StageRun(Base):
+    """One row per (document, stage): the state machine the executor drives."""
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", STAGE_STATUSES), name="status"),
+        # The reconciler's sweep: unfinished rows whose deadline has passed.
+        Index(
+            "ix_stage_runs_due",
+            "deadline_at",
+            postgresql_where=sql_text("status IN ('queued', 'running', 'retrying')"),
+        ),
+        Index("ix_stage_runs_stage_status", "stage", "status"),
+    )
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    generation: Mapped[int] = mapped_column(Integer, server_default="1")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    queued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    deadline_at: Mapped[datetime | None]
+    """When an unfinished row is overdue: queue grace, time limit plus slack, or retry due time."""
+    error_type: Mapped[str | None] = mapped_column(String(255))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_transient: Mapped[bool | None]
+    progress_current: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class StageEvent(Base):
+    """Append-only history of every attempt and transition: the operator's audit log."""
+
+    __tablename__ = "stage_events"
+    __table_args__ = (Index("ix_stage_events_document", "document_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    stage: Mapped[str | None] = mapped_column(String(32))
+    generation: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(server_default=sql_text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class DocumentText(Base):
+    """The extract stage's output: normalised text and page spans."""
+
+    __tablename__ = "document_texts"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    pages: Mapped[list[Any]] = mapped_column(JSONB, server_default=sql_text("'[]'::jsonb"))
+    char_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class StageOutput(Base):
+    """Intermediate output of the chunk and embed stages, replaced on every run.
+
+    Keeping these apart from ``chunks`` lets the index stage swap a document's
+    searchable chunks in one transaction, so search never sees a half-built set.
+    """
+
+    __tablename__ = "stage_outputs"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Chunk(Base):
+    """A searchable piece of a document: text, full-text vector and embedding."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
+        Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    start_offset: Mapped[int] = mapped_column(Integer)
+    end_offset: Mapped[int] = mapped_column(Integer)
+    token_count: Mapped[int] = mapped_column(Integer)
+    page: Mapped[int | None] = mapped_column(Integer)
+    tsv: Mapped[str] = mapped_column(
+        TSVECTOR, Computed(f"to_tsvector('{TEXT_SEARCH_CONFIG}', text)", persisted=True)
+    )
+    embedding: Mapped[list[float]] = mapped_column(ARRAY(REAL))
+    embedding_model: Mapped[str] = mapped_column(String(64))
+
+
+class DeadLetter(Base):
+    """A durable copy of every message that failed for good, kept for replay."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DEAD_LETTER_STATUSES), name="status"),
+        Index("ix_dead_letters_status_failed", "status", "failed_at"),
+        Index("ix_dead_letters_stage_failed", "stage", "failed_at"),
+        Index("ix_dead_letters_document", "document_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    document_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="SET NULL")
+    )
+    stage: Mapped[str | None] = mapped_column(String(32))
+    generation: Mapped[int | None] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(255))
+    queue_name: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str] = mapped_column(String(64))
+    message: Mapped[dict[str, Any]]
+    error_type: Mapped[str] = mapped_column(String(255))
+    error_message: Mapped[str] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    failed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    status: Mapped[str] = mapped_column(String(16), server_default="dead")
+    replay_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    replayed_at: Mapped[datetime | None]
+    replayed_message_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,111 @@
+"""Typed settings, loaded once from the environment and passed down explicitly.
+
+Nothing else in the package reads ``os.environ``: entry points call
+:func:`Settings.from_env` and hand the object to what they build.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+
+from pipeline.stages import DEFAULT_POLICIES, STAGES, StageName, StagePolicy
+
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+MIB: Final = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_namespace: str = "pipeline"
+    """Prefix of every Redis key the broker writes; lets several deployments share a Redis."""
+    max_upload_bytes: int = 25 * MIB
+    chunk_target_tokens: int = 200
+    chunk_overlap_tokens: int = 40
+    embed_dimensions: int = 256
+    embed_batch_size: int = 64
+    db_pool_size: int = 8
+    policies: dict[StageName, StagePolicy] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_POLICIES)
+    )
+
+    def policy(self, stage: StageName) -> StagePolicy:
+        return self.policies[stage]
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """``database_url`` with the psycopg 3 driver named, as SQLAlchemy needs it."""
+        return to_sqlalchemy_url(self.database_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_namespace=env.get("PIPELINE_REDIS_NAMESPACE") or "pipeline",
+            max_upload_bytes=_int(env, "PIPELINE_MAX_UPLOAD_BYTES", 25 * MIB, minimum=1),
+            chunk_target_tokens=_int(env, "PIPELINE_CHUNK_TARGET_TOKENS", 200, minimum=8),
+            chunk_overlap_tokens=_int(env, "PIPELINE_CHUNK_OVERLAP_TOKENS", 40, minimum=0),
+            embed_dimensions=_int(env, "PIPELINE_EMBED_DIMENSIONS", 256, minimum=8),
+            embed_batch_size=_int(env, "PIPELINE_EMBED_BATCH_SIZE", 64, minimum=1),
+            db_pool_size=_int(env, "PIPELINE_DB_POOL_SIZE", 8, minimum=1),
+            policies={stage: _policy(env, stage) for stage in STAGES},
+        )
+
+
+def _policy(env: Mapping[str, str], stage: StageName) -> StagePolicy:
+    default = DEFAULT_POLICIES[stage]
+    prefix = f"PIPELINE_{stage.upper()}_"
+    min_backoff = _seconds_ms(env, prefix + "MIN_BACKOFF_S", default.min_backoff_ms)
+    max_backoff = _seconds_ms(env, prefix + "MAX_BACKOFF_S", default.max_backoff_ms)
+    if max_backoff < min_backoff:
+        raise SettingsError(f"{prefix}MAX_BACKOFF_S must not be below {prefix}MIN_BACKOFF_S")
+    return StagePolicy(
+        max_retries=_int(env, prefix + "MAX_RETRIES", default.max_retries, minimum=0),
+        min_backoff_ms=min_backoff,
+        max_backoff_ms=max_backoff,
+        time_limit_ms=_seconds_ms(env, prefix + "TIME_LIMIT_S", default.time_limit_ms),
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _seconds_ms(env: Mapping[str, str], name: str, default_ms: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default_ms
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if seconds <= 0:
+        raise SettingsError(f"{name} must be positive, not {raw!r}")
+    return max(1, round(seconds * 1000))
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise SettingsError(f"DATABASE_URL must be a postgresql:// URL, not {url!r}")
