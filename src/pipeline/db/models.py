@@ -26,6 +26,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+)
+from sqlalchemy import (
     text as sql_text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL, TSVECTOR, UUID
@@ -53,7 +55,7 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {  # noqa: RUF012
+    type_annotation_map = {
         datetime: DateTime(timezone=True),
         dict[str, Any]: JSONB,
     }
@@ -75,6 +77,8 @@ class Document(Base):
     declared_content_type: Mapped[str | None] = mapped_column(String(255))
     detected_content_type: Mapped[str | None] = mapped_column(String(255))
     kind: Mapped[str | None] = mapped_column(String(32))
+    encoding: Mapped[str | None] = mapped_column(String(32))
+    """The text encoding validate detected, for text-based kinds."""
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
@@ -143,9 +147,7 @@ class StageEvent(Base):
     __table_args__ = (Index("ix_stage_events_document", "document_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    document_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE")
-    )
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     stage: Mapped[str | None] = mapped_column(String(32))
     generation: Mapped[int] = mapped_column(Integer)
     event: Mapped[str] = mapped_column(String(32))
@@ -198,9 +200,7 @@ class Chunk(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    document_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE")
-    )
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     ordinal: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     start_offset: Mapped[int] = mapped_column(Integer)

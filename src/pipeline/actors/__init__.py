@@ -1,0 +1,45 @@
+"""Stage actors: thin Dramatiq declarations over the stage executor.
+
+Each stage gets one actor on its own queue (queue name = stage name), so a worker
+group started with ``--stage extract`` consumes extract messages and nothing else.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from pipeline.services.executor import Delivery, StageExecutor
+from pipeline.settings import Settings
+from pipeline.stages import STAGES, StageName
+
+
+def declare_stage_actor(
+    broker: dramatiq.Broker, stage: StageName, executor: StageExecutor, settings: Settings
+) -> dramatiq.Actor[[object], None]:
+    """Declare ``stage``'s actor with its own retry policy and time limit."""
+    policy = settings.policy(stage)
+
+    def run(payload: object) -> None:
+        message = CurrentMessage.get_current_message()
+        if message is None:  # only when called directly, outside a worker
+            raise RuntimeError("stage actors run inside a Dramatiq worker")
+        executor.execute(stage, payload, Delivery.from_message(message))
+
+    run.__name__ = run.__qualname__ = f"{stage}_stage"
+    declare = dramatiq.actor(
+        actor_name=stage,
+        queue_name=stage,
+        broker=broker,
+        max_retries=policy.max_retries,
+        min_backoff=policy.min_backoff_ms,
+        max_backoff=policy.max_backoff_ms,
+        time_limit=policy.time_limit_ms,
+    )
+    return declare(run)
+
+
+def declare_actors(
+    broker: dramatiq.Broker, executor: StageExecutor, settings: Settings
+) -> dict[StageName, dramatiq.Actor[[object], None]]:
+    return {stage: declare_stage_actor(broker, stage, executor, settings) for stage in STAGES}

@@ -1,0 +1,86 @@
+"""``pipeline ingest``: upload files through the HTTP API and follow them."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+import httpx
+
+TERMINAL = frozenset({"succeeded", "failed"})
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="PIPELINE_URL")
+@click.option("--wait", is_flag=True, help="Follow the documents until every one is done.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+def ingest(paths: tuple[Path, ...], url: str, wait: bool, timeout: float) -> None:
+    """Upload PATHS (files, or folders of files) to the API.
+
+    Exits non-zero if an upload is refused or, with --wait, if a document fails.
+    """
+    files = sorted({file for path in paths for file in _files(path)})
+    refused = 0
+    ids: dict[str, Path] = {}
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        for file in files:
+            document_id, problem = _upload(client, file)
+            if document_id is None:
+                refused += 1
+                click.echo(f"refused  {file}: {problem}", err=True)
+            else:
+                ids[document_id] = file
+                click.echo(f"accepted {file} -> {document_id}")
+        failed = _follow(client, ids, timeout) if wait and ids else 0
+    if refused or failed:
+        raise SystemExit(1)
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return [child for child in path.rglob("*") if child.is_file()]
+    return [path]
+
+
+def _upload(client: httpx.Client, file: Path) -> tuple[str | None, str]:
+    content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    with file.open("rb") as handle:
+        response = client.post("/documents", files={"file": (file.name, handle, content_type)})
+    if response.status_code == 202:
+        return str(response.json()["id"]), ""
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return None, f"{response.status_code} {detail}"
+
+
+def _follow(client: httpx.Client, ids: dict[str, Path], timeout: float) -> int:
+    """Poll until every document is terminal; return how many failed."""
+    pending = dict(ids)
+    outcomes: Counter[str] = Counter()
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for document_id in list(pending):
+            document = client.get(f"/documents/{document_id}").json()
+            status = document.get("status")
+            if status in TERMINAL:
+                file = pending.pop(document_id)
+                outcomes[status] += 1
+                reason = f": {document.get('failure_reason')}" if status == "failed" else ""
+                click.echo(f"{status:9} {file}{reason}")
+        done = len(ids) - len(pending)
+        click.echo(
+            f"progress: {done}/{len(ids)} done "
+            f"({outcomes['succeeded']} succeeded, {outcomes['failed']} failed)",
+            err=True,
+        )
+        if pending:
+            time.sleep(1.0)
+    if pending:
+        click.echo(f"timed out with {len(pending)} document(s) still processing", err=True)
+    return outcomes["failed"] + len(pending)

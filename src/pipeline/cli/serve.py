@@ -1,0 +1,68 @@
+"""``pipeline api`` and ``pipeline worker``: the long-running processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import uvicorn
+
+from pipeline.stages import STAGES
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+def api(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API."""
+    uvicorn.run(
+        "pipeline.http.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+    )
+
+
+@click.command()
+@click.option(
+    "--stage",
+    "stages",
+    multiple=True,
+    type=click.Choice(STAGES),
+    help="Consume only this stage's queue (repeatable; default: every stage).",
+)
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--shutdown-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds in-flight stages get to finish on SIGTERM.",
+)
+def worker(stages: tuple[str, ...], processes: int, threads: int, shutdown_timeout: float) -> None:
+    """Run Dramatiq workers for some or all stages.
+
+    Runs ``dramatiq`` in place of this process, so signals reach it directly.
+    """
+    queues = list(stages or STAGES)
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "pipeline.actors.worker",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--worker-shutdown-timeout",
+        str(int(shutdown_timeout * 1000)),
+        "--queues",
+        *queues,
+    ]
+    click.echo(f"worker: stages {', '.join(queues)}; {processes} process(es) x {threads} thread(s)")
+    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, our own interpreter

@@ -1,0 +1,1 @@
+"""The HTTP API: Litestar handlers that parse, call a service and format."""

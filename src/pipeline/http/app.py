@@ -1,0 +1,63 @@
+"""The Litestar application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from pipeline.broker import make_broker
+from pipeline.db.engine import make_async_engine
+from pipeline.http.documents import DocumentController
+from pipeline.http.health import health, ready
+from pipeline.http.problems import problem_details_plugin
+from pipeline.http.search import search
+from pipeline.http.state import ApiState
+from pipeline.services.dispatch import Dispatcher
+from pipeline.settings import Settings
+
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Litestar:
+    """Build the app; the engine is created on startup and disposed on shutdown."""
+    holder: dict[str, ApiState] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        engine = make_async_engine(settings)
+        holder["state"] = ApiState(
+            settings=settings,
+            engine=engine,
+            dispatcher=dispatcher or Dispatcher(make_broker(settings)),
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    def provide_state() -> ApiState:
+        return holder["state"]
+
+    return Litestar(
+        route_handlers=[DocumentController, search, health, ready],
+        dependencies={"api": Provide(provide_state, sync_to_thread=False)},
+        lifespan=[lifespan],
+        plugins=[problem_details_plugin()],
+        request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        openapi_config=OpenAPIConfig(
+            title="pipeline",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """The factory ``pipeline api`` hands to uvicorn (one call per worker process)."""
+    return create_app(Settings.from_env())

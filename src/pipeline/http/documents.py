@@ -1,0 +1,139 @@
+"""/documents: upload, status, listing and chunks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import Parameter
+
+from pipeline.http.problems import Problem
+from pipeline.http.state import ApiState
+from pipeline.http.upload_body import read_upload
+from pipeline.services import queries
+from pipeline.services.queries import ChunkList, DocumentLinks, DocumentPage, DocumentView
+from pipeline.services.uploads import IdempotencyConflict, Upload, accept_upload
+
+
+class DocumentAccepted(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    status: str
+    links: DocumentLinks
+
+
+class UploadOperation(Operation):
+    """Documents the two upload forms, which the handler reads itself."""
+
+    def __post_init__(self) -> None:
+        binary = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
+        self.request_body = RequestBody(
+            required=True,
+            description="The document: a multipart field `file`, or the raw bytes as the body.",
+            content={
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        properties={"file": binary},
+                        required=["file"],
+                    )
+                ),
+                "application/octet-stream": OpenAPIMediaType(schema=binary),
+            },
+        )
+
+
+def parse_id(raw: str) -> uuid.UUID:
+    """Malformed ids name no document: they are 404s, like unknown ones."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise Problem(404, f"no document with id {raw!r}") from None
+
+
+class DocumentController(Controller):
+    path = "/documents"
+    tags = ["documents"]
+
+    @post(
+        "/",
+        status_code=202,
+        operation_class=UploadOperation,
+        summary="Upload a document",
+        description="Stores the document and answers at once; processing runs in the background.",
+    )
+    async def upload(
+        self,
+        request: Request[Any, Any, Any],
+        api: ApiState,
+        filename: Annotated[
+            str | None, Parameter(query="filename", required=False, max_length=1024)
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Parameter(header="Idempotency-Key", required=False, min_length=1, max_length=255),
+        ] = None,
+    ) -> Response[DocumentAccepted]:
+        raw = await read_upload(request, filename, api.settings.max_upload_bytes)
+        upload = Upload(
+            filename=raw.filename,
+            declared_type=raw.declared_type,
+            data=raw.data,
+            idempotency_key=idempotency_key,
+        )
+        try:
+            accepted = await accept_upload(api.engine, api.dispatcher, upload)
+        except IdempotencyConflict as conflict:
+            raise Problem(
+                409,
+                "this Idempotency-Key was already used for a different file "
+                f"(document {conflict.document_id})",
+                document_id=str(conflict.document_id),
+            ) from None
+        body = DocumentAccepted(
+            id=accepted.id, status=accepted.status, links=queries.links(accepted.id)
+        )
+        headers = {"Location": body.links.self}
+        if accepted.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body, status_code=202, headers=headers)
+
+    @get("/", summary="List documents, newest first")
+    async def list_documents(
+        self,
+        api: ApiState,
+        status: Annotated[
+            queries.DocumentStatus | None, Parameter(query="status", required=False)
+        ] = None,
+        cursor: Annotated[str | None, Parameter(query="cursor", required=False)] = None,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 50,
+    ) -> DocumentPage:
+        try:
+            return await queries.list_documents(
+                api.engine, status=status, cursor=cursor, limit=limit
+            )
+        except queries.InvalidCursor as error:
+            raise Problem(422, str(error)) from None
+
+    @get("/{document_id:str}", summary="A document and each of its stage runs")
+    async def get_document(self, api: ApiState, document_id: str) -> DocumentView:
+        document = await queries.get_document(api.engine, parse_id(document_id))
+        if document is None:
+            raise Problem(404, f"no document with id {document_id!r}")
+        return document
+
+    @get("/{document_id:str}/chunks", summary="A document's chunks, in order")
+    async def get_chunks(
+        self,
+        api: ApiState,
+        document_id: str,
+        embeddings: Annotated[bool, Parameter(query="embeddings")] = False,
+    ) -> ChunkList:
+        chunks = await queries.list_chunks(
+            api.engine, parse_id(document_id), with_embeddings=embeddings
+        )
+        if chunks is None:
+            raise Problem(404, f"no document with id {document_id!r}")
+        return chunks

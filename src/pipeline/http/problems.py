@@ -1,0 +1,84 @@
+"""RFC 9457 problem details for every error the API returns.
+
+Litestar's plugin puts an HTTPException's text in ``title``; clients read ``detail``,
+so each exception is converted here with a stable title per status and the
+human-readable explanation in ``detail``. Anything unexpected becomes a 500 whose
+detail says nothing internal; the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Problem(ProblemDetailsException):
+    """An API error with a clear ``detail``; raise it from handlers."""
+
+    def __init__(self, status_code: int, detail: str, **extra: Any) -> None:
+        super().__init__(
+            status_code=status_code,
+            detail=detail,
+            title=_title(status_code),
+            type_="about:blank",
+            extra=extra or None,
+        )
+
+
+def _title(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"
+
+
+def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
+    status = exc.status_code
+    detail = exc.detail or _title(status)
+    extra: dict[str, Any] | None = None
+    if isinstance(exc, ValidationException):
+        # Malformed parameters and bodies are 422, as in the rest of the API.
+        status = 422
+        if isinstance(exc.extra, list) and exc.extra:
+            extra = {"errors": exc.extra}
+    elif status == 413:
+        detail = "the request body is larger than this server accepts"
+    return ProblemDetailsException(
+        status_code=status,
+        detail=detail,
+        title=_title(status),
+        type_="about:blank",
+        headers=exc.headers,
+        extra=extra,
+    )
+
+
+def _from_unexpected(exc: Exception) -> ProblemDetailsException:
+    logger.exception("unhandled error", exc_info=exc)
+    return ProblemDetailsException(
+        status_code=500,
+        detail="the server failed to handle this request; it has been logged",
+        title=_title(500),
+        type_="about:blank",
+    )
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(
+        ProblemDetailsConfig(
+            exception_to_problem_detail_map={
+                HTTPException: _from_http_exception,
+                Exception: _from_unexpected,
+            }
+        )
+    )

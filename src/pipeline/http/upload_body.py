@@ -1,0 +1,94 @@
+"""Reading an upload from a request: multipart field ``file`` or a raw body.
+
+Everything that makes a request unacceptable is decided here, before anything is
+written: a missing file, an empty one, one over the size limit, or a declared
+type the pipeline can never read.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Final
+
+import msgspec
+from litestar import Request
+from litestar.datastructures import UploadFile
+
+from pipeline.http.problems import Problem
+
+MULTIPART: Final = "multipart/form-data"
+
+# Declared types that could hold a supported document. The real type is always
+# sniffed from the bytes; this list only turns away uploads that say outright they
+# are something else (an image, a video, an archive).
+ACCEPTABLE_TYPES: Final = frozenset(
+    {
+        "application/pdf",
+        "application/x-pdf",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/xhtml+xml",
+        "application/xml",
+        "application/json",
+        "application/octet-stream",
+        "application/x-markdown",
+        "binary/octet-stream",
+    }
+)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RawUpload(msgspec.Struct, frozen=True):
+    filename: str
+    declared_type: str | None
+    data: bytes
+
+
+async def read_upload(
+    request: Request[Any, Any, Any], filename: str | None, max_bytes: int
+) -> RawUpload:
+    media_type = request.content_type[0].lower() if request.headers.get("content-type") else ""
+    if media_type == MULTIPART:
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise Problem(422, "the multipart body has no file in a field named 'file'")
+        data = await upload.read()
+        declared = _normalise_type(upload.content_type)
+        name: str | None = filename or upload.filename
+    else:
+        data = await request.body()
+        declared = _normalise_type(media_type)
+        name = filename
+    if len(data) > max_bytes:
+        raise Problem(413, f"the file is {len(data)} bytes; the limit is {max_bytes} bytes")
+    if declared is not None and not acceptable(declared):
+        raise Problem(
+            415,
+            f"declared type {declared!r} is not a supported document type "
+            "(PDF, DOCX, HTML, Markdown or plain text)",
+        )
+    if not data:
+        raise Problem(422, "the uploaded file is empty")
+    return RawUpload(filename=sanitise_filename(name), declared_type=declared, data=data)
+
+
+def acceptable(declared: str) -> bool:
+    return declared.startswith("text/") or declared in ACCEPTABLE_TYPES
+
+
+def _normalise_type(value: str | None) -> str | None:
+    if not value:
+        return None
+    media_type = value.split(";", 1)[0].strip().lower()
+    return media_type or None
+
+
+def sanitise_filename(name: str | None) -> str:
+    """A display name safe to store and echo: no directories, no control characters."""
+    if not name:
+        return "upload"
+    name = unicodedata.normalize("NFC", name)
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _CONTROL.sub("", name).strip().strip(".")
+    return name[:255] or "upload"

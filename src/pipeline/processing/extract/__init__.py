@@ -1,0 +1,73 @@
+"""Extraction: bytes of a validated document to normalised text.
+
+One module per kind, each a pure function of the bytes; :func:`extract`
+dispatches on the kind decided by validation and enforces the shared contract
+(see :mod:`.normalize` for the text convention): non-empty text, or
+:class:`~pipeline.errors.EmptyContent`; unparseable bytes raise
+:class:`~pipeline.errors.CorruptContent`.
+
+Why these libraries:
+
+* **pypdfium2** (PDFium, Chrome's PDF engine): fast text extraction in C with
+  good reading order, tolerant of broken files, and the binary ships inside the
+  wheel, so there is no system dependency. Not thread-safe: see :mod:`.pdf`.
+* **lxml** (libxml2): a fast, forgiving HTML parser that recovers from broken
+  markup, decodes entities, never touches the network, and limits nesting depth
+  against hostile documents; the same library parses DOCX XML with entity
+  resolution and DTD loading switched off.
+* **markdown-it-py**: a CommonMark-compliant parser exposing a token stream, so
+  structure comes from a real grammar rather than regular expressions.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pipeline.errors import EmptyContent
+from pipeline.processing.extract.docx import extract_docx
+from pipeline.processing.extract.html import extract_html
+from pipeline.processing.extract.markdown import extract_markdown
+from pipeline.processing.extract.pdf import PDFIUM_LOCK, extract_pdf
+from pipeline.processing.extract.plain import extract_plain
+from pipeline.processing.extract.result import Extracted, PageSpan
+from pipeline.processing.kinds import DocumentKind
+
+__all__ = ["PDFIUM_LOCK", "Extracted", "PageSpan", "extract"]
+
+_EMPTY_REASONS: Final[dict[DocumentKind, str]] = {
+    "pdf": (
+        "no text could be extracted: the PDF has no text layer (probably scanned "
+        "images); run OCR on it and upload a searchable PDF"
+    ),
+    "docx": "no text could be extracted: the DOCX document has no text in its body",
+    "html": "no text could be extracted: the HTML page has no visible text content",
+    "markdown": "no text could be extracted: the Markdown document has no text",
+    "text": "no text could be extracted: the text file has no printable text",
+}
+
+
+def extract(data: bytes, kind: DocumentKind, encoding: str | None) -> Extracted:
+    """Extract normalised text from ``data`` of a known ``kind``.
+
+    ``encoding`` is the one validation found for text kinds (``None`` to detect
+    it again); it is ignored for PDF and DOCX.
+
+    Raises:
+        EmptyContent: nothing readable was found.
+        CorruptContent: the parser could not read the bytes.
+        EncryptedContent: a password-protected PDF.
+        ContentTooLarge: a DOCX whose text part decompresses beyond the cap.
+    """
+    if kind == "pdf":
+        result = extract_pdf(data)
+    elif kind == "docx":
+        result = Extracted(text=extract_docx(data))
+    elif kind == "html":
+        result = Extracted(text=extract_html(data, encoding))
+    elif kind == "markdown":
+        result = Extracted(text=extract_markdown(data, encoding))
+    else:
+        result = Extracted(text=extract_plain(data, encoding))
+    if not result.text:
+        raise EmptyContent(_EMPTY_REASONS[kind])
+    return result

@@ -1,0 +1,97 @@
+"""PDF: the text layer of each page, via pypdfium2 (PDFium).
+
+PDFium is Chrome's PDF engine: fast C text extraction with good reading order,
+robust against malformed files, and pypdfium2 ships it inside its wheels. It is
+*not* thread-safe, so every call into it happens under :data:`PDFIUM_LOCK` (a
+process-wide lock: worker processes run several threads). Documents, pages and
+text pages hold C memory and are closed explicitly, innermost first, instead of
+waiting for the garbage collector.
+
+A PDF has no paragraph structure, only positioned lines, so each page's lines
+are joined into one block per run of non-blank lines; pages are separated by a
+blank line, and :class:`PageSpan` records where each page lies in the text.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Final
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+
+from pipeline.errors import CorruptContent, EncryptedContent
+from pipeline.processing.extract.normalize import clean_block, join_blocks, split_paragraphs
+from pipeline.processing.extract.result import Extracted, PageSpan
+
+#: Serialises every PDFium call in this process (PDFium keeps global state).
+PDFIUM_LOCK: Final = threading.Lock()
+
+# Typographic ligatures PDFium reports as single code points; NFC keeps them, and
+# they break search ("ﬁle" != "file").
+_LIGATURES: Final = str.maketrans(
+    {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"}
+)
+_PAGE_SEPARATOR: Final = "\n\n"
+
+
+def _page_text(raw: str) -> str:
+    paragraphs = split_paragraphs(raw.translate(_LIGATURES))
+    return join_blocks(clean_block(paragraph) for paragraph in paragraphs)
+
+
+def _open(data: bytes) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        code = getattr(exc, "err_code", None)
+        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise EncryptedContent(
+                "PDF is encrypted (password protected); upload an unprotected copy"
+            ) from exc
+        raise CorruptContent(
+            f"PDF is corrupt or unreadable ({exc}); re-export it and upload it again"
+        ) from exc
+
+
+def _read_pages(data: bytes) -> list[str]:
+    with PDFIUM_LOCK:
+        document = _open(data)
+        try:
+            texts: list[str] = []
+            for index in range(len(document)):
+                page = document[index]
+                try:
+                    textpage = page.get_textpage()
+                    try:
+                        texts.append(textpage.get_text_bounded())
+                    finally:
+                        textpage.close()
+                finally:
+                    page.close()
+            return texts
+        except pdfium.PdfiumError as exc:
+            raise CorruptContent(
+                f"PDF is corrupt or unreadable ({exc}); re-export it and upload it again"
+            ) from exc
+        finally:
+            document.close()
+
+
+def extract_pdf(data: bytes) -> Extracted:
+    """Text of a PDF with one :class:`PageSpan` per page (1-based page numbers)."""
+    parts: list[str] = []
+    pages: list[PageSpan] = []
+    offset = 0
+    for number, raw in enumerate(_read_pages(data), start=1):
+        text = _page_text(raw)
+        if not text:
+            pages.append(PageSpan(number=number, start=offset, end=offset))
+            continue
+        if parts:
+            parts.append(_PAGE_SEPARATOR)
+            offset += len(_PAGE_SEPARATOR)
+        parts.append(text)
+        pages.append(PageSpan(number=number, start=offset, end=offset + len(text)))
+        offset += len(text)
+    return Extracted(text="".join(parts), pages=pages)

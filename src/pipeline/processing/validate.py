@@ -1,0 +1,80 @@
+"""Admission control: the cheap checks that decide whether a document is worth parsing.
+
+Validation runs before anything expensive and must stay cheap and safe on hostile
+input, so it never runs a full parser: a size policy first (so an oversize upload
+costs nothing more), then emptiness, then :func:`~pipeline.processing.sniff.sniff`
+for the real type, then a byte-level scan for PDF encryption. Parsing failures
+surface later, in extraction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final
+
+import msgspec
+
+from pipeline.errors import ContentTooLarge, EmptyContent, EncryptedContent
+from pipeline.processing.kinds import DocumentKind
+from pipeline.processing.sniff import sniff
+
+# An /Encrypt entry whose value is an indirect reference or an inline dictionary;
+# /EncryptMetadata and the like do not match.
+_PDF_ENCRYPT_RE: Final = re.compile(rb"/Encrypt\s*(?:\d+\s+\d+\s+R|<<)")
+
+
+class ValidationPolicy(msgspec.Struct, frozen=True):
+    """Limits applied to every document. ``max_bytes`` must be positive."""
+
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+
+
+class Validation(msgspec.Struct, frozen=True):
+    """A document that passed validation: its real type and identity."""
+
+    kind: DocumentKind
+    mime: str
+    encoding: str | None
+    sha256: str
+    size: int
+
+
+def _human_size(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def validate(data: bytes, policy: ValidationPolicy) -> Validation:
+    """Check ``data`` against ``policy`` and identify it.
+
+    Raises:
+        ContentTooLarge: more than ``policy.max_bytes``.
+        EmptyContent, UnsupportedContent, CorruptContent: see :func:`sniff`.
+        EncryptedContent: a PDF with an ``/Encrypt`` dictionary (or an encrypted
+            Office file).
+    """
+    size = len(data)
+    if size > policy.max_bytes:
+        raise ContentTooLarge(
+            f"file is {_human_size(size)} ({size} bytes), over the limit of "
+            f"{_human_size(policy.max_bytes)} ({policy.max_bytes} bytes); upload a smaller file"
+        )
+    if size == 0:
+        raise EmptyContent("file is empty")
+    sniffed = sniff(data)
+    if sniffed.kind == "pdf" and _PDF_ENCRYPT_RE.search(data):
+        raise EncryptedContent("PDF is encrypted (password protected); upload an unprotected copy")
+    return Validation(
+        kind=sniffed.kind,
+        mime=sniffed.mime,
+        encoding=sniffed.encoding,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=size,
+    )

@@ -1,0 +1,1 @@
+"""Services: transactions and messages, callable alike from the CLI, HTTP and tests."""

@@ -1,0 +1,36 @@
+"""One handler per stage, built from settings: the executor's table of work."""
+
+from __future__ import annotations
+
+from pipeline.processing.chunk import ChunkPolicy
+from pipeline.processing.embed import Embedder, HashingEmbedder
+from pipeline.processing.validate import ValidationPolicy
+from pipeline.services.handlers.base import AnyHandler, StageHandler
+from pipeline.services.handlers.chunk import ChunkHandler
+from pipeline.services.handlers.embed import EmbedHandler
+from pipeline.services.handlers.extract import ExtractHandler
+from pipeline.services.handlers.index import IndexHandler
+from pipeline.services.handlers.validate import ValidateHandler
+from pipeline.settings import Settings
+from pipeline.stages import StageName
+
+__all__ = ["AnyHandler", "StageHandler", "make_embedder", "make_handlers"]
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    return HashingEmbedder(dimensions=settings.embed_dimensions)
+
+
+def make_handlers(settings: Settings) -> dict[StageName, AnyHandler]:
+    return {
+        "validate": ValidateHandler(ValidationPolicy(max_bytes=settings.max_upload_bytes)),
+        "extract": ExtractHandler(),
+        "chunk": ChunkHandler(
+            ChunkPolicy(
+                target_tokens=settings.chunk_target_tokens,
+                overlap_tokens=settings.chunk_overlap_tokens,
+            )
+        ),
+        "embed": EmbedHandler(make_embedder(settings), settings.embed_batch_size),
+        "index": IndexHandler(),
+    }

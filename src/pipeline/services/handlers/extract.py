@@ -1,0 +1,60 @@
+"""extract: text from the document's bytes, by the kind validate detected."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql import insert
+
+from pipeline.db.models import Document, DocumentText
+from pipeline.processing.extract import Extracted, extract
+from pipeline.processing.kinds import DocumentKind
+from pipeline.services.handlers.storage import MissingInput, load_blob
+
+
+class ExtractInput(msgspec.Struct, frozen=True):
+    data: bytes
+    kind: DocumentKind
+    encoding: str | None
+
+
+class ExtractHandler:
+    def load(self, conn: Connection, document_id: uuid.UUID) -> ExtractInput:
+        row = conn.execute(
+            select(Document.kind, Document.encoding).where(Document.id == document_id)
+        ).one_or_none()
+        if row is None or row.kind is None:
+            raise MissingInput("the document has not been validated")
+        data = load_blob(conn, document_id)
+        return ExtractInput(data=data, kind=cast(DocumentKind, row.kind), encoding=row.encoding)
+
+    def compute(self, data: ExtractInput) -> Extracted:
+        return extract(data.data, data.kind, data.encoding)
+
+    def store(
+        self, conn: Connection, document_id: uuid.UUID, generation: int, result: Extracted
+    ) -> dict[str, Any]:
+        pages = [msgspec.to_builtins(page) for page in result.pages]
+        statement = insert(DocumentText).values(
+            document_id=document_id,
+            generation=generation,
+            text=result.text,
+            pages=pages,
+            char_count=len(result.text),
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[DocumentText.document_id],
+                set_={
+                    "generation": statement.excluded.generation,
+                    "text": statement.excluded.text,
+                    "pages": statement.excluded.pages,
+                    "char_count": statement.excluded.char_count,
+                    "created_at": statement.excluded.created_at,
+                },
+            )
+        )
+        return {"characters": len(result.text), "pages": len(result.pages)}

@@ -1,0 +1,76 @@
+"""index: swap the document's searchable chunks in one transaction."""
+
+from __future__ import annotations
+
+import array
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, delete, insert
+
+from pipeline.db.models import Chunk
+from pipeline.errors import PermanentError
+from pipeline.services.handlers.outputs import (
+    ChunkPlan,
+    EmbeddingSet,
+    decode_embeddings,
+    decode_plan,
+)
+from pipeline.services.handlers.storage import load_output
+
+
+class IndexInput(msgspec.Struct, frozen=True):
+    plan: ChunkPlan
+    embeddings: EmbeddingSet
+
+
+class IndexRow(msgspec.Struct, frozen=True):
+    ordinal: int
+    text: str
+    start_offset: int
+    end_offset: int
+    token_count: int
+    page: int | None
+    embedding: list[float]
+    embedding_model: str
+
+
+class IndexHandler:
+    def load(self, conn: Connection, document_id: uuid.UUID) -> IndexInput:
+        return IndexInput(
+            plan=decode_plan(load_output(conn, document_id, "chunk")),
+            embeddings=decode_embeddings(load_output(conn, document_id, "embed")),
+        )
+
+    def compute(self, data: IndexInput) -> list[IndexRow]:
+        drafts, vectors = data.plan.chunks, data.embeddings.vectors
+        if len(drafts) != len(vectors):
+            raise PermanentError(
+                f"chunk and embedding counts differ ({len(drafts)} vs {len(vectors)}); "
+                "re-run the document from the chunk stage"
+            )
+        return [
+            IndexRow(
+                ordinal=draft.ordinal,
+                text=draft.text,
+                start_offset=draft.start,
+                end_offset=draft.end,
+                token_count=draft.token_count,
+                page=draft.page,
+                embedding=array.array("f", vector).tolist(),
+                embedding_model=data.embeddings.model,
+            )
+            for draft, vector in zip(drafts, vectors, strict=True)
+        ]
+
+    def store(
+        self, conn: Connection, document_id: uuid.UUID, generation: int, result: list[IndexRow]
+    ) -> dict[str, Any]:
+        conn.execute(delete(Chunk).where(Chunk.document_id == document_id))
+        if result:
+            conn.execute(
+                insert(Chunk),
+                [{"document_id": document_id, **msgspec.structs.asdict(row)} for row in result],
+            )
+        return {"chunks": len(result)}

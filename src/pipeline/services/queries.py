@@ -1,0 +1,307 @@
+"""Read models: what the API shows about documents, chunks and search results."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any, Literal, Unpack
+
+import msgspec
+from sqlalchemy import Row, func, literal_column, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.db.models import TEXT_SEARCH_CONFIG, Chunk, Document, StageRun
+
+DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
+
+
+class StageError(msgspec.Struct, frozen=True):
+    type: str | None
+    message: str | None
+    transient: bool | None
+
+
+class Progress(msgspec.Struct, frozen=True):
+    current: int
+    total: int
+
+
+class StageView(msgspec.Struct, frozen=True):
+    stage: str
+    status: str
+    attempts: int
+    generation: int
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    last_error: StageError | None
+    progress: Progress | None
+
+
+class DocumentLinks(msgspec.Struct, frozen=True):
+    self: str
+    chunks: str
+
+
+class DocumentView(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    filename: str
+    status: str
+    failure_reason: str | None
+    kind: str | None
+    declared_content_type: str | None
+    detected_content_type: str | None
+    size_bytes: int
+    sha256: str
+    generation: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    links: DocumentLinks
+    stages: list[StageView] | None = None
+
+
+class DocumentPage(msgspec.Struct, frozen=True):
+    items: list[DocumentView]
+    next_cursor: str | None
+
+
+class ChunkView(msgspec.Struct, frozen=True):
+    ordinal: int
+    text: str
+    start: int
+    end: int
+    token_count: int
+    page: int | None
+    embedding: list[float] | None = None
+
+
+class ChunkList(msgspec.Struct, frozen=True):
+    document_id: uuid.UUID
+    count: int
+    chunks: list[ChunkView]
+
+
+class SearchHit(msgspec.Struct, frozen=True):
+    document_id: uuid.UUID
+    filename: str
+    chunk_ordinal: int
+    snippet: str
+    score: float
+
+
+class SearchResults(msgspec.Struct, frozen=True):
+    query: str
+    hits: list[SearchHit]
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this API did not issue."""
+
+
+def links(document_id: uuid.UUID) -> DocumentLinks:
+    return DocumentLinks(
+        self=f"/documents/{document_id}", chunks=f"/documents/{document_id}/chunks"
+    )
+
+
+_DOCUMENT_COLUMNS = (
+    Document.id,
+    Document.filename,
+    Document.status,
+    Document.failure_reason,
+    Document.kind,
+    Document.declared_content_type,
+    Document.detected_content_type,
+    Document.size_bytes,
+    Document.sha256,
+    Document.generation,
+    Document.created_at,
+    Document.updated_at,
+    Document.finished_at,
+)
+
+
+def _document(row: Row[Unpack[tuple[Any, ...]]], stages: list[StageView] | None) -> DocumentView:
+    values = row._asdict()
+    return DocumentView(**values, links=links(values["id"]), stages=stages)
+
+
+def _stage(row: Row[Unpack[tuple[Any, ...]]]) -> StageView:
+    error = None
+    if row.error_type is not None or row.error_message is not None:
+        error = StageError(row.error_type, row.error_message, row.error_transient)
+    progress = None
+    if row.progress_total is not None:
+        progress = Progress(row.progress_current or 0, row.progress_total)
+    return StageView(
+        stage=row.stage,
+        status=row.status,
+        attempts=row.attempts,
+        generation=row.generation,
+        queued_at=row.queued_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        duration_ms=row.duration_ms,
+        last_error=error,
+        progress=progress,
+    )
+
+
+async def get_document(
+    engine: AsyncEngine, document_id: uuid.UUID, tenant: str = "default"
+) -> DocumentView | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(*_DOCUMENT_COLUMNS).where(
+                    Document.id == document_id, Document.tenant == tenant
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        stage_rows = (
+            await conn.execute(
+                select(StageRun)
+                .where(StageRun.document_id == document_id)
+                .order_by(StageRun.position)
+            )
+        ).all()
+    return _document(row, [_stage(stage) for stage in stage_rows])
+
+
+async def list_documents(
+    engine: AsyncEngine,
+    *,
+    status: DocumentStatus | None,
+    cursor: str | None,
+    limit: int,
+    tenant: str = "default",
+) -> DocumentPage:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay fast at any depth."""
+    query = select(*_DOCUMENT_COLUMNS).where(Document.tenant == tenant)
+    if status is not None:
+        query = query.where(Document.status == status)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(tuple_(Document.created_at, Document.id) < (created_at, last_id))
+    query = query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit + 1)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    items = [_document(row, None) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor(last.created_at, last.id)
+    return DocumentPage(items=items, next_cursor=next_cursor)
+
+
+def encode_cursor(created_at: datetime, document_id: uuid.UUID) -> str:
+    raw = msgspec.json.encode([created_at, document_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, document_id = msgspec.json.decode(raw, type=tuple[datetime, uuid.UUID])
+    except (ValueError, msgspec.DecodeError) as error:
+        raise InvalidCursor("the cursor is not one this API issued") from error
+    if created_at.tzinfo is None:
+        raise InvalidCursor("the cursor is not one this API issued")
+    return created_at, document_id
+
+
+async def list_chunks(
+    engine: AsyncEngine,
+    document_id: uuid.UUID,
+    *,
+    with_embeddings: bool = False,
+    tenant: str = "default",
+) -> ChunkList | None:
+    async with engine.connect() as conn:
+        exists = (
+            await conn.execute(
+                select(Document.id).where(Document.id == document_id, Document.tenant == tenant)
+            )
+        ).scalar_one_or_none()
+        if exists is None:
+            return None
+        columns = [
+            Chunk.ordinal,
+            Chunk.text,
+            Chunk.start_offset,
+            Chunk.end_offset,
+            Chunk.token_count,
+            Chunk.page,
+        ]
+        if with_embeddings:
+            columns.append(Chunk.embedding)
+        rows = (
+            await conn.execute(
+                select(*columns).where(Chunk.document_id == document_id).order_by(Chunk.ordinal)
+            )
+        ).all()
+    chunks = [
+        ChunkView(
+            ordinal=row.ordinal,
+            text=row.text,
+            start=row.start_offset,
+            end=row.end_offset,
+            token_count=row.token_count,
+            page=row.page,
+            embedding=list(row.embedding) if with_embeddings else None,
+        )
+        for row in rows
+    ]
+    return ChunkList(document_id=document_id, count=len(chunks), chunks=chunks)
+
+
+async def search(
+    engine: AsyncEngine, query: str, *, limit: int, tenant: str = "default"
+) -> SearchResults:
+    """Ranked full-text search; snippets are built only for the rows returned."""
+    tsquery = func.websearch_to_tsquery(literal_column(f"'{TEXT_SEARCH_CONFIG}'"), query)
+    ranked = (
+        select(
+            Chunk.document_id,
+            Chunk.ordinal,
+            Chunk.text,
+            Document.filename,
+            func.ts_rank_cd(Chunk.tsv, tsquery).label("score"),
+        )
+        .join(Document, Document.id == Chunk.document_id)
+        .where(Chunk.tsv.bool_op("@@")(tsquery), Document.tenant == tenant)
+        .order_by(literal_column("score").desc(), Chunk.document_id, Chunk.ordinal)
+        .limit(limit)
+        .subquery()
+    )
+    headline = func.ts_headline(
+        literal_column(f"'{TEXT_SEARCH_CONFIG}'"),
+        ranked.c.text,
+        tsquery,
+        "MaxFragments=2, MaxWords=24, MinWords=8, StartSel=**, StopSel=**",
+    )
+    statement = select(
+        ranked.c.document_id,
+        ranked.c.filename,
+        ranked.c.ordinal,
+        headline.label("snippet"),
+        ranked.c.score,
+    ).order_by(ranked.c.score.desc(), ranked.c.document_id, ranked.c.ordinal)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(statement)).all()
+    hits = [
+        SearchHit(
+            document_id=row.document_id,
+            filename=row.filename,
+            chunk_ordinal=row.ordinal,
+            snippet=row.snippet,
+            score=round(float(row.score), 6),
+        )
+        for row in rows
+    ]
+    return SearchResults(query=query, hits=hits)

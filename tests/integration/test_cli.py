@@ -1,0 +1,102 @@
+"""The real commands, as an operator runs them: db upgrade, api, worker, ingest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.slow
+PIPELINE = [sys.executable, "-m", "pipeline"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def cli_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        # Apart from the in-process test worker's namespace, so only the CLI's worker runs these.
+        "PIPELINE_REDIS_NAMESPACE": settings.redis_namespace + "-cli",
+    }
+
+
+@pytest.fixture
+def services(cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    subprocess.run([*PIPELINE, "db", "upgrade"], env=cli_env, check=True, timeout=60)
+    port = free_port()
+    logs = [(tmp_path / "api.log").open("w"), (tmp_path / "worker.log").open("w")]
+    processes = [
+        subprocess.Popen(
+            [*PIPELINE, "api", "--port", str(port)], env=cli_env, stdout=logs[0], stderr=logs[0]
+        ),
+        subprocess.Popen(
+            [*PIPELINE, "worker", "--processes", "1", "--threads", "2"],
+            env=cli_env, stdout=logs[1], stderr=logs[1],
+        ),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "api.log").read_text())
+            time.sleep(0.2)
+        yield url
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+
+
+def test_ingest_wait_reports_success_and_failure(
+    services: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Heading\n\nThe aardvark ambles at dawn.\n")
+    (docs / "b.txt").write_text("Bioluminescent plankton glow at night.\n")
+    ok = subprocess.run(
+        [*PIPELINE, "ingest", str(docs), "--url", services, "--wait", "--timeout", "60"],
+        env=cli_env, capture_output=True, text=True, timeout=90,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("succeeded") == 2
+    hits = httpx.get(services + "/search", params={"q": "bioluminescent"}).json()["hits"]
+    assert [hit["filename"] for hit in hits] == ["b.txt"]
+
+    (tmp_path / "bad.dat").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(300))
+    bad = subprocess.run(
+        [*PIPELINE, "ingest", str(tmp_path / "bad.dat"), "--url", services, "--wait",
+         "--timeout", "60"],
+        env=cli_env, capture_output=True, text=True, timeout=90,
+    )
+    assert bad.returncode == 1
+    assert "failed" in bad.stdout

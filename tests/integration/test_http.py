@@ -1,0 +1,179 @@
+"""The HTTP surface: uploads and their refusals, reads, pagination, health."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import Engine, text
+
+from .conftest import upload, wait_for_document
+
+TEXT = b"Plain text about glaciers.\n\nA second paragraph about fjords."
+
+
+def count_documents(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM documents")).scalar_one())
+
+
+def assert_problem(response: Any, status: int, detail_part: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status
+    assert detail_part in body["detail"]
+
+
+def test_multipart_upload_answers_202_with_location(
+    client: TestClient[Any], worker: Any
+) -> None:
+    response = upload(client, TEXT, filename="notes.txt")
+    assert response.status_code == 202
+    body = response.json()
+    document_id = body["id"]
+    assert uuid.UUID(document_id)
+    assert body["status"] == "pending"
+    assert body["links"]["self"] == f"/documents/{document_id}"
+    assert response.headers["location"] == f"/documents/{document_id}"
+    document = wait_for_document(client, document_id)
+    assert document["status"] == "succeeded"
+    assert document["filename"] == "notes.txt"
+
+
+def test_raw_body_upload_uses_query_filename(client: TestClient[Any], worker: Any) -> None:
+    response = client.post(
+        "/documents",
+        params={"filename": "../../etc/raw.md"},
+        content=b"# Title\n\nSome *markdown* body text.\n\n- one\n- two\n",
+        headers={"Content-Type": "text/markdown"},
+    )
+    assert response.status_code == 202, response.text
+    document = wait_for_document(client, response.json()["id"])
+    assert document["status"] == "succeeded"
+    assert document["filename"] == "raw.md"
+    assert document["declared_content_type"] == "text/markdown"
+    assert document["kind"] == "markdown"
+
+
+def test_same_idempotency_key_same_bytes_returns_the_first_document(
+    client: TestClient[Any], engine: Engine, worker: Any
+) -> None:
+    key = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
+    first = upload(client, TEXT, headers=key)
+    before = count_documents(engine)
+    second = upload(client, TEXT, headers=key)
+    assert first.status_code == second.status_code == 202
+    assert second.json()["id"] == first.json()["id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert count_documents(engine) == before
+
+
+def test_same_idempotency_key_different_bytes_is_409(
+    client: TestClient[Any], engine: Engine, worker: Any
+) -> None:
+    key = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
+    first = upload(client, TEXT, headers=key)
+    before = count_documents(engine)
+    second = upload(client, TEXT + b" changed", headers=key)
+    assert_problem(second, 409, "already used for a different file")
+    assert second.json()["document_id"] == first.json()["id"]
+    assert count_documents(engine) == before
+
+
+def test_over_the_size_limit_is_413_and_writes_nothing(
+    client: TestClient[Any], engine: Engine
+) -> None:
+    before = count_documents(engine)
+    too_big = b"a" * (1024 * 1024 + 1)
+    assert_problem(upload(client, too_big), 413, "limit")
+    raw = client.post("/documents", content=b"a" * (2 * 1024 * 1024),
+                      headers={"Content-Type": "text/plain"})
+    assert raw.status_code == 413
+    assert count_documents(engine) == before
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "video/mp4", "application/zip"])
+def test_never_supported_declared_type_is_415(
+    client: TestClient[Any], engine: Engine, content_type: str
+) -> None:
+    before = count_documents(engine)
+    assert_problem(upload(client, b"\x89PNG....", "x.bin", content_type), 415, content_type)
+    assert count_documents(engine) == before
+
+
+def test_empty_file_is_422(client: TestClient[Any], engine: Engine) -> None:
+    before = count_documents(engine)
+    assert_problem(upload(client, b""), 422, "empty")
+    raw = client.post("/documents", content=b"", headers={"Content-Type": "text/plain"})
+    assert_problem(raw, 422, "empty")
+    assert count_documents(engine) == before
+
+
+def test_multipart_without_file_field_is_422(client: TestClient[Any]) -> None:
+    response = client.post("/documents", files={"other": ("a.txt", b"hello", "text/plain")})
+    assert_problem(response, 422, "'file'")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/documents/{uuid.uuid4()}",
+        "/documents/not-a-uuid",
+        f"/documents/{uuid.uuid4()}/chunks",
+        "/documents/%27%3B%20drop/chunks",
+    ],
+)
+def test_unknown_or_malformed_ids_are_404(client: TestClient[Any], path: str) -> None:
+    assert_problem(client.get(path), 404, "no document")
+
+
+def test_unknown_route_is_a_problem_document(client: TestClient[Any]) -> None:
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_list_documents_filters_and_paginates(client: TestClient[Any], worker: Any) -> None:
+    ids = [upload(client, TEXT + str(i).encode()).json()["id"] for i in range(3)]
+    for document_id in ids:
+        wait_for_document(client, document_id)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, "status": "succeeded"}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/documents", params=params).json()
+        assert len(page["items"]) <= 2
+        assert all(item["status"] == "succeeded" for item in page["items"])
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen))
+    assert set(ids) <= set(seen)
+    # newest first
+    assert seen.index(ids[2]) < seen.index(ids[1]) < seen.index(ids[0])
+
+
+def test_list_documents_rejects_bad_filters(client: TestClient[Any]) -> None:
+    assert client.get("/documents", params={"status": "exploded"}).status_code == 422
+    assert_problem(client.get("/documents", params={"cursor": "garbage"}), 422, "cursor")
+    assert client.get("/documents", params={"limit": 0}).status_code == 422
+
+
+def test_search_validation(client: TestClient[Any]) -> None:
+    assert client.get("/search").status_code == 422
+    assert_problem(client.get("/search", params={"q": "   "}), 422, "blank")
+    assert client.get("/search", params={"q": "x", "limit": 1000}).status_code == 422
+
+
+def test_health_ready_and_schema(client: TestClient[Any]) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+    schema = client.get("/schema/openapi.json").json()
+    assert "/documents" in schema["paths"]
+    assert "multipart/form-data" in schema["paths"]["/documents"]["post"]["requestBody"]["content"]
