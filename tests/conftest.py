@@ -55,8 +55,9 @@ def settings(database_url: str) -> Iterator[Settings]:
         "validate": FAST,
         "extract": FAST,
         # A short limit so that the time-limit test runs in seconds.
-        "chunk": StagePolicy(max_retries=2, min_backoff_ms=100, max_backoff_ms=400,
-                             time_limit_ms=2_000),
+        "chunk": StagePolicy(
+            max_retries=2, min_backoff_ms=100, max_backoff_ms=400, time_limit_ms=2_000
+        ),
         "embed": FAST,
         "index": FAST,
     }

@@ -55,14 +55,18 @@ def executor(
         stage: FaultyHandler(stage, handler, faults)
         for stage, handler in make_handlers(settings).items()
     }
-    executor = StageExecutor(engine, Dispatcher(broker), handlers, settings.policies,
-                             worker_id="test-worker")
+    executor = StageExecutor(
+        engine, Dispatcher(broker), handlers, settings.policies, worker_id="test-worker"
+    )
     declare_actors(broker, executor, settings)
     return executor
 
 
 @pytest.fixture(scope="session")
 def worker(broker: dramatiq.Broker, executor: StageExecutor) -> Iterator[Worker]:
+    # The dramatiq CLI emits process_boot in each worker process; TimeLimit starts
+    # its watchdog thread on it.
+    broker.emit_after("process_boot")
     worker = Worker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     yield worker

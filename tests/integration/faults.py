@@ -72,7 +72,11 @@ class FaultyHandler:
                 raise TransientError("injected transient failure")
             if fault.kind == "permanent":
                 raise PermanentError("injected permanent failure")
-            time.sleep(fault.seconds)
+            # Small sleeps: Dramatiq's soft limit interrupts Python code between
+            # bytecodes, not a single long C-level sleep.
+            deadline = time.monotonic() + fault.seconds
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
         return self.inner.compute(inner_data)
 
     def store(

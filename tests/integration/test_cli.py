@@ -48,7 +48,9 @@ def services(cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         ),
         subprocess.Popen(
             [*PIPELINE, "worker", "--processes", "1", "--threads", "2"],
-            env=cli_env, stdout=logs[1], stderr=logs[1],
+            env=cli_env,
+            stdout=logs[1],
+            stderr=logs[1],
         ),
     ]
     url = f"http://127.0.0.1:{port}"
@@ -85,7 +87,10 @@ def test_ingest_wait_reports_success_and_failure(
     (docs / "b.txt").write_text("Bioluminescent plankton glow at night.\n")
     ok = subprocess.run(
         [*PIPELINE, "ingest", str(docs), "--url", services, "--wait", "--timeout", "60"],
-        env=cli_env, capture_output=True, text=True, timeout=90,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.count("succeeded") == 2
@@ -94,9 +99,20 @@ def test_ingest_wait_reports_success_and_failure(
 
     (tmp_path / "bad.dat").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(300))
     bad = subprocess.run(
-        [*PIPELINE, "ingest", str(tmp_path / "bad.dat"), "--url", services, "--wait",
-         "--timeout", "60"],
-        env=cli_env, capture_output=True, text=True, timeout=90,
+        [
+            *PIPELINE,
+            "ingest",
+            str(tmp_path / "bad.dat"),
+            "--url",
+            services,
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert bad.returncode == 1
     assert "failed" in bad.stdout

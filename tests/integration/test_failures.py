@@ -123,13 +123,16 @@ def test_duplicate_and_stale_messages_are_dropped_with_a_reason(
 ) -> None:
     document_id = upload(client, STAGE_TEXT, "dupe.txt").json()["id"]
     assert wait_for_document(client, document_id)["status"] == "succeeded"
-    delivery = Delivery(message_id=str(uuid.uuid4()), actor_name="chunk", queue_name="chunk",
-                        message={})
+    delivery = Delivery(
+        message_id=str(uuid.uuid4()), actor_name="chunk", queue_name="chunk", message={}
+    )
     payload = {"document_id": document_id, "stage": "chunk", "generation": 1}
     assert executor.execute("chunk", payload, delivery) is Outcome.DROPPED
     stale = {**payload, "generation": 0}
     assert executor.execute("chunk", stale, delivery) is Outcome.DROPPED
-    dropped = [e["detail"]["reason"] for e in events(engine, document_id) if e["event"] == "dropped"]
+    dropped = [
+        e["detail"]["reason"] for e in events(engine, document_id) if e["event"] == "dropped"
+    ]
     assert any("already succeeded" in reason for reason in dropped)
     assert any("stale message" in reason for reason in dropped)
     with engine.connect() as conn:
@@ -144,8 +147,12 @@ def test_message_for_unknown_document_is_dead_lettered(
     engine: Engine, executor: StageExecutor
 ) -> None:
     missing = str(uuid.uuid4())
-    delivery = Delivery(message_id=str(uuid.uuid4()), actor_name="validate",
-                        queue_name="validate", message={"args": [{"document_id": missing}]})
+    delivery = Delivery(
+        message_id=str(uuid.uuid4()),
+        actor_name="validate",
+        queue_name="validate",
+        message={"args": [{"document_id": missing}]},
+    )
     payload = {"document_id": missing, "stage": "validate", "generation": 1}
     assert executor.execute("validate", payload, delivery) is Outcome.DEAD
     malformed = {"document_id": "nope", "stage": "validate"}

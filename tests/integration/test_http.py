@@ -27,9 +27,7 @@ def assert_problem(response: Any, status: int, detail_part: str) -> None:
     assert detail_part in body["detail"]
 
 
-def test_multipart_upload_answers_202_with_location(
-    client: TestClient[Any], worker: Any
-) -> None:
+def test_multipart_upload_answers_202_with_location(client: TestClient[Any], worker: Any) -> None:
     response = upload(client, TEXT, filename="notes.txt")
     assert response.status_code == 202
     body = response.json()
@@ -89,8 +87,9 @@ def test_over_the_size_limit_is_413_and_writes_nothing(
     before = count_documents(engine)
     too_big = b"a" * (1024 * 1024 + 1)
     assert_problem(upload(client, too_big), 413, "limit")
-    raw = client.post("/documents", content=b"a" * (2 * 1024 * 1024),
-                      headers={"Content-Type": "text/plain"})
+    raw = client.post(
+        "/documents", content=b"a" * (2 * 1024 * 1024), headers={"Content-Type": "text/plain"}
+    )
     assert raw.status_code == 413
     assert count_documents(engine) == before
 

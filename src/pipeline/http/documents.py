@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -24,6 +25,7 @@ class DocumentAccepted(msgspec.Struct, frozen=True):
     links: DocumentLinks
 
 
+@dataclass
 class UploadOperation(Operation):
     """Documents the two upload forms, which the handler reads itself."""
 

@@ -98,6 +98,7 @@ _MD_SIGNALS: Final[tuple[tuple[re.Pattern[str], int, int], ...]] = (
 )
 # A list is only a weak signal (plain text has lists too): it counts once, if 2+ items.
 _MD_LIST_RE: Final = re.compile(r"^ {0,3}(?:[-*+]|\d{1,9}[.)])[ \t]+\S", re.M)
+_MD_LEADING_HEADING_RE: Final = re.compile(r"\s*#{1,6}[ \t]+\S")
 #: Markdown needs at least this score, so plain prose with one stray mark stays text.
 MARKDOWN_MIN_SCORE: Final = 2
 
@@ -233,6 +234,8 @@ def markdown_score(text: str) -> int:
         hits = sum(1 for _ in islice(pattern.finditer(head), cap))
         score += min(hits * weight, cap)
     if sum(1 for _ in islice(_MD_LIST_RE.finditer(head), 2)) == 2:
+        score += 1
+    if _MD_LEADING_HEADING_RE.match(head):  # "# Title" as the first line: a README
         score += 1
     return score
 

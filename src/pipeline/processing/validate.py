@@ -63,8 +63,9 @@ def validate(data: bytes, policy: ValidationPolicy) -> Validation:
     size = len(data)
     if size > policy.max_bytes:
         raise ContentTooLarge(
-            f"file is {_human_size(size)} ({size} bytes), over the limit of "
-            f"{_human_size(policy.max_bytes)} ({policy.max_bytes} bytes); upload a smaller file"
+            f"file is {size} bytes ({_human_size(size)}), over the limit of "
+            f"{policy.max_bytes} bytes ({_human_size(policy.max_bytes)}); "
+            "upload a smaller file or split it"
         )
     if size == 0:
         raise EmptyContent("file is empty")

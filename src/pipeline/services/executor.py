@@ -106,8 +106,8 @@ class StageExecutor:
             return Outcome.DEAD
 
         claim = self._claim(message, delivery)
-        if claim is None:
-            return Outcome.DROPPED
+        if isinstance(claim, Outcome):
+            return claim
         started = time.monotonic()
         try:
             try:
@@ -122,7 +122,7 @@ class StageExecutor:
 
     # -- claim ---------------------------------------------------------------------------
 
-    def _claim(self, message: StageMessage, delivery: Delivery) -> Claim | None:
+    def _claim(self, message: StageMessage, delivery: Delivery) -> Claim | Outcome:
         policy = self.policies[message.stage]
         deadline = func.now() + timedelta(milliseconds=policy.time_limit_ms) + RUNNING_SLACK
         row = _row(message)
@@ -136,11 +136,11 @@ class StageExecutor:
                 f"document {message.document_id} does not exist",
                 message=message,
             )
-            return None
+            return Outcome.DEAD
 
     def _claim_row(
         self, message: StageMessage, delivery: Delivery, row: tuple[Any, ...], deadline: Any
-    ) -> Claim | None:
+    ) -> Claim | Outcome:
         with self.engine.begin() as conn:
             attempt = conn.execute(
                 update(StageRun)
@@ -167,7 +167,7 @@ class StageExecutor:
                 verdict = self._drop(conn, message, delivery)
                 if verdict is _UNKNOWN_DOCUMENT:
                     raise _UnknownDocument
-                return None
+                return Outcome.DROPPED
             conn.execute(
                 update(Document)
                 .where(Document.id == message.document_id, Document.status == "pending")

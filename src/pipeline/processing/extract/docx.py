@@ -105,7 +105,7 @@ def _table_rows(table: etree._Element) -> list[str]:
     for row in _children(table, "tr"):
         cells = [" ".join(_blocks(cell)) for cell in _children(row, "tc")]
         if any(cells):
-            rows.append(" | ".join(cells))
+            rows.append(clean_block(" | ".join(cells)))
     return rows
 
 
@@ -154,10 +154,12 @@ def extract_docx(data: bytes) -> str:
     try:
         root = etree.fromstring(xml, parser)
     except etree.XMLSyntaxError as exc:
+        line, _column = exc.position
         raise CorruptContent(
-            f"DOCX is corrupt: its document.xml is not well-formed XML ({exc}); re-save it"
+            f"DOCX is corrupt: its document.xml is not well-formed XML (line {line}); "
+            "re-save it from a word processor"
         ) from exc
     body = next((el for el in root if _name(el) == ("w", "body")), None)
     if _name(root) != ("w", "document") or body is None:
-        raise CorruptContent("DOCX document.xml has no document body; re-save it from Word")
+        raise CorruptContent("DOCX is corrupt: its document.xml has no document body; re-save it")
     return join_blocks(_blocks(body))

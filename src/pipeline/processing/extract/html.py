@@ -165,7 +165,7 @@ def _table_blocks(table: etree._Element, depth: int) -> list[str]:
             " ".join(_blocks_of(cell, depth + 1)) for cell in element if _tag(cell) in ("td", "th")
         ]
         if any(cells):
-            blocks.append(" | ".join(cells))
+            blocks.append(clean_block(" | ".join(cells)))
     return blocks
 
 

@@ -56,7 +56,7 @@ def markdown_blocks(source: str) -> list[str]:
             row = []
         elif token.type == "tr_close":
             if row is not None and any(row):
-                blocks.append(" | ".join(row))
+                blocks.append(clean_block(" | ".join(row)))
             row = None
         elif token.type in ("fence", "code_block"):
             blocks.append(clean_preformatted(token.content))

@@ -33,6 +33,12 @@ _LIGATURES: Final = str.maketrans(
     {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"}
 )
 _PAGE_SEPARATOR: Final = "\n\n"
+_LOAD_ERRORS: Final[dict[int, str]] = {
+    pdfium_c.FPDF_ERR_UNKNOWN: "unknown error",
+    pdfium_c.FPDF_ERR_FILE: "file not found or could not be read",
+    pdfium_c.FPDF_ERR_FORMAT: "not a valid PDF structure",
+    pdfium_c.FPDF_ERR_PAGE: "page not found or content error",
+}
 
 
 def _page_text(raw: str) -> str:
@@ -49,8 +55,9 @@ def _open(data: bytes) -> pdfium.PdfDocument:
             raise EncryptedContent(
                 "PDF is encrypted (password protected); upload an unprotected copy"
             ) from exc
+        problem = _LOAD_ERRORS.get(code, "unknown error") if isinstance(code, int) else str(exc)
         raise CorruptContent(
-            f"PDF is corrupt or unreadable ({exc}); re-export it and upload it again"
+            f"PDF is corrupt or unreadable (PDFium: {problem}); re-export it and upload it again"
         ) from exc
 
 
@@ -72,7 +79,7 @@ def _read_pages(data: bytes) -> list[str]:
             return texts
         except pdfium.PdfiumError as exc:
             raise CorruptContent(
-                f"PDF is corrupt or unreadable ({exc}); re-export it and upload it again"
+                f"PDF is corrupt or unreadable (PDFium: {exc}); re-export it and upload it again"
             ) from exc
         finally:
             document.close()
