@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
@@ -69,13 +70,13 @@ class DocumentController(Controller):
     async def upload(
         self,
         request: Request[Any, Any, Any],
-        api: ApiState,
+        api: NamedDependency[ApiState],
         filename: Annotated[
-            str | None, Parameter(query="filename", required=False, max_length=1024)
+            str | None, QueryParameter(name="filename", required=False, max_length=1024)
         ] = None,
         idempotency_key: Annotated[
             str | None,
-            Parameter(header="Idempotency-Key", required=False, min_length=1, max_length=255),
+            HeaderParameter(name="Idempotency-Key", required=False, min_length=1, max_length=255),
         ] = None,
     ) -> Response[DocumentAccepted]:
         raw = await read_upload(request, filename, api.settings.max_upload_bytes)
@@ -105,12 +106,12 @@ class DocumentController(Controller):
     @get("/", summary="List documents, newest first")
     async def list_documents(
         self,
-        api: ApiState,
+        api: NamedDependency[ApiState],
         status: Annotated[
-            queries.DocumentStatus | None, Parameter(query="status", required=False)
+            queries.DocumentStatus | None, QueryParameter(name="status", required=False)
         ] = None,
-        cursor: Annotated[str | None, Parameter(query="cursor", required=False)] = None,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, QueryParameter(name="cursor", required=False)] = None,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
     ) -> DocumentPage:
         try:
             return await queries.list_documents(
@@ -120,7 +121,9 @@ class DocumentController(Controller):
             raise Problem(422, str(error)) from None
 
     @get("/{document_id:str}", summary="A document and each of its stage runs")
-    async def get_document(self, api: ApiState, document_id: str) -> DocumentView:
+    async def get_document(
+        self, api: NamedDependency[ApiState], document_id: Annotated[str, PathParameter()]
+    ) -> DocumentView:
         document = await queries.get_document(api.engine, parse_id(document_id))
         if document is None:
             raise Problem(404, f"no document with id {document_id!r}")
@@ -129,9 +132,9 @@ class DocumentController(Controller):
     @get("/{document_id:str}/chunks", summary="A document's chunks, in order")
     async def get_chunks(
         self,
-        api: ApiState,
-        document_id: str,
-        embeddings: Annotated[bool, Parameter(query="embeddings")] = False,
+        api: NamedDependency[ApiState],
+        document_id: Annotated[str, PathParameter()],
+        embeddings: Annotated[bool, QueryParameter(name="embeddings")] = False,
     ) -> ChunkList:
         chunks = await queries.list_chunks(
             api.engine, parse_id(document_id), with_embeddings=embeddings

@@ -8,6 +8,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 from litestar import get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 
 from pipeline.http.problems import Problem
@@ -27,7 +28,7 @@ async def health() -> Health:
 
 
 @get("/ready", tags=["health"], summary="Readiness: Postgres and Redis reachable")
-async def ready(api: ApiState) -> Health:
+async def ready(api: NamedDependency[ApiState]) -> Health:
     failures = []
     if not await _postgres_ok(api):
         failures.append("Postgres")

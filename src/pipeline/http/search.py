@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
@@ -15,9 +16,9 @@ from pipeline.services.queries import SearchResults
 
 @get("/search", tags=["search"], summary="Full-text search over chunks")
 async def search(
-    api: ApiState,
-    q: Annotated[str, Parameter(query="q", min_length=1, max_length=1000)],
-    limit: Annotated[int, Parameter(query="limit", ge=1, le=100)] = 10,
+    api: NamedDependency[ApiState],
+    q: Annotated[str, QueryParameter(name="q", min_length=1, max_length=1000)],
+    limit: Annotated[int, QueryParameter(name="limit", ge=1, le=100)] = 10,
 ) -> SearchResults:
     if not q.strip():
         raise Problem(422, "the query 'q' is blank")

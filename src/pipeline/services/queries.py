@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Any, Literal, Unpack
+from typing import Any, Literal
 
 import msgspec
 from sqlalchemy import Row, func, literal_column, select, tuple_
@@ -124,12 +124,12 @@ _DOCUMENT_COLUMNS = (
 )
 
 
-def _document(row: Row[Unpack[tuple[Any, ...]]], stages: list[StageView] | None) -> DocumentView:
+def _document(row: Row[*tuple[Any, ...]], stages: list[StageView] | None) -> DocumentView:
     values = row._asdict()
     return DocumentView(**values, links=links(values["id"]), stages=stages)
 
 
-def _stage(row: Row[Unpack[tuple[Any, ...]]]) -> StageView:
+def _stage(row: Row[*tuple[Any, ...]]) -> StageView:
     error = None
     if row.error_type is not None or row.error_message is not None:
         error = StageError(row.error_type, row.error_message, row.error_transient)
