@@ -6,6 +6,7 @@ runs in Litestar's test client against the same database and broker.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -131,3 +132,6 @@ def events(engine: Engine, document_id: str | uuid.UUID) -> list[dict[str, Any]]
 
 
 ALL_SUCCEEDED = dict.fromkeys(STAGES, "succeeded")
+
+
+logging.getLogger("httpx").setLevel(logging.WARNING)
