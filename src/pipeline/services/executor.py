@@ -123,63 +123,49 @@ class StageExecutor:
     # -- claim ---------------------------------------------------------------------------
 
     def _claim(self, message: StageMessage, delivery: Delivery) -> Claim | Outcome:
-        policy = self.policies[message.stage]
-        deadline = func.now() + timedelta(milliseconds=policy.time_limit_ms) + RUNNING_SLACK
-        row = _row(message)
         try:
-            return self._claim_row(message, delivery, row, deadline)
+            with self.engine.begin() as conn:
+                attempt = self._take(conn, message, delivery)
+                if attempt is None:
+                    self._drop(conn, message, delivery)
+                    return Outcome.DROPPED
+                conn.execute(
+                    update(Document)
+                    .where(Document.id == message.document_id, Document.status == "pending")
+                    .values(status="processing", updated_at=func.now())
+                )
+                detail = {"worker": self.worker_id}
+                _event(conn, message, "claimed", attempt, delivery.message_id, detail)
         except _UnknownDocument:
-            self._poison(
-                message.stage,
-                delivery,
-                "UnknownDocument",
-                f"document {message.document_id} does not exist",
-                message=message,
-            )
+            reason = f"document {message.document_id} does not exist"
+            self._poison(message.stage, delivery, "UnknownDocument", reason, message=message)
             return Outcome.DEAD
-
-    def _claim_row(
-        self, message: StageMessage, delivery: Delivery, row: tuple[Any, ...], deadline: Any
-    ) -> Claim | Outcome:
-        with self.engine.begin() as conn:
-            attempt = conn.execute(
-                update(StageRun)
-                .where(
-                    *row,
-                    StageRun.generation == message.generation,
-                    (StageRun.status.in_(("queued", "retrying")))
-                    | ((StageRun.status == "running") & (StageRun.deadline_at < func.now())),
-                )
-                .values(
-                    status="running",
-                    attempts=StageRun.attempts + 1,
-                    started_at=func.now(),
-                    finished_at=None,
-                    duration_ms=None,
-                    deadline_at=deadline,
-                    message_id=delivery.message_id,
-                    worker_id=self.worker_id,
-                    updated_at=func.now(),
-                )
-                .returning(StageRun.attempts)
-            ).scalar_one_or_none()
-            if attempt is None:
-                verdict = self._drop(conn, message, delivery)
-                if verdict is _UNKNOWN_DOCUMENT:
-                    raise _UnknownDocument
-                return Outcome.DROPPED
-            conn.execute(
-                update(Document)
-                .where(Document.id == message.document_id, Document.status == "pending")
-                .values(status="processing", updated_at=func.now())
-            )
-            _event(
-                conn, message, "claimed", attempt, delivery.message_id, {"worker": self.worker_id}
-            )
         return Claim(message=message, attempt=attempt, delivery=delivery)
 
-    def _drop(self, conn: Connection, message: StageMessage, delivery: Delivery) -> str:
-        """Record why a message was not claimed; returns that reason."""
+    def _take(self, conn: Connection, message: StageMessage, delivery: Delivery) -> int | None:
+        """Move the row to ``running`` if this message may run it; returns the attempt."""
+        time_limit = timedelta(milliseconds=self.policies[message.stage].time_limit_ms)
+        waiting = StageRun.status.in_(("queued", "retrying"))
+        abandoned = (StageRun.status == "running") & (StageRun.deadline_at < func.now())
+        return conn.execute(
+            update(StageRun)
+            .where(*_row(message), StageRun.generation == message.generation, waiting | abandoned)
+            .values(
+                status="running",
+                attempts=StageRun.attempts + 1,
+                started_at=func.now(),
+                finished_at=None,
+                duration_ms=None,
+                deadline_at=func.now() + time_limit + RUNNING_SLACK,
+                message_id=delivery.message_id,
+                worker_id=self.worker_id,
+                updated_at=func.now(),
+            )
+            .returning(StageRun.attempts)
+        ).scalar_one_or_none()
+
+    def _drop(self, conn: Connection, message: StageMessage, delivery: Delivery) -> None:
+        """Record why a message was not claimed."""
         current = conn.execute(
             select(StageRun.status, StageRun.generation).where(*_row(message))
         ).one_or_none()
@@ -188,7 +174,7 @@ class StageExecutor:
                 select(Document.id).where(Document.id == message.document_id)
             ).scalar_one_or_none()
             if exists is None:
-                return _UNKNOWN_DOCUMENT
+                raise _UnknownDocument
             reason = "the document has no row for this stage"
         elif current.generation != message.generation:
             reason = (
@@ -201,7 +187,6 @@ class StageExecutor:
             reason = f"duplicate: the stage is already {current.status}"
         _event(conn, message, "dropped", None, delivery.message_id, {"reason": reason})
         logger.info("dropped %s message for %s: %s", message.stage, message.document_id, reason)
-        return reason
 
     # -- work ----------------------------------------------------------------------------
 
@@ -210,7 +195,6 @@ class StageExecutor:
         document_id = claim.message.document_id
         with self.engine.connect() as conn:
             data = handler.load(conn, document_id)
-            conn.rollback()
         return handler.compute(data)
 
     # -- complete ------------------------------------------------------------------------
@@ -446,9 +430,6 @@ class _LostHold(Exception):
 
 class _UnknownDocument(Exception):
     """The message names a document that does not exist."""
-
-
-_UNKNOWN_DOCUMENT = "unknown document"
 
 
 def _row(message: StageMessage) -> tuple[Any, ...]:

@@ -2,7 +2,8 @@
 
 Parsed with lxml's libxml2 HTML parser, which recovers from broken markup the way
 browsers roughly do, decodes entities, never touches the network and enforces a
-nesting-depth limit. Boilerplate (scripts, navigation, site header/footer, forms,
+nesting-depth limit (a page nested deeper than it is refused as corrupt rather
+than silently truncated). Boilerplate (scripts, navigation, site header/footer, forms,
 hidden elements) is removed, then the main content (``<main>``/``<article>`` when
 present, else ``<body>``) is walked iteratively into blocks.
 """
@@ -14,6 +15,7 @@ from typing import Final
 
 from lxml import etree
 
+from pipeline.errors import CorruptContent
 from pipeline.processing.extract.normalize import clean_block, clean_preformatted, join_blocks
 from pipeline.processing.extract.plain import read_text
 
@@ -171,13 +173,28 @@ def _table_blocks(table: etree._Element, depth: int) -> list[str]:
 
 def _parse(markup: str) -> etree._Element | None:
     # A parser per call: lxml parsers must not be shared between threads.
+    # huge_tree raises libxml2's nesting limit from 256 to 2048 levels: sloppy pages
+    # with hundreds of unclosed <font>/<div> tags are real. Input size is bounded
+    # by validation, and the walk below is iterative, so depth costs nothing more.
     parser = etree.HTMLParser(
-        encoding="utf-8", no_network=True, remove_comments=True, remove_pis=True, recover=True
+        encoding="utf-8",
+        no_network=True,
+        remove_comments=True,
+        remove_pis=True,
+        recover=True,
+        huge_tree=True,
     )
     try:
-        return etree.fromstring(markup.encode("utf-8"), parser)
+        root = etree.fromstring(markup.encode("utf-8"), parser)
     except etree.LxmlError:
         return None
+    if any(entry.type_name == "ERR_RESOURCE_LIMIT" for entry in parser.error_log):
+        # libxml2 stopped parsing: what follows would be silently lost.
+        raise CorruptContent(
+            "HTML nests elements too deeply to be read (over 2048 levels); "
+            "fix the markup and upload it again"
+        )
+    return root
 
 
 def html_blocks(markup: str) -> list[str]:
