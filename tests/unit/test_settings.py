@@ -1,0 +1,71 @@
+"""Settings come from the environment, with per-stage overrides and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.settings import Settings, SettingsError, to_sqlalchemy_url
+from pipeline.stages import DEFAULT_POLICIES, STAGES, next_stage
+
+
+def test_defaults_name_the_local_servers() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/postgres"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.max_upload_bytes == 25 * 1024 * 1024
+    assert settings.policies == DEFAULT_POLICIES
+    assert settings.policy("extract").time_limit_ms == 60_000
+
+
+def test_per_stage_overrides_touch_only_their_stage() -> None:
+    settings = Settings.from_env(
+        {
+            "PIPELINE_EXTRACT_TIME_LIMIT_S": "90",
+            "PIPELINE_EXTRACT_MAX_RETRIES": "2",
+            "PIPELINE_EMBED_MIN_BACKOFF_S": "0.5",
+            "PIPELINE_MAX_UPLOAD_BYTES": "1000",
+        }
+    )
+    assert settings.policy("extract").time_limit_ms == 90_000
+    assert settings.policy("extract").max_retries == 2
+    assert settings.policy("extract").max_attempts == 3
+    assert settings.policy("embed").min_backoff_ms == 500
+    assert settings.policy("chunk") == DEFAULT_POLICIES["chunk"]
+    assert settings.max_upload_bytes == 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PIPELINE_EXTRACT_MAX_RETRIES", "many", "whole number"),
+        ("PIPELINE_EXTRACT_MAX_RETRIES", "-1", "at least 0"),
+        ("PIPELINE_CHUNK_TIME_LIMIT_S", "0", "positive"),
+        ("PIPELINE_CHUNK_TIME_LIMIT_S", "soon", "number of seconds"),
+        ("PIPELINE_MAX_UPLOAD_BYTES", "0", "at least 1"),
+    ],
+)
+def test_bad_values_are_refused_with_the_variable_named(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message) as raised:
+        Settings.from_env({name: value})
+    assert name in str(raised.value)
+
+
+def test_backoff_bounds_must_be_ordered() -> None:
+    with pytest.raises(SettingsError, match="MAX_BACKOFF_S"):
+        Settings.from_env(
+            {"PIPELINE_INDEX_MIN_BACKOFF_S": "10", "PIPELINE_INDEX_MAX_BACKOFF_S": "5"}
+        )
+
+
+def test_database_url_gets_the_psycopg_driver() -> None:
+    assert to_sqlalchemy_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert to_sqlalchemy_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    with pytest.raises(SettingsError):
+        to_sqlalchemy_url("mysql://u@h/db")
+
+
+def test_stage_order() -> None:
+    assert STAGES == ("validate", "extract", "chunk", "embed", "index")
+    assert [next_stage(stage) for stage in STAGES] == [*STAGES[1:], None]
