@@ -95,21 +95,14 @@ def test_pdf_garbage_after_header_is_corrupt() -> None:
         extract(b"%PDF-1.7\n" + b"\x00garbage" * 50, "pdf", None)
 
 
-def test_blank_pdf_page_has_an_empty_span() -> None:
+def test_blank_pdf_page_has_an_empty_span(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.processing.extract import pdf as pdf_module
 
-    spans: list[PageSpan] = []
-    text = ""
     pages = ["", "First.", "", "Second."]
-    original = pdf_module._read_pages
-    try:
-        pdf_module._read_pages = lambda _data: pages  # type: ignore[assignment]
-        result = pdf_module.extract_pdf(b"")
-        text, spans = result.text, result.pages
-    finally:
-        pdf_module._read_pages = original  # type: ignore[assignment]
-    assert text == "First.\n\nSecond."
-    assert spans == [
+    monkeypatch.setattr(pdf_module, "_read_pages", lambda _data: pages)
+    result = pdf_module.extract_pdf(b"")
+    assert result.text == "First.\n\nSecond."
+    assert result.pages == [
         PageSpan(number=1, start=0, end=0),
         PageSpan(number=2, start=0, end=6),
         PageSpan(number=3, start=6, end=6),
@@ -161,9 +154,15 @@ def test_docx_never_expands_entities() -> None:
     assert "EXPANDED" not in extract(_docx_with(xml), "docx", None).text
 
 
-def test_html_survives_hostile_nesting() -> None:
+def test_html_deep_but_sane_nesting_is_read() -> None:
+    markup = "<font>" * 1000 + "deep" + "<p>after</p>"  # unclosed tags pile up
+    assert html_blocks(markup) == ["deep", "after"]
+
+
+def test_html_hostile_nesting_is_refused_not_truncated() -> None:
     markup = "<div>" * 5000 + "deep" + "</div>" * 5000 + "<p>after</p>"
-    assert "after" in html_blocks(markup)[-1]
+    with pytest.raises(CorruptContent, match="nests elements too deeply"):
+        extract(markup.encode(), "html", "utf-8")
 
 
 def test_html_does_not_fetch_external_entities() -> None:

@@ -34,7 +34,10 @@ from pipeline.processing.tokens import token_spans
 _PARAGRAPH_BREAK: Final = re.compile(r"\n\s*\n")
 # Sentence-final punctuation, closing quotes/brackets, then whitespace; group 1
 # captures the first character of the next sentence.
-_SENTENCE_END: Final = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019\u00bb)\]]*(?=\s+(\S))")
+# The lookbehind and possessive quantifiers keep long runs ("......") linear.
+_SENTENCE_END: Final = re.compile(
+    r"(?<![.!?\u2026])[.!?\u2026]++[\"'\u201d\u2019\u00bb)\]]*+(?=\s+(\S))"
+)
 
 
 class ChunkPolicy(msgspec.Struct, frozen=True):

@@ -90,7 +90,8 @@ _MD_SIGNALS: Final[tuple[tuple[re.Pattern[str], int, int], ...]] = (
     (re.compile(r"^ {0,3}#{1,6}[ \t]+\S", re.M), 1, 2),  # ATX heading
     (re.compile(r"^ {0,3}\S[^\n]*\n {0,3}(?:={3,}|-{3,})[ \t]*$", re.M), 1, 2),  # setext
     (re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.M), 1, 2),  # fence lines (open+close = 2)
-    (re.compile(r"!?\[[^\]\n]+\]\([^)\s]+(?:\s+\"[^\"\n]*\")?\)"), 1, 2),  # link / image
+    # Bounded classes keep hostile lines ("[[[[...", "[a]([a](...") linear.
+    (re.compile(r"!?\[[^\[\]\n]{1,500}\]\([^()\s]{1,2000}(?:\s+\"[^\"\n]*\")?\)"), 1, 2),
     (re.compile(r"(?<![\w*])\*\*\S[^*\n]*\*\*(?![\w*])|(?<!\w)__\S[^_\n]*__(?!\w)"), 1, 1),
     (re.compile(r"(?<![\w`])`[^`\n]+`(?![\w`])"), 1, 1),  # inline code
     (re.compile(r"^ {0,3}> ?\S", re.M), 1, 1),  # blockquote
