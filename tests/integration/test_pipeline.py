@@ -15,8 +15,11 @@ from .conftest import ALL_SUCCEEDED, stage_statuses, upload, wait_for_document
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "extract"
 CASES = sorted(
-    next(path for path in FIXTURES.glob(expected.name.removesuffix(".expected.txt") + ".*")
-         if ".expected." not in path.name)
+    next(
+        path
+        for path in FIXTURES.glob(expected.name.removesuffix(".expected.txt") + ".*")
+        if ".expected." not in path.name
+    )
     for expected in FIXTURES.glob("*.expected.txt")
 )
 WORD = re.compile(r"[^\W\d_]{5,}")
@@ -55,10 +58,16 @@ def test_document_reaches_succeeded_and_is_searchable(
     assert document["id"] in {hit["document_id"] for hit in hits}, (word, hits)
 
     with engine.connect() as conn:
-        dims = conn.execute(
-            text("SELECT DISTINCT array_length(embedding, 1) FROM chunks WHERE document_id = :id"),
-            {"id": document["id"]},
-        ).scalars().all()
+        dims = (
+            conn.execute(
+                text(
+                    "SELECT DISTINCT array_length(embedding, 1) FROM chunks WHERE document_id = :id"
+                ),
+                {"id": document["id"]},
+            )
+            .scalars()
+            .all()
+        )
     assert dims == [256]
 
 
@@ -75,8 +84,10 @@ def test_pdf_chunks_carry_page_numbers(client: TestClient[Any], worker: Any) -> 
 def test_search_ranks_and_snippets(client: TestClient[Any], worker: Any) -> None:
     strong = b"Quokka quokka quokka. The quokka is a small marsupial.\n\nQuokkas smile."
     weak = b"Many animals live on the island, among them one quokka.\n\nAnd lizards."
-    ids = [upload(client, body, name).json()["id"] for body, name in
-           ((strong, "strong.txt"), (weak, "weak.txt"))]
+    ids = [
+        upload(client, body, name).json()["id"]
+        for body, name in ((strong, "strong.txt"), (weak, "weak.txt"))
+    ]
     for document_id in ids:
         assert wait_for_document(client, document_id)["status"] == "succeeded"
     hits = client.get("/search", params={"q": "quokka"}).json()["hits"]
