@@ -210,22 +210,7 @@ class StageExecutor:
         duration_ms = _elapsed_ms(started)
         with self.engine.begin() as conn:
             summary = handler.store(conn, message.document_id, message.generation, result)
-            held = conn.execute(
-                update(StageRun)
-                .where(*_held(claim))
-                .values(
-                    status="succeeded",
-                    finished_at=func.now(),
-                    duration_ms=duration_ms,
-                    deadline_at=None,
-                    error_type=None,
-                    error_message=None,
-                    error_transient=None,
-                    updated_at=func.now(),
-                )
-            ).rowcount
-            if held != 1:
-                raise _LostHold
+            _release(conn, claim, "succeeded", duration_ms, deadline=None, error=None)
             _event(
                 conn,
                 message,
@@ -303,20 +288,8 @@ class StageExecutor:
     def _retrying(self, claim: Claim, failure: Failure, duration_ms: int, delay: int) -> None:
         message = claim.message
         with self.engine.begin() as conn:
-            held = conn.execute(
-                update(StageRun)
-                .where(*_held(claim))
-                .values(
-                    status="retrying",
-                    finished_at=func.now(),
-                    duration_ms=duration_ms,
-                    deadline_at=func.now() + timedelta(milliseconds=delay) + RUNNING_SLACK,
-                    **failure.columns(),
-                    updated_at=func.now(),
-                )
-            ).rowcount
-            if held != 1:
-                raise _LostHold
+            due = func.now() + timedelta(milliseconds=delay) + RUNNING_SLACK
+            _release(conn, claim, "retrying", duration_ms, deadline=due, error=failure)
             _event(
                 conn,
                 message,
@@ -337,20 +310,7 @@ class StageExecutor:
     def _dead(self, claim: Claim, failure: Failure, error: BaseException, duration_ms: int) -> None:
         message = claim.message
         with self.engine.begin() as conn:
-            held = conn.execute(
-                update(StageRun)
-                .where(*_held(claim))
-                .values(
-                    status="dead",
-                    finished_at=func.now(),
-                    duration_ms=duration_ms,
-                    deadline_at=None,
-                    **failure.columns(),
-                    updated_at=func.now(),
-                )
-            ).rowcount
-            if held != 1:
-                raise _LostHold
+            _release(conn, claim, "dead", duration_ms, deadline=None, error=failure)
             _dead_letter(
                 conn,
                 claim.delivery,
@@ -443,6 +403,33 @@ def _held(claim: Claim) -> tuple[Any, ...]:
         StageRun.status == "running",
         StageRun.attempts == claim.attempt,
     )
+
+
+def _release(
+    conn: Connection,
+    claim: Claim,
+    status: str,
+    duration_ms: int,
+    *,
+    deadline: Any,
+    error: Failure | None,
+) -> None:
+    """End an attempt: move its row on, but only while this attempt still holds it."""
+    errors = error.columns() if error else dict.fromkeys(Failure.COLUMNS)
+    held = conn.execute(
+        update(StageRun)
+        .where(*_held(claim))
+        .values(
+            status=status,
+            finished_at=func.now(),
+            duration_ms=duration_ms,
+            deadline_at=deadline,
+            updated_at=func.now(),
+            **errors,
+        )
+    ).rowcount
+    if held != 1:
+        raise _LostHold
 
 
 def _event(

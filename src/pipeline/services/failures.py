@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import redis
@@ -15,6 +15,8 @@ from pipeline.stages import StagePolicy
 
 
 class Failure(msgspec.Struct, frozen=True):
+    COLUMNS: ClassVar[tuple[str, ...]] = ("error_type", "error_message", "error_transient")
+
     error_type: str
     reason: str
     transient: bool
