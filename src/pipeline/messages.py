@@ -7,7 +7,9 @@ message can always be rebuilt from the stage row it stands for.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import dramatiq
 import msgspec
 
 from pipeline.stages import StageName
@@ -32,3 +34,22 @@ class StageMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def from_args(cls, payload: object) -> StageMessage:
         """Validate an actor argument; raises ``msgspec.ValidationError`` on bad input."""
         return msgspec.convert(payload, cls)
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """What the broker told us about one delivery of a message."""
+
+    message_id: str
+    actor_name: str
+    queue_name: str
+    message: dict[str, Any]
+    """The whole Dramatiq message, as kept in a dead letter."""
+
+    @classmethod
+    def from_message(cls, message: dramatiq.Message[Any]) -> Delivery:
+        return cls(
+            message_id=message.message_id,
+            actor_name=message.actor_name,
+            queue_name=message.queue_name,
+            message=dict(message.asdict()),
+        )

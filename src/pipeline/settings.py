@@ -12,6 +12,7 @@ from typing import Final
 
 import msgspec
 
+from pipeline.faults import FaultSpec, parse_faults
 from pipeline.stages import DEFAULT_POLICIES, STAGES, StageName, StagePolicy
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -34,6 +35,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     embed_dimensions: int = 256
     embed_batch_size: int = 64
     db_pool_size: int = 8
+    queued_grace_ms: int = 60_000
+    """How long a queued row may wait for its message before the reconciler re-sends it."""
+    running_slack_ms: int = 30_000
+    """Added to a stage's time limit: a running attempt older than both is abandoned."""
+    reconciler_interval_s: float = 5.0
+    reconciler_batch_size: int = 500
+    parser_time_limit_ms: int = 30_000
+    """Hard limit for one sandboxed parse (PDF, DOCX, HTML); the child is killed after it."""
+    parser_memory_mb: int = 1024
+    """Address-space cap of the sandboxed parser process."""
+    faults: tuple[FaultSpec, ...] = ()
     policies: dict[StageName, StagePolicy] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_POLICIES)
     )
@@ -59,6 +71,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             embed_dimensions=_int(env, "PIPELINE_EMBED_DIMENSIONS", 256, minimum=8),
             embed_batch_size=_int(env, "PIPELINE_EMBED_BATCH_SIZE", 64, minimum=1),
             db_pool_size=_int(env, "PIPELINE_DB_POOL_SIZE", 8, minimum=1),
+            queued_grace_ms=_seconds_ms(env, "PIPELINE_QUEUED_GRACE_S", 60_000),
+            running_slack_ms=_seconds_ms(env, "PIPELINE_RUNNING_SLACK_S", 30_000),
+            reconciler_interval_s=_seconds_ms(env, "PIPELINE_RECONCILER_INTERVAL_S", 5_000) / 1000,
+            reconciler_batch_size=_int(env, "PIPELINE_RECONCILER_BATCH_SIZE", 500, minimum=1),
+            parser_time_limit_ms=_seconds_ms(env, "PIPELINE_PARSER_TIME_LIMIT_S", 30_000),
+            parser_memory_mb=_int(env, "PIPELINE_PARSER_MEMORY_MB", 1024, minimum=64),
+            faults=_faults(env),
             policies={stage: _policy(env, stage) for stage in STAGES},
         )
 
@@ -76,6 +95,13 @@ def _policy(env: Mapping[str, str], stage: StageName) -> StagePolicy:
         max_backoff_ms=max_backoff,
         time_limit_ms=_seconds_ms(env, prefix + "TIME_LIMIT_S", default.time_limit_ms),
     )
+
+
+def _faults(env: Mapping[str, str]) -> tuple[FaultSpec, ...]:
+    try:
+        return parse_faults(env.get("PIPELINE_FAULTS"), env.get("PIPELINE_FAULT_INJECTION"))
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

@@ -57,7 +57,7 @@ def executor(
         for stage, handler in make_handlers(settings).items()
     }
     executor = StageExecutor(
-        engine, Dispatcher(broker), handlers, settings.policies, worker_id="test-worker"
+        engine, Dispatcher(broker), handlers, settings, worker_id="test-worker"
     )
     declare_actors(broker, executor, settings)
     return executor

@@ -8,7 +8,8 @@ from typing import Any
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
-from pipeline.services.executor import Delivery, Outcome, StageExecutor
+from pipeline.messages import Delivery
+from pipeline.services.executor import Outcome, StageExecutor
 
 from .conftest import events, stage_statuses, upload, wait_for_document
 from .faults import Fault, FaultPlan

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from pipeline.services.executor import Delivery, StageExecutor
+from pipeline.messages import Delivery
+from pipeline.services.executor import StageExecutor
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StageName
 

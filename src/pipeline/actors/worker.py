@@ -21,6 +21,6 @@ executor = StageExecutor(
     make_engine(settings),
     Dispatcher(broker),
     make_handlers(settings),
-    settings.policies,
+    settings,
 )
 actors = declare_actors(broker, executor, settings)

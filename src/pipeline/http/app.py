@@ -18,6 +18,7 @@ from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.services.dispatch import Dispatcher
+from pipeline.services.uploads import UploadService
 from pipeline.settings import Settings
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -30,10 +31,12 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         engine = make_async_engine(settings)
+        sender = dispatcher or Dispatcher(make_broker(settings))
         holder["state"] = ApiState(
             settings=settings,
             engine=engine,
-            dispatcher=dispatcher or Dispatcher(make_broker(settings)),
+            dispatcher=sender,
+            uploads=UploadService(engine, sender, settings),
         )
         try:
             yield

@@ -17,7 +17,7 @@ from pipeline.http.state import ApiState
 from pipeline.http.upload_body import read_upload
 from pipeline.services import queries
 from pipeline.services.queries import ChunkList, DocumentLinks, DocumentPage, DocumentView
-from pipeline.services.uploads import IdempotencyConflict, Upload, accept_upload
+from pipeline.services.uploads import IdempotencyConflict, Upload
 
 
 class DocumentAccepted(msgspec.Struct, frozen=True):
@@ -87,7 +87,7 @@ class DocumentController(Controller):
             idempotency_key=idempotency_key,
         )
         try:
-            accepted = await accept_upload(api.engine, api.dispatcher, upload)
+            accepted = await api.uploads.accept(upload)
         except IdempotencyConflict as conflict:
             raise Problem(
                 409,

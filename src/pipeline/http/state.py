@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.services.dispatch import Dispatcher
+from pipeline.services.uploads import UploadService
 from pipeline.settings import Settings
 
 
@@ -15,3 +16,4 @@ class ApiState:
     settings: Settings
     engine: AsyncEngine
     dispatcher: Dispatcher
+    uploads: UploadService

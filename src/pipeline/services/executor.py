@@ -1,13 +1,20 @@
 """The stage executor: claim → work → complete → send next, or fail.
 
-This is the one place that writes ``stage_runs``. Every transition also appends to
-``stage_events``, so the history of a document explains each of its states.
+Each delivery of a stage message runs through :meth:`StageExecutor.execute`:
 
-Claims are fenced: a row moves to ``running`` only when its generation matches the
-message and it is waiting (``queued``/``retrying``) or its running attempt is past
-its deadline; completion and failure only apply while the row is still held by the
-same attempt. A duplicate or stale message therefore does nothing but leave an
-event saying why it was dropped.
+1. **Claim** the stage row (``stage_rows.take``): only if the message's generation
+   matches and the row is waiting, or its running attempt is past its deadline.
+   Otherwise the message is a duplicate or stale: it is acked with a ``dropped``
+   event that says why, and nothing else happens.
+2. **Work**: load the input from Postgres, run the stage's pure function.
+3. **Complete** in one transaction: the stage's output (replacing any earlier
+   output), the row ``succeeded``, the next row ``queued``; after commit, send the
+   next message. A lost send is repaired by the reconciler.
+4. **Fail**: transient errors go to ``retrying`` and Dramatiq redelivers with
+   backoff; permanent errors, and transient ones on the last attempt, go to
+   ``dead`` with a dead letter and a failed document.
+
+Every transition appends to ``stage_events``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import os
 import socket
 import time
 import traceback
-import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -27,53 +33,27 @@ import dramatiq
 import msgspec
 from dramatiq.common import compute_backoff
 from dramatiq.middleware.time_limit import TimeLimitExceeded
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select
 
-from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
+from pipeline.db.models import Document
 from pipeline.errors import StageError
-from pipeline.messages import StageMessage
+from pipeline.faults import Faults
+from pipeline.messages import Delivery, StageMessage
+from pipeline.services import stage_rows
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.failures import Failure, classify
 from pipeline.services.handlers import AnyHandler
-from pipeline.stages import StageName, StagePolicy, next_stage
+from pipeline.services.stage_rows import Attempt
+from pipeline.settings import Settings
+from pipeline.stages import StageName, next_stage
 
 logger = logging.getLogger(__name__)
-
-RUNNING_SLACK = timedelta(seconds=30)
-"""Added to a stage's time limit to get the deadline of a running attempt."""
-QUEUED_GRACE = timedelta(minutes=2)
-"""How long a queued row may wait for its message before it counts as stranded."""
 
 
 class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"
-    RETRYING = "retrying"
     DEAD = "dead"
     DROPPED = "dropped"
-
-
-class Delivery(msgspec.Struct, frozen=True):
-    """What the broker told us about this delivery of a message."""
-
-    message_id: str
-    actor_name: str
-    queue_name: str
-    message: dict[str, Any]
-
-    @classmethod
-    def from_message(cls, message: dramatiq.Message[Any]) -> Delivery:
-        return cls(
-            message_id=message.message_id,
-            actor_name=message.actor_name,
-            queue_name=message.queue_name,
-            message=dict(message.asdict()),
-        )
-
-
-class Claim(msgspec.Struct, frozen=True):
-    message: StageMessage
-    attempt: int
-    delivery: Delivery
 
 
 class StageExecutor:
@@ -84,302 +64,285 @@ class StageExecutor:
         engine: Engine,
         dispatcher: Dispatcher,
         handlers: Mapping[StageName, AnyHandler],
-        policies: Mapping[StageName, StagePolicy],
+        settings: Settings,
         *,
+        faults: Faults | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.handlers = handlers
-        self.policies = policies
+        self.policies = settings.policies
+        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.slack = timedelta(milliseconds=settings.running_slack_ms)
+        self.faults = faults if faults is not None else Faults(settings.faults)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
         try:
             message = StageMessage.from_args(payload)
         except msgspec.ValidationError as error:
-            self._poison(stage, delivery, "InvalidMessage", f"malformed stage message: {error}")
+            self.poison(delivery, "InvalidMessage", f"malformed stage message: {error}", stage)
             return Outcome.DEAD
         if message.stage != stage:
             reason = f"message for stage {message.stage!r} arrived on the {stage!r} queue"
-            self._poison(stage, delivery, "InvalidMessage", reason)
+            self.poison(delivery, "InvalidMessage", reason, stage)
             return Outcome.DEAD
 
-        claim = self._claim(message, delivery)
-        if isinstance(claim, Outcome):
-            return claim
+        attempt = self._claim(message, delivery)
+        if isinstance(attempt, Outcome):
+            return attempt
         started = time.monotonic()
+        policy = self.policies[stage]
         try:
             try:
-                return self._complete(claim, self._work(claim), started)
+                if attempt.number > policy.max_attempts:
+                    raise _CrashLoop(attempt.number - 1)
+                return self._complete(attempt, self._work(attempt), started)
             except _LostHold:
                 raise
             except (Exception, TimeLimitExceeded) as error:
-                return self._fail(claim, classify(error, self.policies[stage]), error, started)
+                return self._fail(attempt, classify(error, policy), error, started)
         except _LostHold:
-            self._superseded(claim)
+            self._record(
+                attempt.message,
+                "superseded",
+                attempt.number,
+                attempt.message_id,
+                {"reason": "the attempt no longer held the stage when it finished"},
+            )
             return Outcome.DROPPED
 
     # -- claim ---------------------------------------------------------------------------
 
-    def _claim(self, message: StageMessage, delivery: Delivery) -> Claim | Outcome:
+    def _claim(self, message: StageMessage, delivery: Delivery) -> Attempt | Outcome:
+        deadline = timedelta(milliseconds=self.policies[message.stage].time_limit_ms) + self.slack
+        take = stage_rows.take(message, delivery.message_id, self.worker_id, deadline)
         try:
             with self.engine.begin() as conn:
-                attempt = self._take(conn, message, delivery)
-                if attempt is None:
+                number = conn.execute(take).scalar_one_or_none()
+                if number is None:
                     self._drop(conn, message, delivery)
                     return Outcome.DROPPED
+                conn.execute(stage_rows.document_processing(message.document_id))
                 conn.execute(
-                    update(Document)
-                    .where(Document.id == message.document_id, Document.status == "pending")
-                    .values(status="processing", updated_at=func.now())
+                    stage_rows.event(
+                        message, "claimed", number, delivery.message_id, {"worker": self.worker_id}
+                    )
                 )
-                detail = {"worker": self.worker_id}
-                _event(conn, message, "claimed", attempt, delivery.message_id, detail)
         except _UnknownDocument:
             reason = f"document {message.document_id} does not exist"
-            self._poison(message.stage, delivery, "UnknownDocument", reason, message=message)
+            self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
             return Outcome.DEAD
-        return Claim(message=message, attempt=attempt, delivery=delivery)
-
-    def _take(self, conn: Connection, message: StageMessage, delivery: Delivery) -> int | None:
-        """Move the row to ``running`` if this message may run it; returns the attempt."""
-        time_limit = timedelta(milliseconds=self.policies[message.stage].time_limit_ms)
-        waiting = StageRun.status.in_(("queued", "retrying"))
-        abandoned = (StageRun.status == "running") & (StageRun.deadline_at < func.now())
-        return conn.execute(
-            update(StageRun)
-            .where(*_row(message), StageRun.generation == message.generation, waiting | abandoned)
-            .values(
-                status="running",
-                attempts=StageRun.attempts + 1,
-                started_at=func.now(),
-                finished_at=None,
-                duration_ms=None,
-                deadline_at=func.now() + time_limit + RUNNING_SLACK,
-                message_id=delivery.message_id,
-                worker_id=self.worker_id,
-                updated_at=func.now(),
-            )
-            .returning(StageRun.attempts)
-        ).scalar_one_or_none()
+        return Attempt(
+            message=message, number=number, message_id=delivery.message_id, delivery=delivery
+        )
 
     def _drop(self, conn: Connection, message: StageMessage, delivery: Delivery) -> None:
-        """Record why a message was not claimed."""
-        current = conn.execute(
-            select(StageRun.status, StageRun.generation).where(*_row(message))
-        ).one_or_none()
-        if current is None:
-            exists = conn.execute(
+        row = conn.execute(stage_rows.current(message)).one_or_none()
+        if row is None:
+            known = conn.execute(
                 select(Document.id).where(Document.id == message.document_id)
             ).scalar_one_or_none()
-            if exists is None:
+            if known is None:
                 raise _UnknownDocument
             reason = "the document has no row for this stage"
-        elif current.generation != message.generation:
+        elif row.generation != message.generation:
             reason = (
                 f"stale message: generation {message.generation}, "
-                f"the document is at generation {current.generation}"
+                f"the document is at generation {row.generation}"
             )
-        elif current.status == "running":
+        elif row.status == "running":
             reason = "duplicate: another attempt holds this stage and is within its deadline"
         else:
-            reason = f"duplicate: the stage is already {current.status}"
-        _event(conn, message, "dropped", None, delivery.message_id, {"reason": reason})
+            reason = f"duplicate: the stage is already {row.status}"
+        conn.execute(
+            stage_rows.event(message, "dropped", None, delivery.message_id, {"reason": reason})
+        )
         logger.info("dropped %s message for %s: %s", message.stage, message.document_id, reason)
 
     # -- work ----------------------------------------------------------------------------
 
-    def _work(self, claim: Claim) -> object:
-        handler = self.handlers[claim.message.stage]
-        document_id = claim.message.document_id
+    def _work(self, attempt: Attempt) -> object:
+        message = attempt.message
+        handler = self.handlers[message.stage]
         with self.engine.connect() as conn:
-            data = handler.load(conn, document_id)
+            data = handler.load(conn, message.document_id)
+            if self.faults:
+                filename = _filename(conn, message)
+        if self.faults:
+            self.faults.before_compute(message.stage, filename, attempt.number)
         return handler.compute(data)
 
     # -- complete ------------------------------------------------------------------------
 
-    def _complete(self, claim: Claim, result: object, started: float) -> Outcome:
-        message = claim.message
-        handler = self.handlers[message.stage]
+    def _complete(self, attempt: Attempt, result: object, started: float) -> Outcome:
+        message = attempt.message
         following = next_stage(message.stage)
-        outgoing = None
-        if following is not None:
-            outgoing = StageMessage(message.document_id, following, message.generation)
-        dramatiq_message = self.dispatcher.build(outgoing) if outgoing else None
+        outgoing = following and StageMessage(message.document_id, following, message.generation)
+        envelope = self.dispatcher.build(outgoing) if outgoing else None
         duration_ms = _elapsed_ms(started)
         with self.engine.begin() as conn:
-            summary = handler.store(conn, message.document_id, message.generation, result)
-            _release(conn, claim, "succeeded", duration_ms, deadline=None, error=None)
-            _event(
-                conn,
-                message,
-                "succeeded",
-                claim.attempt,
-                claim.delivery.message_id,
-                {**summary, "duration_ms": duration_ms},
+            summary = self.handlers[message.stage].store(
+                conn, message.document_id, message.generation, result
             )
-            if outgoing is not None and dramatiq_message is not None:
-                self._queue(conn, outgoing, dramatiq_message.message_id)
-            else:
-                conn.execute(
-                    update(Document)
-                    .where(
-                        Document.id == message.document_id,
-                        Document.generation == message.generation,
-                    )
-                    .values(
-                        status="succeeded",
-                        failure_reason=None,
-                        finished_at=func.now(),
-                        updated_at=func.now(),
-                    )
+            self._release(conn, attempt, "succeeded", duration_ms)
+            conn.execute(
+                stage_rows.event(
+                    message,
+                    "succeeded",
+                    attempt.number,
+                    attempt.message_id,
+                    {**summary, "duration_ms": duration_ms},
                 )
-        if dramatiq_message is not None:
-            self._send(dramatiq_message)
+            )
+            if outgoing and envelope:
+                conn.execute(stage_rows.queue(outgoing, envelope.message_id, self.grace))
+                conn.execute(stage_rows.event(outgoing, "queued", None, envelope.message_id, {}))
+            else:
+                conn.execute(stage_rows.document_finished(message, "succeeded", None))
+            drop = (
+                envelope is not None
+                and self.faults
+                and self.faults.drop_send(message.stage, _filename(conn, message))
+            )
+        if envelope is not None and not drop:
+            self.send(envelope)
         return Outcome.SUCCEEDED
 
-    def _queue(self, conn: Connection, message: StageMessage, message_id: str) -> None:
-        conn.execute(
-            update(StageRun)
-            .where(*_row(message))
-            .values(
-                status="queued",
-                generation=message.generation,
-                attempts=0,
-                queued_at=func.now(),
-                started_at=None,
-                finished_at=None,
-                duration_ms=None,
-                deadline_at=func.now() + QUEUED_GRACE,
-                message_id=message_id,
-                updated_at=func.now(),
-            )
-        )
-        _event(conn, message, "queued", None, message_id, {})
-
-    def _send(self, message: dramatiq.Message[Any]) -> None:
+    def send(self, envelope: dramatiq.Message[Any]) -> None:
+        """Send after commit; on failure the row stays queued and the reconciler re-sends."""
         try:
-            self.dispatcher.send(message)
+            self.dispatcher.send(envelope)
         except Exception:
-            # The row is committed as queued with a deadline: the reconciler re-sends it.
-            logger.exception("could not send %s message %s", message.queue_name, message.message_id)
+            logger.exception(
+                "could not send %s message %s", envelope.queue_name, envelope.message_id
+            )
 
     # -- fail ----------------------------------------------------------------------------
 
     def _fail(
-        self, claim: Claim, failure: Failure, error: BaseException, started: float
+        self, attempt: Attempt, failure: Failure, error: BaseException, started: float
     ) -> Outcome:
-        policy = self.policies[claim.message.stage]
+        policy = self.policies[attempt.message.stage]
         duration_ms = _elapsed_ms(started)
-        if failure.transient and claim.attempt < policy.max_attempts:
+        if failure.transient and attempt.number < policy.max_attempts:
             _, delay = compute_backoff(
-                claim.attempt - 1,
-                factor=policy.min_backoff_ms,
-                max_backoff=policy.max_backoff_ms,
+                attempt.number - 1, factor=policy.min_backoff_ms, max_backoff=policy.max_backoff_ms
             )
-            self._retrying(claim, failure, duration_ms, delay)
+            self._retrying(attempt, failure, duration_ms, delay)
             raise dramatiq.Retry(failure.reason, delay=delay) from error
-        if failure.transient:
-            failure = failure.exhausted(claim.attempt)
-        self._dead(claim, failure, error, duration_ms)
+        if failure.transient and not isinstance(error, _CrashLoop):
+            failure = failure.exhausted(attempt.number)
+        self._dead(attempt, failure, error, duration_ms)
         return Outcome.DEAD
 
-    def _retrying(self, claim: Claim, failure: Failure, duration_ms: int, delay: int) -> None:
-        message = claim.message
+    def _retrying(self, attempt: Attempt, failure: Failure, duration_ms: int, delay: int) -> None:
+        message = attempt.message
+        due = func.now() + timedelta(milliseconds=delay) + self.slack
         with self.engine.begin() as conn:
-            due = func.now() + timedelta(milliseconds=delay) + RUNNING_SLACK
-            _release(conn, claim, "retrying", duration_ms, deadline=due, error=failure)
-            _event(
-                conn,
-                message,
-                "retrying",
-                claim.attempt,
-                claim.delivery.message_id,
-                {**failure.detail(), "delay_ms": delay, "duration_ms": duration_ms},
+            self._release(conn, attempt, "retrying", duration_ms, deadline=due, error=failure)
+            conn.execute(
+                stage_rows.event(
+                    message,
+                    "retrying",
+                    attempt.number,
+                    attempt.message_id,
+                    {**failure.detail(), "delay_ms": delay, "duration_ms": duration_ms},
+                )
             )
         logger.warning(
             "%s of %s failed (attempt %d), retrying in %d ms: %s",
             message.stage,
             message.document_id,
-            claim.attempt,
+            attempt.number,
             delay,
             failure.reason,
         )
 
-    def _dead(self, claim: Claim, failure: Failure, error: BaseException, duration_ms: int) -> None:
-        message = claim.message
+    def _dead(
+        self, attempt: Attempt, failure: Failure, error: BaseException, duration_ms: int
+    ) -> None:
+        message = attempt.message
+        delivery = attempt.delivery
         with self.engine.begin() as conn:
-            _release(conn, claim, "dead", duration_ms, deadline=None, error=failure)
-            _dead_letter(
-                conn,
-                claim.delivery,
-                failure,
-                claim.attempt,
-                message=message,
-                trace=_format_traceback(error),
+            self._release(conn, attempt, "dead", duration_ms, error=failure)
+            conn.execute(
+                stage_rows.dead_letter(
+                    actor_name=delivery.actor_name,
+                    queue_name=delivery.queue_name,
+                    message_id=delivery.message_id,
+                    message=delivery.message,
+                    failure=failure,
+                    attempts=attempt.number,
+                    stage_message=message,
+                    trace=_format_traceback(error),
+                )
             )
             conn.execute(
-                update(Document)
-                .where(
-                    Document.id == message.document_id, Document.generation == message.generation
-                )
-                .values(
-                    status="failed",
-                    failure_reason=failure.document_reason(message.stage),
-                    finished_at=func.now(),
-                    updated_at=func.now(),
+                stage_rows.document_finished(
+                    message, "failed", failure.document_reason(message.stage)
                 )
             )
-            _event(
-                conn,
-                message,
-                "dead",
-                claim.attempt,
-                claim.delivery.message_id,
-                {**failure.detail(), "duration_ms": duration_ms},
+            conn.execute(
+                stage_rows.event(
+                    message,
+                    "dead",
+                    attempt.number,
+                    attempt.message_id,
+                    {**failure.detail(), "duration_ms": duration_ms},
+                )
             )
         logger.error(
             "%s of %s is dead after %d attempt(s): %s",
             message.stage,
             message.document_id,
-            claim.attempt,
+            attempt.number,
             failure.reason,
         )
 
-    def _superseded(self, claim: Claim) -> None:
-        """Our attempt lost its hold on the row (deadline passed, or a rerun bumped it)."""
-        with self.engine.begin() as conn:
-            _event(
-                conn,
-                claim.message,
-                "superseded",
-                claim.attempt,
-                claim.delivery.message_id,
-                {"reason": "the attempt no longer held the stage when it finished"},
-            )
+    def _release(
+        self, conn: Connection, attempt: Attempt, status: str, duration_ms: int, **changes: Any
+    ) -> None:
+        if conn.execute(stage_rows.release(attempt, status, duration_ms, **changes)).rowcount != 1:
+            raise _LostHold
 
-    def _poison(
+    # -- records -------------------------------------------------------------------------
+
+    def _record(
         self,
-        stage: str,
+        message: StageMessage,
+        name: str,
+        attempt: int | None,
+        message_id: str | None,
+        detail: dict[str, Any],
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(stage_rows.event(message, name, attempt, message_id, detail))
+
+    def poison(
+        self,
         delivery: Delivery,
         error_type: str,
         reason: str,
+        stage: str | None,
         *,
         message: StageMessage | None = None,
     ) -> None:
         """Dead-letter a message that can never be processed, whatever its retries."""
-        failure = Failure(error_type=error_type, reason=reason, transient=False)
         with self.engine.begin() as conn:
-            _dead_letter(
-                conn,
-                delivery,
-                failure,
-                1,
-                message=message,
-                stage=stage,
-                trace=None,
-                document_known=False,
+            conn.execute(
+                stage_rows.dead_letter(
+                    actor_name=delivery.actor_name,
+                    queue_name=delivery.queue_name,
+                    message_id=delivery.message_id,
+                    message=delivery.message,
+                    failure=Failure(error_type=error_type, reason=reason, transient=False),
+                    attempts=1,
+                    stage_message=message,
+                    document_known=False,
+                    stage=stage,
+                )
             )
         logger.error("dead-lettered poison message %s: %s", delivery.message_id, reason)
 
@@ -392,94 +355,22 @@ class _UnknownDocument(Exception):
     """The message names a document that does not exist."""
 
 
-def _row(message: StageMessage) -> tuple[Any, ...]:
-    return (StageRun.document_id == message.document_id, StageRun.stage == message.stage)
+class _CrashLoop(StageError):
+    """Earlier attempts started and never finished: the worker died each time."""
 
+    transient = True
 
-def _held(claim: Claim) -> tuple[Any, ...]:
-    return (
-        *_row(claim.message),
-        StageRun.generation == claim.message.generation,
-        StageRun.status == "running",
-        StageRun.attempts == claim.attempt,
-    )
-
-
-def _release(
-    conn: Connection,
-    claim: Claim,
-    status: str,
-    duration_ms: int,
-    *,
-    deadline: Any,
-    error: Failure | None,
-) -> None:
-    """End an attempt: move its row on, but only while this attempt still holds it."""
-    errors = error.columns() if error else dict.fromkeys(Failure.COLUMNS)
-    held = conn.execute(
-        update(StageRun)
-        .where(*_held(claim))
-        .values(
-            status=status,
-            finished_at=func.now(),
-            duration_ms=duration_ms,
-            deadline_at=deadline,
-            updated_at=func.now(),
-            **errors,
+    def __init__(self, unfinished: int) -> None:
+        super().__init__(
+            f"the stage was started {unfinished} times and never finished "
+            "(the worker crashed or was killed each time)"
         )
-    ).rowcount
-    if held != 1:
-        raise _LostHold
 
 
-def _event(
-    conn: Connection,
-    message: StageMessage,
-    event: str,
-    attempt: int | None,
-    message_id: str | None,
-    detail: dict[str, Any],
-) -> None:
-    conn.execute(
-        insert(StageEvent).values(
-            document_id=message.document_id,
-            stage=message.stage,
-            generation=message.generation,
-            event=event,
-            attempt=attempt,
-            message_id=message_id,
-            detail=detail,
-        )
-    )
-
-
-def _dead_letter(
-    conn: Connection,
-    delivery: Delivery,
-    failure: Failure,
-    attempts: int,
-    *,
-    message: StageMessage | None,
-    trace: str | None,
-    stage: str | None = None,
-    document_known: bool = True,
-) -> None:
-    conn.execute(
-        insert(DeadLetter).values(
-            id=uuid.uuid4(),
-            document_id=message.document_id if message and document_known else None,
-            stage=message.stage if message else stage,
-            generation=message.generation if message else None,
-            actor_name=delivery.actor_name,
-            queue_name=delivery.queue_name,
-            message_id=delivery.message_id,
-            message=delivery.message,
-            error_type=failure.error_type,
-            error_message=failure.reason,
-            traceback=trace,
-            attempts=attempts,
-        )
-    )
+def _filename(conn: Connection, message: StageMessage) -> str:
+    return conn.execute(
+        select(Document.filename).where(Document.id == message.document_id)
+    ).scalar_one()
 
 
 def _format_traceback(error: BaseException) -> str | None:

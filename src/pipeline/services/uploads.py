@@ -1,8 +1,8 @@
 """Accepting an upload: one transaction, then one message.
 
-The document, its bytes, its five stage rows and the first event are written in a
-single transaction; the validate message is sent only after it commits. If that send
-fails the upload is still accepted: the validate row waits as ``queued`` with a
+The document, its bytes, its five stage rows and the first events are written in a
+single transaction; the validate message is sent only after it commits. If that
+send fails the upload is still accepted: the validate row waits as ``queued`` with a
 deadline, and the reconciler sends it again.
 """
 
@@ -11,17 +11,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from datetime import timedelta
 
 import anyio.to_thread
 import msgspec
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.db.models import Document, DocumentBlob, StageEvent, StageRun
+from pipeline.db.models import Document, DocumentBlob, StageEvent
+from pipeline.faults import Faults
 from pipeline.messages import StageMessage
+from pipeline.services import stage_rows
 from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import QUEUED_GRACE
+from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
 logger = logging.getLogger(__name__)
@@ -50,46 +53,50 @@ class IdempotencyConflict(Exception):
         self.document_id = document_id
 
 
-async def accept_upload(engine: AsyncEngine, dispatcher: Dispatcher, upload: Upload) -> Accepted:
-    sha256 = hashlib.sha256(upload.data).hexdigest()
-    document_id = uuid.uuid4()
-    first = StageMessage(document_id=document_id, stage=STAGES[0], generation=1)
-    message = dispatcher.build(first)
-    async with engine.begin() as conn:
-        inserted = await _insert_document(conn, document_id, upload, sha256)
-        if not inserted:
-            existing = await _existing(conn, upload)
-            if existing.sha256 != sha256:
-                raise IdempotencyConflict(existing.id)
-            return Accepted(id=existing.id, status=existing.status, replayed=True)
-        await conn.execute(insert(DocumentBlob).values(document_id=document_id, data=upload.data))
-        await conn.execute(
-            insert(StageRun).values(
-                [
-                    _stage_row(document_id, position, message.message_id)
-                    for position in range(len(STAGES))
-                ]
+class _Existing(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    sha256: str
+    status: str
+
+
+class UploadService:
+    def __init__(self, engine: AsyncEngine, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.faults = Faults(settings.faults)
+
+    async def accept(self, upload: Upload) -> Accepted:
+        sha256 = hashlib.sha256(upload.data).hexdigest()
+        document_id = uuid.uuid4()
+        first = StageMessage(document_id=document_id, stage=STAGES[0], generation=1)
+        envelope = self.dispatcher.build(first)
+        async with self.engine.begin() as conn:
+            if not await _insert_document(conn, document_id, upload, sha256):
+                existing = await _existing(conn, upload)
+                if existing.sha256 != sha256:
+                    raise IdempotencyConflict(existing.id)
+                return Accepted(id=existing.id, status=existing.status, replayed=True)
+            await conn.execute(
+                insert(DocumentBlob).values(document_id=document_id, data=upload.data)
             )
-        )
-        await conn.execute(
-            insert(StageEvent).values(
-                [
-                    _event(
-                        document_id,
-                        None,
-                        "accepted",
-                        None,
-                        {"size": len(upload.data), "sha256": sha256},
-                    ),
-                    _event(document_id, STAGES[0], "queued", message.message_id, {}),
-                ]
+            await conn.execute(stage_rows.create(document_id, envelope.message_id, self.grace))
+            await conn.execute(
+                insert(StageEvent).values(
+                    document_id=document_id,
+                    generation=1,
+                    event="accepted",
+                    detail={"size": len(upload.data), "sha256": sha256},
+                )
             )
-        )
-    try:
-        await anyio.to_thread.run_sync(dispatcher.send, message)
-    except Exception:
-        logger.exception("accepted %s but could not send its validate message", document_id)
-    return Accepted(id=document_id, status="pending", replayed=False)
+            await conn.execute(stage_rows.event(first, "queued", None, envelope.message_id, {}))
+        if self.faults.drop_send("upload", upload.filename):
+            return Accepted(id=document_id, status="pending", replayed=False)
+        try:
+            await anyio.to_thread.run_sync(self.dispatcher.send, envelope)
+        except Exception:
+            logger.exception("accepted %s but could not send its validate message", document_id)
+        return Accepted(id=document_id, status="pending", replayed=False)
 
 
 async def _insert_document(
@@ -112,12 +119,6 @@ async def _insert_document(
     return (await conn.execute(statement)).scalar_one_or_none() is not None
 
 
-class _Existing(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    sha256: str
-    status: str
-
-
 async def _existing(conn: AsyncConnection, upload: Upload) -> _Existing:
     row = (
         await conn.execute(
@@ -128,34 +129,3 @@ async def _existing(conn: AsyncConnection, upload: Upload) -> _Existing:
         )
     ).one()
     return _Existing(id=row.id, sha256=row.sha256, status=row.status)
-
-
-def _stage_row(document_id: uuid.UUID, position: int, message_id: str) -> dict[str, object]:
-    first = position == 0
-    return {
-        "document_id": document_id,
-        "stage": STAGES[position],
-        "position": position,
-        "status": "queued" if first else "pending",
-        "generation": 1,
-        "queued_at": func.now() if first else None,
-        "deadline_at": func.now() + QUEUED_GRACE if first else None,
-        "message_id": message_id if first else None,
-    }
-
-
-def _event(
-    document_id: uuid.UUID,
-    stage: str | None,
-    event: str,
-    message_id: str | None,
-    detail: dict[str, object],
-) -> dict[str, object]:
-    return {
-        "document_id": document_id,
-        "stage": stage,
-        "generation": 1,
-        "event": event,
-        "message_id": message_id,
-        "detail": detail,
-    }

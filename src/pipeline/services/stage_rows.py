@@ -1,0 +1,231 @@
+"""Every write to ``stage_runs``, and the events and dead letters that go with them.
+
+The executor, the upload service and the reconciler build their statements here and
+run them in their own transactions (sync or async), so the state machine of a stage
+row is defined in one module:
+
+    pending ──► queued ──► running ──► succeeded
+                  ▲           │  │
+                  │           │  └──► retrying ──► running ...
+                  └─ resent ──┘  └──► dead   (permanent error, or retries used up)
+
+Writes that end an attempt are fenced on (generation, status ``running``, attempt
+number): an attempt that lost its row to a newer one cannot overwrite it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import ColumnElement, Insert, Select, Update, func, insert, select, update
+
+from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
+from pipeline.messages import Delivery, StageMessage
+from pipeline.services.failures import Failure
+from pipeline.stages import STAGES
+
+WAITING = ("queued", "retrying")
+UNFINISHED = ("queued", "running", "retrying")
+
+
+class Attempt(msgspec.Struct, frozen=True):
+    """An attempt that holds its stage row."""
+
+    message: StageMessage
+    number: int
+    message_id: str
+    delivery: Delivery
+
+
+def row_of(message: StageMessage) -> tuple[ColumnElement[bool], ...]:
+    return (StageRun.document_id == message.document_id, StageRun.stage == message.stage)
+
+
+def create(document_id: uuid.UUID, first_message_id: str, grace: timedelta) -> Insert:
+    """The five rows of a new document; the first is queued for ``first_message_id``."""
+    rows: list[dict[str, Any]] = [
+        {
+            "document_id": document_id,
+            "stage": stage,
+            "position": position,
+            "status": "queued" if position == 0 else "pending",
+            "generation": 1,
+            "queued_at": func.now() if position == 0 else None,
+            "deadline_at": func.now() + grace if position == 0 else None,
+            "message_id": first_message_id if position == 0 else None,
+        }
+        for position, stage in enumerate(STAGES)
+    ]
+    return insert(StageRun).values(rows)
+
+
+def take(message: StageMessage, message_id: str, worker_id: str, deadline: timedelta) -> Update:
+    """Move a waiting (or abandoned running) row to ``running``; returns the attempt number."""
+    waiting = StageRun.status.in_(WAITING)
+    abandoned = (StageRun.status == "running") & (StageRun.deadline_at < func.now())
+    return (
+        update(StageRun)
+        .where(*row_of(message), StageRun.generation == message.generation, waiting | abandoned)
+        .values(
+            status="running",
+            attempts=StageRun.attempts + 1,
+            started_at=func.now(),
+            finished_at=None,
+            duration_ms=None,
+            deadline_at=func.now() + deadline,
+            message_id=message_id,
+            worker_id=worker_id,
+            updated_at=func.now(),
+        )
+        .returning(StageRun.attempts)
+    )
+
+
+def current(message: StageMessage) -> Select[str, int]:
+    return select(StageRun.status, StageRun.generation).where(*row_of(message))
+
+
+def release(
+    attempt: Attempt,
+    status: str,
+    duration_ms: int,
+    *,
+    deadline: Any = None,
+    error: Failure | None = None,
+) -> Update:
+    """End an attempt; affects one row only while ``attempt`` still holds it."""
+    errors = error.columns() if error else dict.fromkeys(Failure.COLUMNS)
+    return (
+        update(StageRun)
+        .where(
+            *row_of(attempt.message),
+            StageRun.generation == attempt.message.generation,
+            StageRun.status == "running",
+            StageRun.attempts == attempt.number,
+        )
+        .values(
+            status=status,
+            finished_at=func.now(),
+            duration_ms=duration_ms,
+            deadline_at=deadline,
+            updated_at=func.now(),
+            **errors,
+        )
+    )
+
+
+def queue(message: StageMessage, message_id: str, grace: timedelta) -> Update:
+    """Queue the next stage of a document for ``message_id``."""
+    return (
+        update(StageRun)
+        .where(*row_of(message))
+        .values(
+            status="queued",
+            generation=message.generation,
+            attempts=0,
+            queued_at=func.now(),
+            started_at=None,
+            finished_at=None,
+            duration_ms=None,
+            deadline_at=func.now() + grace,
+            message_id=message_id,
+            updated_at=func.now(),
+        )
+    )
+
+
+def overdue(limit: int) -> Select[uuid.UUID, str, int, str, int]:
+    """Unfinished rows past their deadline, oldest first, locked for this sweep."""
+    return (
+        select(
+            StageRun.document_id,
+            StageRun.stage,
+            StageRun.generation,
+            StageRun.status,
+            StageRun.attempts,
+        )
+        .where(StageRun.status.in_(UNFINISHED), StageRun.deadline_at < func.now())
+        .order_by(StageRun.deadline_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def resend(message: StageMessage, status: str, message_id: str, grace: timedelta) -> Update:
+    """Point an overdue row at a new message; an abandoned ``running`` row waits again."""
+    return (
+        update(StageRun)
+        .where(*row_of(message), StageRun.generation == message.generation)
+        .values(
+            status="queued" if status == "running" else status,
+            deadline_at=func.now() + grace,
+            message_id=message_id,
+            updated_at=func.now(),
+        )
+    )
+
+
+def event(
+    message: StageMessage,
+    name: str,
+    attempt: int | None,
+    message_id: str | None,
+    detail: dict[str, Any],
+) -> Insert:
+    return insert(StageEvent).values(
+        document_id=message.document_id,
+        stage=message.stage,
+        generation=message.generation,
+        event=name,
+        attempt=attempt,
+        message_id=message_id,
+        detail=detail,
+    )
+
+
+def dead_letter(
+    *,
+    actor_name: str,
+    queue_name: str,
+    message_id: str,
+    message: dict[str, Any],
+    failure: Failure,
+    attempts: int,
+    stage_message: StageMessage | None = None,
+    document_known: bool = True,
+    stage: str | None = None,
+    trace: str | None = None,
+) -> Insert:
+    return insert(DeadLetter).values(
+        id=uuid.uuid4(),
+        document_id=stage_message.document_id if stage_message and document_known else None,
+        stage=stage_message.stage if stage_message else stage,
+        generation=stage_message.generation if stage_message else None,
+        actor_name=actor_name,
+        queue_name=queue_name,
+        message_id=message_id,
+        message=message,
+        error_type=failure.error_type,
+        error_message=failure.reason,
+        traceback=trace,
+        attempts=attempts,
+    )
+
+
+def document_processing(document_id: uuid.UUID) -> Update:
+    return (
+        update(Document)
+        .where(Document.id == document_id, Document.status == "pending")
+        .values(status="processing", updated_at=func.now())
+    )
+
+
+def document_finished(message: StageMessage, status: str, reason: str | None) -> Update:
+    return (
+        update(Document)
+        .where(Document.id == message.document_id, Document.generation == message.generation)
+        .values(status=status, failure_reason=reason, finished_at=func.now(), updated_at=func.now())
+    )
