@@ -7,9 +7,14 @@ then the executor, then the actors bound to both.
 
 from __future__ import annotations
 
+import os
+import socket
+
 from pipeline.actors import declare_actors
+from pipeline.actors.dead_letters import DeadLetterRecorder
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.messages import Delivery
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.executor import StageExecutor
 from pipeline.services.handlers import make_handlers
@@ -17,10 +22,22 @@ from pipeline.settings import Settings
 
 settings = Settings.from_env()
 broker = make_broker(settings)
+worker_id = f"{socket.gethostname()}:{os.getpid()}"
 executor = StageExecutor(
-    make_engine(settings),
+    make_engine(settings, application_name=f"pipeline-worker:{worker_id}"),
     Dispatcher(broker),
     make_handlers(settings),
     settings,
+    worker_id=worker_id,
 )
 actors = declare_actors(broker, executor, settings)
+broker.add_middleware(DeadLetterRecorder(executor.poison))
+
+
+def _undecodable(queue_name: str, message_id: str, data: bytes, reason: str) -> None:
+    raw = data[:65536].decode("utf-8", errors="backslashreplace")
+    delivery = Delivery(message_id, "<undecodable>", queue_name, {"raw": raw})
+    executor.poison(delivery, "UndecodableMessage", reason, None)
+
+
+broker.on_poison = _undecodable

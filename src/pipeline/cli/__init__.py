@@ -8,6 +8,7 @@ import click
 
 from pipeline.cli.db import db
 from pipeline.cli.ingest import ingest
+from pipeline.cli.reconciler import reconciler
 from pipeline.cli.serve import api, worker
 
 
@@ -25,3 +26,4 @@ main.add_command(api)
 main.add_command(worker)
 main.add_command(db)
 main.add_command(ingest)
+main.add_command(reconciler)

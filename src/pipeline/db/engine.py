@@ -8,13 +8,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from pipeline.settings import Settings
 
 
-def make_engine(settings: Settings) -> Engine:
-    """A pooled sync engine; ``pool_pre_ping`` survives Postgres restarts and killed backends."""
+def make_engine(settings: Settings, *, application_name: str = "pipeline") -> Engine:
+    """A pooled sync engine; ``pool_pre_ping`` survives Postgres restarts and killed backends.
+
+    ``application_name`` shows in ``pg_stat_activity``, so an operator can tell
+    workers, API and reconciler connections apart.
+    """
     return create_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
+        connect_args={"application_name": application_name[:63]},
     )
 
 

@@ -141,10 +141,7 @@ class StageExecutor:
     def _drop(self, conn: Connection, message: StageMessage, delivery: Delivery) -> None:
         row = conn.execute(stage_rows.current(message)).one_or_none()
         if row is None:
-            known = conn.execute(
-                select(Document.id).where(Document.id == message.document_id)
-            ).scalar_one_or_none()
-            if known is None:
+            if not _exists(conn, message):
                 raise _UnknownDocument
             reason = "the document has no row for this stage"
         elif row.generation != message.generation:
@@ -331,6 +328,7 @@ class StageExecutor:
     ) -> None:
         """Dead-letter a message that can never be processed, whatever its retries."""
         with self.engine.begin() as conn:
+            known = message is not None and _exists(conn, message)
             conn.execute(
                 stage_rows.dead_letter(
                     actor_name=delivery.actor_name,
@@ -338,9 +336,9 @@ class StageExecutor:
                     message_id=delivery.message_id,
                     message=delivery.message,
                     failure=Failure(error_type=error_type, reason=reason, transient=False),
-                    attempts=1,
+                    attempts=1 + int(delivery.message.get("options", {}).get("retries", 0)),
                     stage_message=message,
-                    document_known=False,
+                    document_known=known,
                     stage=stage,
                 )
             )
@@ -365,6 +363,11 @@ class _CrashLoop(StageError):
             f"the stage was started {unfinished} times and never finished "
             "(the worker crashed or was killed each time)"
         )
+
+
+def _exists(conn: Connection, message: StageMessage) -> bool:
+    found = conn.execute(select(Document.id).where(Document.id == message.document_id))
+    return found.scalar_one_or_none() is not None
 
 
 def _filename(conn: Connection, message: StageMessage) -> str:

@@ -1,0 +1,54 @@
+"""Durable dead letters for messages Dramatiq itself gives up on.
+
+The executor dead-letters what it processes. Two kinds of message never reach it:
+one naming an actor this worker does not have, and one whose retries Dramatiq used
+up because the executor itself could not run (for example Postgres was down on
+every attempt). Dramatiq nacks both into Redis's short-lived ``.XQ`` set; this
+middleware also keeps a copy in Postgres so that operators can find and replay it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.errors import ActorNotFound
+
+from pipeline.messages import Delivery, StageMessage
+from pipeline.stages import is_stage
+
+logger = logging.getLogger(__name__)
+
+Recorder = Callable[..., None]
+
+
+class DeadLetterRecorder(dramatiq.Middleware):
+    """Calls ``record`` (the executor's ``poison``) for every nacked message."""
+
+    def __init__(self, record: Recorder) -> None:
+        self.record = record
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.broker.MessageProxy) -> None:
+        error = getattr(message, "_exception", None)
+        delivery = Delivery.from_message(message._message)
+        if isinstance(error, ActorNotFound):
+            error_type = "UnknownActor"
+            reason = f"no actor named {message.actor_name!r} handles queue {message.queue_name!r}"
+        else:
+            error_type = type(error).__name__ if error else "Nacked"
+            reason = f"Dramatiq gave up on the message: {error}" if error else "message nacked"
+        stage = message.actor_name if is_stage(message.actor_name) else None
+        try:
+            self.record(delivery, error_type, reason[:1000], stage, message=_stage_message(message))
+        except Exception:
+            logger.exception("could not record dead letter for message %s", message.message_id)
+
+
+def _stage_message(message: dramatiq.broker.MessageProxy) -> StageMessage | None:
+    args: Any = message.args
+    try:
+        return StageMessage.from_args(args[0])
+    except Exception:
+        return None

@@ -1,0 +1,158 @@
+"""The reconciler: repairs what Redis lost, using what Postgres knows.
+
+Messages are hints; stage rows are the truth. A row that sits in ``queued``,
+``running`` or ``retrying`` past its deadline has lost its message (Redis restarted,
+a send failed after a commit, a delayed retry vanished) or its worker (killed mid
+stage). Each sweep gives such rows a new message, in bounded batches, and records a
+``resent`` event. An abandoned ``running`` row goes back to ``queued``: its old
+attempt can no longer complete, because completion is fenced on the attempt number.
+
+Only one reconciler sweeps at a time: the active one holds a Postgres advisory lock
+on a dedicated connection; the others stand by and take over when its session ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any, Final
+
+import dramatiq
+import msgspec
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
+
+from pipeline.db.models import Document, StageEvent, StageRun
+from pipeline.messages import StageMessage
+from pipeline.services import stage_rows
+from pipeline.services.dispatch import Dispatcher
+from pipeline.settings import Settings
+from pipeline.stages import STAGES
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY: Final = int.from_bytes(b"pipeline", "big")
+"""The advisory lock that elects the active reconciler ("pipeline" as a bigint)."""
+MAX_BATCHES_PER_SWEEP: Final = 20
+
+
+class SweepReport(msgspec.Struct, frozen=True):
+    resent: int
+    finished: int
+
+
+class Reconciler:
+    def __init__(self, engine: Engine, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.batch_size = settings.reconciler_batch_size
+        self.interval = settings.reconciler_interval_s
+
+    # -- one sweep -----------------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        resent = 0
+        for _ in range(MAX_BATCHES_PER_SWEEP):
+            count = self._resend_batch()
+            resent += count
+            if count < self.batch_size:
+                break
+        finished = self._finish_documents()
+        if resent or finished:
+            logger.info("sweep: re-sent %d message(s), finished %d document(s)", resent, finished)
+        return SweepReport(resent=resent, finished=finished)
+
+    def _resend_batch(self) -> int:
+        envelopes: list[dramatiq.Message[Any]] = []
+        with self.engine.begin() as conn:
+            for row in conn.execute(stage_rows.overdue(self.batch_size)).all():
+                message = StageMessage(row.document_id, row.stage, row.generation)
+                envelope = self.dispatcher.build(message)
+                conn.execute(
+                    stage_rows.resend(message, row.status, envelope.message_id, self.grace)
+                )
+                detail = {
+                    "by": "reconciler",
+                    "previous_status": row.status,
+                    "attempts": row.attempts,
+                }
+                conn.execute(stage_rows.event(message, "resent", None, envelope.message_id, detail))
+                envelopes.append(envelope)
+        for envelope in envelopes:
+            try:
+                self.dispatcher.send(envelope)
+            except Exception:
+                # The row keeps its new deadline; the next sweep tries again.
+                logger.exception("could not re-send %s message", envelope.queue_name)
+        return len(envelopes)
+
+    def _finish_documents(self) -> int:
+        """Close documents whose final state is in the stage rows but not on the document."""
+        finished = 0
+        with self.engine.begin() as conn:
+            finished += _finish(
+                conn, "succeeded", StageRun.stage == STAGES[-1], StageRun.status == "succeeded"
+            )
+            finished += _finish(conn, "failed", StageRun.status == "dead")
+        return finished
+
+    # -- leadership ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep every ``interval`` while holding the lock; otherwise stand by."""
+        while not stop.is_set():
+            try:
+                with self.engine.connect() as lock:
+                    lock = lock.execution_options(isolation_level="AUTOCOMMIT")
+                    if lock.execute(select(func.pg_try_advisory_lock(LOCK_KEY))).scalar():
+                        logger.info("reconciler: active (holding the advisory lock)")
+                        self._lead(lock, stop)
+                    else:
+                        logger.debug("reconciler: standing by")
+                        stop.wait(self.interval)
+            except Exception:
+                logger.exception("reconciler: lost its connection; retrying")
+                stop.wait(self.interval)
+
+    def _lead(self, lock: Connection, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    self.sweep()
+                except Exception:
+                    logger.exception("reconciler: sweep failed")
+                stop.wait(self.interval)
+                lock.execute(text("SELECT 1"))  # raises if the lock's session is gone
+        finally:
+            if not lock.closed and not lock.invalidated:
+                lock.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
+
+
+def _finish(conn: Connection, status: str, *conditions: Any) -> int:
+    evidence = exists().where(
+        StageRun.document_id == Document.id,
+        StageRun.generation == Document.generation,
+        and_(*conditions),
+    )
+    values: dict[str, Any] = {"status": status, "finished_at": func.now(), "updated_at": func.now()}
+    if status == "failed":
+        values["failure_reason"] = func.coalesce(
+            Document.failure_reason, "a stage is dead (recorded by the reconciler)"
+        )
+    ids = conn.execute(
+        update(Document)
+        .where(Document.status.in_(("pending", "processing")), evidence)
+        .values(**values)
+        .returning(Document.id, Document.generation)
+    ).all()
+    for document_id, generation in ids:
+        conn.execute(
+            insert(StageEvent).values(
+                document_id=document_id,
+                generation=generation,
+                event=f"document_{status}",
+                detail={"by": "reconciler"},
+            )
+        )
+    return len(ids)
