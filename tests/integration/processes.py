@@ -1,0 +1,85 @@
+"""Real pipeline processes for failure tests: workers and reconcilers as subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PIPELINE = [sys.executable, "-m", "pipeline"]
+
+
+class Processes:
+    """Starts ``pipeline`` subcommands in their own process groups and cleans them up."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, *args: str, name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [*PIPELINE, *args],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: signals reach dramatiq's children too
+        )
+        log.close()
+        self.running.append(process)
+        return process
+
+    def worker(
+        self, *extra: str, name: str = "worker", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return self.start(
+            "worker", "--processes", "1", "--threads", "2", *extra, name=name, env=env
+        )
+
+    def reconciler(self, *extra: str, name: str = "reconciler") -> subprocess.Popen[bytes]:
+        return self.start("reconciler", *extra, name=name)
+
+    @staticmethod
+    def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        self.signal_group(process, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            self.signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.signal_group(process, signal.SIGKILL)
+                process.wait(timeout=10)
+        # Dramatiq's worker children can outlive a killed parent: sweep the groups.
+        for process in self.running:
+            self.signal_group(process, signal.SIGKILL)
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,367 @@
+"""The failure model, with real processes: nothing lost, nothing applied twice.
+
+Each test runs its own workers and reconcilers as subprocesses (``pipeline worker``,
+``pipeline reconciler``) on a Redis namespace of its own, against the run's database,
+with short deadlines so that recovery takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from litestar.testing import TestClient
+from sqlalchemy import Engine, text
+
+from pipeline.broker import make_broker
+from pipeline.http.app import create_app
+from pipeline.messages import StageMessage
+from pipeline.services.dispatch import Dispatcher
+from pipeline.settings import Settings
+
+from .conftest import events, upload
+from .processes import Processes, wait_until
+
+pytestmark = pytest.mark.slow
+BODY = b"Recovery test document. It has a few sentences.\n\nAnd a second paragraph of text."
+
+
+class Stack:
+    def __init__(
+        self,
+        env: dict[str, str],
+        client: TestClient[Any],
+        processes: Processes,
+        engine: Engine,
+        settings: Settings,
+    ) -> None:
+        self.env = env
+        self.client = client
+        self.processes = processes
+        self.engine = engine
+        self.settings = settings
+
+    def upload(self, name: str, body: bytes = BODY) -> str:
+        response = upload(self.client, body, name)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def status(self, document_id: str) -> str:
+        return str(self.scalar("SELECT status FROM documents WHERE id = :id", id=document_id))
+
+    def stage_status(self, document_id: str, stage: str) -> str:
+        return str(
+            self.scalar(
+                "SELECT status FROM stage_runs WHERE document_id = :id AND stage = :stage",
+                id=document_id,
+                stage=stage,
+            )
+        )
+
+    def wait_done(self, ids: list[str], timeout: float = 60) -> None:
+        def done() -> bool:
+            with self.engine.connect() as conn:
+                pending = conn.execute(
+                    text(
+                        "SELECT count(*) FROM documents WHERE id = ANY(:ids) "
+                        "AND status NOT IN ('succeeded', 'failed')"
+                    ),
+                    {"ids": [uuid.UUID(i) for i in ids]},
+                ).scalar_one()
+            return pending == 0
+
+        try:
+            wait_until(done, timeout, f"{len(ids)} document(s) to finish")
+        except AssertionError:
+            print(self.processes.log("worker"), self.processes.log("reconciler"))
+            raise
+
+    def assert_applied_once(self, document_id: str) -> None:
+        with self.engine.connect() as conn:
+            chunks = conn.execute(
+                text(
+                    "SELECT count(*), count(DISTINCT ordinal), coalesce(max(ordinal) + 1, 0) "
+                    "FROM chunks WHERE document_id = :id"
+                ),
+                {"id": document_id},
+            ).one()
+            succeeded = conn.execute(
+                text(
+                    "SELECT stage, count(*) FROM stage_events WHERE document_id = :id "
+                    "AND event = 'succeeded' GROUP BY stage"
+                ),
+                {"id": document_id},
+            ).all()
+        assert chunks[0] == chunks[1] == chunks[2] > 0, chunks
+        assert dict(succeeded) == {
+            "validate": 1,
+            "extract": 1,
+            "chunk": 1,
+            "embed": 1,
+            "index": 1,
+        }
+
+
+def stack_env(
+    settings: Settings, faults: list[dict[str, Any]] | None = None, **extra: str
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "PIPELINE_REDIS_NAMESPACE": f"{settings.redis_namespace}-{uuid.uuid4().hex[:6]}",
+        "PIPELINE_QUEUED_GRACE_S": "2",
+        "PIPELINE_RUNNING_SLACK_S": "1",
+        "PIPELINE_RECONCILER_INTERVAL_S": "0.5",
+        "PIPELINE_CHUNK_TIME_LIMIT_S": "4",
+        "PIPELINE_DB_POOL_SIZE": "4",
+    }
+    for stage in ("VALIDATE", "EXTRACT", "CHUNK", "EMBED", "INDEX"):
+        env[f"PIPELINE_{stage}_MIN_BACKOFF_S"] = "0.1"
+        env[f"PIPELINE_{stage}_MAX_BACKOFF_S"] = "0.5"
+    if faults:
+        env["PIPELINE_FAULTS"] = json.dumps(faults)
+        env["PIPELINE_FAULT_INJECTION"] = "enabled-for-testing"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def make_stack(settings: Settings, engine: Engine, tmp_path: Path) -> Iterator[Any]:
+    created: list[tuple[Processes, TestClient[Any]]] = []
+
+    def make(faults: list[dict[str, Any]] | None = None, **extra: str) -> Stack:
+        env = stack_env(settings, faults, **extra)
+        stack_settings = Settings.from_env(env)
+        client = TestClient(create_app(stack_settings))
+        client.__enter__()
+        processes = Processes(env, tmp_path)
+        created.append((processes, client))
+        return Stack(env, client, processes, engine, stack_settings)
+
+    yield make
+    for processes, client in created:
+        processes.stop_all()
+        client.__exit__(None, None, None)
+
+
+def test_sigkill_mid_stage_still_succeeds_once(make_stack: Any) -> None:
+    stack = make_stack([{"stage": "chunk", "match": "slow-*", "sleep_s": 60}])
+    worker = stack.processes.worker()
+    stack.processes.reconciler()
+    document_id = stack.upload("slow-kill.txt")
+    wait_until(lambda: stack.stage_status(document_id, "chunk") == "running", 20, "chunk to run")
+    stack.processes.kill(worker)
+    stack.processes.worker(name="worker-2")
+    stack.wait_done([document_id])
+    assert stack.status(document_id) == "succeeded"
+    stack.assert_applied_once(document_id)
+    history = [(e["stage"], e["event"]) for e in events(stack.engine, document_id)]
+    assert ("chunk", "resent") in history
+    assert (
+        stack.scalar(
+            "SELECT attempts FROM stage_runs WHERE document_id = :id AND stage = 'chunk'",
+            id=document_id,
+        )
+        == 2
+    )
+
+
+def test_flushall_with_50_documents_in_flight(make_stack: Any) -> None:
+    stack = make_stack()
+    stack.processes.worker()
+    stack.processes.reconciler()
+    ids = [stack.upload(f"flush-{i}.txt", BODY + f" Number {i}.".encode()) for i in range(50)]
+    redis.Redis.from_url(stack.settings.redis_url).flushall()
+    stack.wait_done(ids, timeout=120)
+    for document_id in ids:
+        assert stack.status(document_id) == "succeeded"
+        stack.assert_applied_once(document_id)
+
+
+def test_workers_recover_when_postgres_drops_their_connections(make_stack: Any) -> None:
+    stack = make_stack([{"stage": "extract", "match": "pg-*", "sleep_s": 0.3, "sleep_attempts": 9}])
+    stack.processes.worker()
+    stack.processes.reconciler()
+    ids = [stack.upload(f"pg-{i}.txt", BODY + f" {i}".encode()) for i in range(10)]
+    for _ in range(3):
+        time.sleep(0.7)
+        stack.scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'pipeline-worker:%'"
+        )
+    stack.wait_done(ids, timeout=90)
+    for document_id in ids:
+        assert stack.status(document_id) == "succeeded"
+        stack.assert_applied_once(document_id)
+
+
+def test_duplicate_and_stale_deliveries_leave_one_effect(make_stack: Any) -> None:
+    stack = make_stack([{"stage": "upload", "match": "dup-*", "drop_send": True}])
+    document_id = stack.upload("dup-1.txt")
+    broker = make_broker(stack.settings)
+    dispatcher = Dispatcher(broker)
+    message = StageMessage(uuid.UUID(document_id), "validate", 1)
+    envelope = dispatcher.build(message)
+    with stack.engine.begin() as conn:  # point the row at our message, as the API would have
+        conn.execute(
+            text(
+                "UPDATE stage_runs SET message_id = :m WHERE document_id = :id "
+                "AND stage = 'validate'"
+            ),
+            {"m": envelope.message_id, "id": document_id},
+        )
+    dispatcher.send(envelope)
+    dispatcher.send(envelope)  # the same message twice, as at-least-once delivery may
+    dispatcher.send(dispatcher.build(StageMessage(uuid.UUID(document_id), "validate", 0)))
+    stack.processes.worker()
+    stack.wait_done([document_id])
+    assert stack.status(document_id) == "succeeded"
+    stack.assert_applied_once(document_id)
+    dropped = [
+        e["detail"]["reason"] for e in events(stack.engine, document_id) if e["event"] == "dropped"
+    ]
+    assert len(dropped) == 2, dropped
+    assert any(reason.startswith("duplicate") for reason in dropped)
+    assert any(reason.startswith("stale message: generation 0") for reason in dropped)
+
+
+def test_reconciler_recovers_sends_dropped_after_commit(make_stack: Any) -> None:
+    stack = make_stack(
+        [
+            {"stage": "upload", "match": "lost-upload*", "drop_send": True},
+            {"stage": "extract", "match": "lost-extract*", "drop_send": True},
+        ]
+    )
+    stack.processes.worker()
+    after_upload = stack.upload("lost-upload.txt")
+    after_extract = stack.upload("lost-extract.txt")
+    wait_until(
+        lambda: stack.stage_status(after_extract, "extract") == "succeeded", 30, "extract to finish"
+    )
+    time.sleep(2.5)  # past the queued grace: without a reconciler both stay stuck
+    assert stack.stage_status(after_upload, "validate") == "queued"
+    assert stack.stage_status(after_extract, "chunk") == "queued"
+    stack.processes.reconciler()
+    stack.wait_done([after_upload, after_extract])
+    for document_id, stage in ((after_upload, "validate"), (after_extract, "chunk")):
+        assert stack.status(document_id) == "succeeded"
+        stack.assert_applied_once(document_id)
+        resent = [e for e in events(stack.engine, document_id) if e["event"] == "resent"]
+        assert [e["stage"] for e in resent] == [stage]
+
+
+def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(make_stack: Any) -> None:
+    stack = make_stack()
+    broker = make_broker(stack.settings)
+    namespace = stack.settings.redis_namespace
+    client = broker.client
+    # 1. bytes that are not JSON, written the way Dramatiq's enqueue writes a message
+    garbage_id = str(uuid.uuid4())
+    client.hset(f"{namespace}:validate.msgs", garbage_id, b"\x80\x04not json at all")
+    client.rpush(f"{namespace}:validate", garbage_id)
+    # 2. a message for an actor nobody declared
+    broker.enqueue(
+        dramatiq.Message(queue_name="validate", actor_name="evil", args=(1,), kwargs={}, options={})
+    )
+    # 3. a message for a document that does not exist
+    missing = uuid.uuid4()
+    Dispatcher(broker).send(Dispatcher(broker).build(StageMessage(missing, "validate", 1)))
+    stack.processes.worker()
+    document_id = stack.upload("after-poison.txt")
+    stack.wait_done([document_id])
+    assert stack.status(document_id) == "succeeded"
+
+    def letters() -> dict[str, Any]:
+        with stack.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT error_type, error_message, queue_name, message FROM dead_letters "
+                    "WHERE failed_at > now() - interval '1 minute' AND queue_name = 'validate'"
+                )
+            ).all()
+        return {row.error_type: row for row in rows}
+
+    wait_until(
+        lambda: {"UndecodableMessage", "UnknownActor", "UnknownDocument"} <= set(letters()),
+        20,
+        "three dead letters",
+    )
+    found = letters()
+    assert "evil" in found["UnknownActor"].error_message
+    assert str(missing) in found["UnknownDocument"].error_message
+    assert "not json" in found["UndecodableMessage"].message["raw"]
+    assert client.hget(f"{namespace}:validate.msgs", garbage_id) is None  # not re-delivered
+
+
+def test_sigterm_lets_the_running_stage_finish(make_stack: Any) -> None:
+    stack = make_stack([{"stage": "chunk", "match": "term-*", "sleep_s": 2}])
+    worker = stack.processes.worker("--shutdown-timeout", "20")
+    document_id = stack.upload("term-1.txt")
+    wait_until(lambda: stack.stage_status(document_id, "chunk") == "running", 20, "chunk to run")
+    # As docker stop or Kubernetes do: SIGTERM to the main process only. (Dramatiq takes a
+    # second SIGTERM in a worker process as "kill now", so signalling the whole group is
+    # not a graceful stop.)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
+    assert stack.stage_status(document_id, "chunk") == "succeeded"
+    assert stack.stage_status(document_id, "embed") == "queued"
+    stack.processes.worker(name="worker-2")
+    stack.wait_done([document_id])
+    assert stack.status(document_id) == "succeeded"
+    stack.assert_applied_once(document_id)
+    assert (
+        stack.scalar(
+            "SELECT attempts FROM stage_runs WHERE document_id = :id AND stage = 'chunk'",
+            id=document_id,
+        )
+        == 1
+    )
+
+
+def test_only_one_reconciler_sweeps_and_the_other_takes_over(make_stack: Any) -> None:
+    stack = make_stack()
+    first = stack.processes.reconciler("--interval", "0.3", name="reconciler-1")
+    second = stack.processes.reconciler("--interval", "0.3", name="reconciler-2")
+
+    def holders() -> list[str]:
+        with stack.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a "
+                        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                        "AND a.application_name LIKE 'pipeline-reconciler:%' "
+                        "AND a.datname = current_database()"
+                    )
+                ).scalars()
+            )
+
+    wait_until(lambda: len(holders()) == 1, 20, "one reconciler to hold the lock")
+    time.sleep(1.0)
+    (leader,) = holders()
+    active, standby = (first, second) if leader.endswith(f":{first.pid}") else (second, first)
+    assert leader.endswith(f":{active.pid}")
+    stack.processes.kill(active)
+    wait_until(
+        lambda: (
+            holders() == [h for h in holders() if h.endswith(f":{standby.pid}")]
+            and len(holders()) == 1
+        ),
+        20,
+        "the standby to take over",
+    )
+    assert standby.poll() is None
