@@ -9,6 +9,9 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
+from pipeline.http.app import create_app
+from pipeline.settings import Settings
+
 from .conftest import upload, wait_for_document
 
 TEXT = b"Plain text about glaciers.\n\nA second paragraph about fjords."
@@ -176,3 +179,13 @@ def test_health_ready_and_schema(client: TestClient[Any]) -> None:
     schema = client.get("/schema/openapi.json").json()
     assert "/documents" in schema["paths"]
     assert "multipart/form-data" in schema["paths"]["/documents"]["post"]["requestBody"]["content"]
+
+
+def test_database_down_is_503_not_500() -> None:
+    unreachable = Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    with TestClient(create_app(unreachable)) as down:
+        response = upload(down, TEXT)
+        assert_problem(response, 503, "database is unavailable")
+        assert response.headers["retry-after"] == "5"
+        assert_problem(down.get(f"/documents/{uuid.uuid4()}"), 503, "unavailable")
+        assert_problem(down.get("/ready"), 503, "Postgres")

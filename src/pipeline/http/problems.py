@@ -18,6 +18,8 @@ from litestar.plugins.problem_details import (
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,21 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     )
 
 
+def _from_database_error(exc: Exception) -> ProblemDetailsException:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        logger.warning("database unavailable: %s", exc)
+        return ProblemDetailsException(
+            status_code=503,
+            detail="the database is unavailable; nothing was stored, retry later",
+            title=_title(503),
+            type_="about:blank",
+            headers={"Retry-After": "5"},
+        )
+    return _from_unexpected(exc)
+
+
 def _from_unexpected(exc: Exception) -> ProblemDetailsException:
     logger.exception("unhandled error", exc_info=exc)
     return ProblemDetailsException(
@@ -78,6 +95,7 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
         ProblemDetailsConfig(
             exception_to_problem_detail_map={
                 HTTPException: _from_http_exception,
+                SQLAlchemyError: _from_database_error,
                 Exception: _from_unexpected,
             }
         )
