@@ -365,3 +365,59 @@ def test_only_one_reconciler_sweeps_and_the_other_takes_over(make_stack: Any) ->
         "the standby to take over",
     )
     assert standby.poll() is None
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        found.extend(int(child) for child in children)
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    pending, seen = [pid], []
+    while pending:
+        current = pending.pop()
+        for child in _children(current):
+            seen.append(child)
+            pending.append(child)
+    return seen
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_parser_that_never_returns_is_killed_at_the_hard_limit(make_stack: Any) -> None:
+    stack = make_stack(
+        [{"stage": "extract", "match": "hang-*", "hang_parser": True}],
+        PIPELINE_PARSER_TIME_LIMIT_S="1.5",
+        PIPELINE_EXTRACT_MAX_RETRIES="1",
+    )
+    worker = stack.processes.worker()
+    page = b"<html><body><h1>Stuck</h1><p>This page hangs the parser.</p></body></html>"
+    hung = stack.upload("hang-1.html", page)
+    stack.wait_done([hung], timeout=40)
+    assert stack.status(hung) == "failed"
+    reason = stack.scalar("SELECT failure_reason FROM documents WHERE id = :id", id=hung)
+    assert "did not finish within 1.5 s" in reason, reason
+    assert (
+        stack.scalar(
+            "SELECT attempts FROM stage_runs WHERE document_id = :id AND stage = 'extract'", id=hung
+        )
+        == 2
+    )
+    retry = next(e for e in events(stack.engine, hung) if e["event"] == "retrying")
+    assert retry["detail"]["error_type"] == "ParserTimeout"
+    assert retry["detail"]["duration_ms"] < 5_000
+    # the worker keeps serving, and no parser child outlives its deadline
+    fine = stack.upload("fine.html", page.replace(b"hangs", b"does not hang"))
+    stack.wait_done([fine])
+    assert stack.status(fine) == "succeeded"
+    servers = [pid for pid in _descendants(worker.pid) if "forkserver" in _cmdline(pid)]
+    assert servers, "the sandbox runs through a forkserver"
+    assert all(_children(server) == [] for server in servers)

@@ -14,6 +14,7 @@ from pipeline.actors import declare_actors
 from pipeline.actors.dead_letters import DeadLetterRecorder
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.faults import Faults
 from pipeline.messages import Delivery
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.executor import StageExecutor
@@ -22,12 +23,14 @@ from pipeline.settings import Settings
 
 settings = Settings.from_env()
 broker = make_broker(settings)
+faults = Faults(settings.faults)
 worker_id = f"{socket.gethostname()}:{os.getpid()}"
 executor = StageExecutor(
     make_engine(settings, application_name=f"pipeline-worker:{worker_id}"),
     Dispatcher(broker),
-    make_handlers(settings),
+    make_handlers(settings, faults=faults),
     settings,
+    faults=faults,
     worker_id=worker_id,
 )
 actors = declare_actors(broker, executor, settings)

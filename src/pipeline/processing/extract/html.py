@@ -188,6 +188,14 @@ def _parse(markup: str) -> etree._Element | None:
         root = etree.fromstring(markup.encode("utf-8"), parser)
     except etree.LxmlError:
         return None
+    if any(
+        entry.type_name == "ERR_NO_MEMORY" or "Memory allocation failed" in entry.message
+        for entry in parser.error_log
+    ):
+        # With recover=True libxml2 reports an allocation failure as a log entry and
+        # returns what it had: an empty or partial tree. Under the sandbox's memory
+        # cap that must fail loudly, not look like a page without text.
+        raise MemoryError("libxml2 ran out of memory while parsing HTML")
     if any(entry.type_name == "ERR_RESOURCE_LIMIT" for entry in parser.error_log):
         # libxml2 stopped parsing: what follows would be silently lost.
         raise CorruptContent(

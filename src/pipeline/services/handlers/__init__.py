@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.faults import Faults
 from pipeline.processing.chunk import ChunkPolicy
 from pipeline.processing.embed import Embedder, HashingEmbedder
 from pipeline.processing.validate import ValidationPolicy
@@ -11,20 +12,32 @@ from pipeline.services.handlers.embed import EmbedHandler
 from pipeline.services.handlers.extract import ExtractHandler
 from pipeline.services.handlers.index import IndexHandler
 from pipeline.services.handlers.validate import ValidateHandler
+from pipeline.services.sandbox import Sandbox, SandboxLimits
 from pipeline.settings import Settings
 from pipeline.stages import StageName
 
-__all__ = ["AnyHandler", "StageHandler", "make_embedder", "make_handlers"]
+__all__ = ["AnyHandler", "StageHandler", "make_embedder", "make_handlers", "make_sandbox"]
 
 
 def make_embedder(settings: Settings) -> Embedder:
     return HashingEmbedder(dimensions=settings.embed_dimensions)
 
 
-def make_handlers(settings: Settings) -> dict[StageName, AnyHandler]:
+def make_sandbox(settings: Settings) -> Sandbox:
+    limits = SandboxLimits(
+        seconds=settings.parser_time_limit_ms / 1000, memory_mb=settings.parser_memory_mb
+    )
+    return Sandbox(limits)
+
+
+def make_handlers(
+    settings: Settings, *, faults: Faults | None = None, sandbox: bool = True
+) -> dict[StageName, AnyHandler]:
+    """The stage handlers; ``sandbox=False`` parses in-process (for unit tests only)."""
+    faults = faults if faults is not None else Faults(settings.faults)
     return {
         "validate": ValidateHandler(ValidationPolicy(max_bytes=settings.max_upload_bytes)),
-        "extract": ExtractHandler(),
+        "extract": ExtractHandler(make_sandbox(settings) if sandbox else None, faults),
         "chunk": ChunkHandler(
             ChunkPolicy(
                 target_tokens=settings.chunk_target_tokens,

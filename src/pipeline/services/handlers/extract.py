@@ -3,36 +3,55 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert
 
 from pipeline.db.models import Document, DocumentText
+from pipeline.faults import Faults
 from pipeline.processing.extract import Extracted, extract
 from pipeline.processing.kinds import DocumentKind
 from pipeline.services.handlers.storage import MissingInput, load_blob
+from pipeline.services.sandbox import Sandbox, never_returns
+
+SANDBOXED: Final[frozenset[DocumentKind]] = frozenset({"pdf", "docx", "html"})
+"""Kinds parsed by C libraries on untrusted input: these run in the sandbox."""
 
 
 class ExtractInput(msgspec.Struct, frozen=True):
     data: bytes
     kind: DocumentKind
     encoding: str | None
+    hang: bool = False
+    """Fault injection: make the sandboxed parser never return."""
 
 
 class ExtractHandler:
+    def __init__(self, sandbox: Sandbox | None, faults: Faults) -> None:
+        self.sandbox = sandbox
+        self.faults = faults
+
     def load(self, conn: Connection, document_id: uuid.UUID) -> ExtractInput:
         row = conn.execute(
-            select(Document.kind, Document.encoding).where(Document.id == document_id)
+            select(Document.kind, Document.encoding, Document.filename).where(
+                Document.id == document_id
+            )
         ).one_or_none()
         if row is None or row.kind is None:
             raise MissingInput("the document has not been validated")
         data = load_blob(conn, document_id)
-        return ExtractInput(data=data, kind=cast(DocumentKind, row.kind), encoding=row.encoding)
+        hang = bool(self.faults) and self.faults.hang_parser("extract", row.filename)
+        kind = cast(DocumentKind, row.kind)
+        return ExtractInput(data=data, kind=kind, encoding=row.encoding, hang=hang)
 
     def compute(self, data: ExtractInput) -> Extracted:
-        return extract(data.data, data.kind, data.encoding)
+        if self.sandbox is None or data.kind not in SANDBOXED:
+            return extract(data.data, data.kind, data.encoding)
+        if data.hang:
+            self.sandbox.run(never_returns, data.data)
+        return self.sandbox.run(extract, data.data, data.kind, data.encoding)
 
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: Extracted
