@@ -164,3 +164,50 @@ def test_message_for_unknown_document_is_dead_lettered(
             {"m": delivery.message_id},
         ).all()
     assert {row.error_type for row in rows} == {"UnknownDocument", "InvalidMessage"}
+
+
+def test_a_stage_that_never_finishes_is_dead_after_its_attempts(
+    client: TestClient[Any], engine: Engine, executor: StageExecutor, worker: Any
+) -> None:
+    document_id = upload(client, STAGE_TEXT, "crashloop.txt").json()["id"]
+    assert wait_for_document(client, document_id)["status"] == "succeeded"
+    # As if three workers in a row died mid-embed: running, past its deadline, 3 attempts.
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE stage_runs SET status = 'running', attempts = 3, "
+                "deadline_at = now() - interval '1 second' "
+                "WHERE document_id = :id AND stage = 'embed'"
+            ),
+            {"id": document_id},
+        )
+        conn.execute(
+            text("UPDATE documents SET status = 'processing' WHERE id = :id"), {"id": document_id}
+        )
+    delivery = Delivery(
+        message_id=str(uuid.uuid4()), actor_name="embed", queue_name="embed", message={}
+    )
+    payload = {"document_id": document_id, "stage": "embed", "generation": 1}
+    assert executor.execute("embed", payload, delivery) is Outcome.DEAD
+    document = client.get(f"/documents/{document_id}").json()
+    assert document["status"] == "failed"
+    assert "started 3 times and never finished" in document["failure_reason"]
+
+
+def test_reconciler_finishes_documents_whose_rows_say_they_are_done(
+    settings: Any, engine: Engine, client: TestClient[Any], broker: Any, worker: Any
+) -> None:
+    from pipeline.services.dispatch import Dispatcher
+    from pipeline.services.reconciler import Reconciler
+
+    done = upload(client, STAGE_TEXT, "finish-me.txt").json()["id"]
+    assert wait_for_document(client, done)["status"] == "succeeded"
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE documents SET status = 'processing', finished_at = NULL WHERE id = :id"),
+            {"id": done},
+        )
+    report = Reconciler(engine, Dispatcher(broker), settings).sweep()
+    assert report.finished >= 1
+    assert client.get(f"/documents/{done}").json()["status"] == "succeeded"
+    assert any(e["event"] == "document_succeeded" for e in events(engine, done))
