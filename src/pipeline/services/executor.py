@@ -261,15 +261,11 @@ class StageExecutor:
         self, attempt: Attempt, failure: Failure, error: BaseException, duration_ms: int
     ) -> None:
         message = attempt.message
-        delivery = attempt.delivery
         with self.engine.begin() as conn:
             self._release(conn, attempt, "dead", duration_ms, error=failure)
             conn.execute(
                 stage_rows.dead_letter(
-                    actor_name=delivery.actor_name,
-                    queue_name=delivery.queue_name,
-                    message_id=delivery.message_id,
-                    message=delivery.message,
+                    attempt.delivery,
                     failure=failure,
                     attempts=attempt.number,
                     stage_message=message,
@@ -331,10 +327,7 @@ class StageExecutor:
             known = message is not None and _exists(conn, message)
             conn.execute(
                 stage_rows.dead_letter(
-                    actor_name=delivery.actor_name,
-                    queue_name=delivery.queue_name,
-                    message_id=delivery.message_id,
-                    message=delivery.message,
+                    delivery,
                     failure=Failure(error_type=error_type, reason=reason, transient=False),
                     attempts=1 + int(delivery.message.get("options", {}).get("retries", 0)),
                     stage_message=message,

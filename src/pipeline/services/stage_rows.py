@@ -187,11 +187,8 @@ def event(
 
 
 def dead_letter(
+    delivery: Delivery,
     *,
-    actor_name: str,
-    queue_name: str,
-    message_id: str,
-    message: dict[str, Any],
     failure: Failure,
     attempts: int,
     stage_message: StageMessage | None = None,
@@ -204,10 +201,10 @@ def dead_letter(
         document_id=stage_message.document_id if stage_message and document_known else None,
         stage=stage_message.stage if stage_message else stage,
         generation=stage_message.generation if stage_message else None,
-        actor_name=actor_name,
-        queue_name=queue_name,
-        message_id=message_id,
-        message=message,
+        actor_name=delivery.actor_name,
+        queue_name=delivery.queue_name,
+        message_id=delivery.message_id,
+        message=delivery.message,
         error_type=failure.error_type,
         error_message=failure.reason,
         traceback=trace,
