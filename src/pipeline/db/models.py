@@ -44,6 +44,8 @@ NAMING_CONVENTION: Final = {
 DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
 STAGE_STATUSES: Final = ("pending", "queued", "running", "retrying", "succeeded", "failed", "dead")
 DEAD_LETTER_STATUSES: Final = ("dead", "replayed", "discarded")
+JOB_KINDS: Final = ("replay", "discard", "rerun")
+JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed")
 TEXT_SEARCH_CONFIG: Final = "english"
 """The Postgres text-search configuration used to build and query ``chunks.tsv``."""
 
@@ -147,7 +149,10 @@ class StageEvent(Base):
     __table_args__ = (Index("ix_stage_events_document", "document_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    document_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    """Null only for operator actions on dead letters that name no document."""
     stage: Mapped[str | None] = mapped_column(String(32))
     generation: Mapped[int] = mapped_column(Integer)
     event: Mapped[str] = mapped_column(String(32))
@@ -220,9 +225,13 @@ class DeadLetter(Base):
     __tablename__ = "dead_letters"
     __table_args__ = (
         CheckConstraint(_one_of("status", DEAD_LETTER_STATUSES), name="status"),
-        Index("ix_dead_letters_status_failed", "status", "failed_at"),
-        Index("ix_dead_letters_stage_failed", "stage", "failed_at"),
+        # Listing: newest first by (failed_at, id), filtered by status, stage or error type.
+        Index("ix_dead_letters_failed", "failed_at", "id"),
+        Index("ix_dead_letters_status_failed", "status", "failed_at", "id"),
+        Index("ix_dead_letters_stage_failed", "stage", "failed_at", "id"),
+        Index("ix_dead_letters_error_type_failed", "error_type", "failed_at", "id"),
         Index("ix_dead_letters_document", "document_id"),
+        Index("ix_dead_letters_message", "queue_name", "message_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -244,3 +253,26 @@ class DeadLetter(Base):
     replay_count: Mapped[int] = mapped_column(Integer, server_default="0")
     replayed_at: Mapped[datetime | None]
     replayed_message_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class OperationJob(Base):
+    """A bulk replay, discard or rerun accepted over HTTP and carried out by a worker."""
+
+    __tablename__ = "operation_jobs"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", JOB_KINDS), name="kind"),
+        CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), server_default="queued")
+    request: Mapped[dict[str, Any]]
+    requested_by: Mapped[str] = mapped_column(String(255))
+    total: Mapped[int | None] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

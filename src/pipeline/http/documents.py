@@ -16,6 +16,7 @@ from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.http.upload_body import read_upload
 from pipeline.services import queries
+from pipeline.services.cursors import InvalidCursor
 from pipeline.services.queries import ChunkList, DocumentLinks, DocumentPage, DocumentView
 from pipeline.services.uploads import IdempotencyConflict, Upload
 
@@ -117,7 +118,7 @@ class DocumentController(Controller):
             return await queries.list_documents(
                 api.engine, status=status, cursor=cursor, limit=limit
             )
-        except queries.InvalidCursor as error:
+        except InvalidCursor as error:
             raise Problem(422, str(error)) from None
 
     @get("/{document_id:str}", summary="A document and each of its stage runs")

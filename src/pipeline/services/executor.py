@@ -263,15 +263,20 @@ class StageExecutor:
         message = attempt.message
         with self.engine.begin() as conn:
             self._release(conn, attempt, "dead", duration_ms, error=failure)
-            conn.execute(
-                stage_rows.dead_letter(
-                    attempt.delivery,
-                    failure=failure,
-                    attempts=attempt.number,
-                    stage_message=message,
-                    trace=_format_traceback(error),
+            trace = _format_traceback(error)
+            reopened = conn.execute(
+                stage_rows.reopen_letter(attempt.delivery, failure, attempt.number, message, trace)
+            ).first()
+            if reopened is None:
+                conn.execute(
+                    stage_rows.dead_letter(
+                        attempt.delivery,
+                        failure=failure,
+                        attempts=attempt.number,
+                        stage_message=message,
+                        trace=trace,
+                    )
                 )
-            )
             conn.execute(
                 stage_rows.document_finished(
                     message, "failed", failure.document_reason(message.stage)

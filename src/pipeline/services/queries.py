@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -12,6 +11,7 @@ from sqlalchemy import Row, func, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.db.models import TEXT_SEARCH_CONFIG, Chunk, Document, StageRun
+from pipeline.services.cursors import decode_cursor, encode_cursor
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
 
@@ -95,10 +95,6 @@ class SearchHit(msgspec.Struct, frozen=True):
 class SearchResults(msgspec.Struct, frozen=True):
     query: str
     hits: list[SearchHit]
-
-
-class InvalidCursor(ValueError):
-    """A pagination cursor that this API did not issue."""
 
 
 def links(document_id: uuid.UUID) -> DocumentLinks:
@@ -197,22 +193,6 @@ async def list_documents(
         last = items[-1]
         next_cursor = encode_cursor(last.created_at, last.id)
     return DocumentPage(items=items, next_cursor=next_cursor)
-
-
-def encode_cursor(created_at: datetime, document_id: uuid.UUID) -> str:
-    raw = msgspec.json.encode([created_at, document_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, document_id = msgspec.json.decode(raw, type=tuple[datetime, uuid.UUID])
-    except (ValueError, msgspec.DecodeError) as error:
-        raise InvalidCursor("the cursor is not one this API issued") from error
-    if created_at.tzinfo is None:
-        raise InvalidCursor("the cursor is not one this API issued")
-    return created_at, document_id
 
 
 async def list_chunks(

@@ -118,7 +118,7 @@ def release(
 
 
 def queue(message: StageMessage, message_id: str, grace: timedelta) -> Update:
-    """Queue the next stage of a document for ``message_id``."""
+    """Queue a stage afresh for ``message_id``: the next stage, a replay or a rerun."""
     return (
         update(StageRun)
         .where(*row_of(message))
@@ -132,7 +132,35 @@ def queue(message: StageMessage, message_id: str, grace: timedelta) -> Update:
             duration_ms=None,
             deadline_at=func.now() + grace,
             message_id=message_id,
+            worker_id=None,
+            progress_current=None,
+            progress_total=None,
             updated_at=func.now(),
+            **dict.fromkeys(Failure.COLUMNS),
+        )
+    )
+
+
+def reset_after(document_id: uuid.UUID, position: int, generation: int) -> Update:
+    """Put every stage after ``position`` back to ``pending`` for a new generation."""
+    return (
+        update(StageRun)
+        .where(StageRun.document_id == document_id, StageRun.position > position)
+        .values(
+            status="pending",
+            generation=generation,
+            attempts=0,
+            queued_at=None,
+            started_at=None,
+            finished_at=None,
+            duration_ms=None,
+            deadline_at=None,
+            message_id=None,
+            worker_id=None,
+            progress_current=None,
+            progress_total=None,
+            updated_at=func.now(),
+            **dict.fromkeys(Failure.COLUMNS),
         )
     )
 
@@ -186,6 +214,36 @@ def event(
     )
 
 
+def reopen_letter(
+    delivery: Delivery, failure: Failure, attempts: int, message: StageMessage, trace: str | None
+) -> Update:
+    """A replayed letter whose stage died again becomes ``dead`` again, keeping its count.
+
+    One letter per (document, stage, generation) lineage: its ``replay_count`` says
+    how often it was replayed, and ``stage_events`` keeps every attempt.
+    """
+    return (
+        update(DeadLetter)
+        .where(
+            DeadLetter.document_id == message.document_id,
+            DeadLetter.stage == message.stage,
+            DeadLetter.generation == message.generation,
+            DeadLetter.status == "replayed",
+        )
+        .values(
+            status="dead",
+            message_id=delivery.message_id,
+            message=delivery.message,
+            error_type=failure.error_type,
+            error_message=failure.reason,
+            traceback=trace,
+            attempts=attempts,
+            failed_at=func.now(),
+        )
+        .returning(DeadLetter.id)
+    )
+
+
 def dead_letter(
     delivery: Delivery,
     *,
@@ -217,6 +275,21 @@ def document_processing(document_id: uuid.UUID) -> Update:
         update(Document)
         .where(Document.id == document_id, Document.status == "pending")
         .values(status="processing", updated_at=func.now())
+    )
+
+
+def document_reopened(document_id: uuid.UUID, generation: int) -> Update:
+    """A document goes back to ``processing`` for a replay or a rerun."""
+    return (
+        update(Document)
+        .where(Document.id == document_id)
+        .values(
+            status="processing",
+            generation=generation,
+            failure_reason=None,
+            finished_at=None,
+            updated_at=func.now(),
+        )
     )
 
 

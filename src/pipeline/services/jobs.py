@@ -1,0 +1,181 @@
+"""Background operation jobs: bulk replays, discards and reruns accepted over HTTP.
+
+The API records the request in ``operation_jobs`` and answers ``202`` at once; a
+worker consuming the ``operations`` queue carries it out with the same services the
+CLI uses, updating the job's counters as it goes, so a client can poll its progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+import msgspec
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from pipeline.db.models import OperationJob
+from pipeline.services.operations import ItemOutcome, OperationReport, Operator
+from pipeline.services.replay import ReplayService
+from pipeline.services.requests import (
+    DiscardRequest,
+    OperationKind,
+    OperationRequest,
+    ReplayRequest,
+    RerunRequest,
+)
+from pipeline.services.rerun import RerunService
+
+logger = logging.getLogger(__name__)
+
+OPERATIONS_QUEUE = "operations"
+JOB_ACTOR = "run_operation_job"
+REQUEST_TYPES: dict[str, type[OperationRequest]] = {
+    "replay": ReplayRequest,
+    "discard": DiscardRequest,
+    "rerun": RerunRequest,
+}
+
+
+class JobView(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    kind: str
+    status: str
+    requested_by: str
+    total: int | None
+    done: int
+    skipped: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    request: dict[str, Any]
+
+
+def create_job(
+    conn: Connection, kind: OperationKind, request: OperationRequest, operator: Operator
+) -> uuid.UUID:
+    job_id = uuid.uuid4()
+    conn.execute(
+        insert(OperationJob).values(
+            id=job_id,
+            kind=kind,
+            request=msgspec.to_builtins(request),
+            requested_by=f"{operator.via}:{operator.name}",
+        )
+    )
+    return job_id
+
+
+def job_message(job_id: uuid.UUID) -> dramatiq.Message[Any]:
+    return dramatiq.Message(
+        queue_name=OPERATIONS_QUEUE,
+        actor_name=JOB_ACTOR,
+        args=(str(job_id),),
+        kwargs={},
+        options={},
+    )
+
+
+def get_job(conn: Connection, job_id: uuid.UUID) -> JobView | None:
+    row = conn.execute(
+        select(
+            OperationJob.id,
+            OperationJob.kind,
+            OperationJob.status,
+            OperationJob.requested_by,
+            OperationJob.total,
+            OperationJob.done,
+            OperationJob.skipped,
+            OperationJob.error,
+            OperationJob.created_at,
+            OperationJob.started_at,
+            OperationJob.finished_at,
+            OperationJob.request,
+        ).where(OperationJob.id == job_id)
+    ).one_or_none()
+    return JobView(**row._asdict()) if row else None
+
+
+class JobRunner:
+    """Carries out one queued job; a job that already ran is not run again."""
+
+    def __init__(self, engine: Engine, replay: ReplayService, rerun: RerunService) -> None:
+        self.engine = engine
+        self.replay = replay
+        self.rerun = rerun
+
+    def run(self, job_id: uuid.UUID) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                update(OperationJob)
+                .where(OperationJob.id == job_id, OperationJob.status == "queued")
+                .values(status="running", started_at=func.now())
+                .returning(OperationJob.kind, OperationJob.request, OperationJob.requested_by)
+            ).one_or_none()
+        if row is None:
+            logger.info("operation job %s is not queued; nothing to do", job_id)
+            return
+        via, _, name = row.requested_by.partition(":")
+        operator = Operator(name=name, via="api" if via == "api" else "cli")
+        request = msgspec.convert(row.request, REQUEST_TYPES[row.kind])
+        try:
+            result = self._dispatch(job_id, request, operator)
+        except Exception as error:
+            logger.exception("operation job %s failed", job_id)
+            self._finish(job_id, "failed", error=f"{type(error).__name__}: {error}")
+            raise
+        self._finish(job_id, "succeeded", total=result.matched)
+
+    def _dispatch(
+        self, job_id: uuid.UUID, request: OperationRequest, operator: Operator
+    ) -> OperationReport:
+        hooks: dict[str, Any] = {
+            "progress": self._progress(job_id),
+            "on_selected": self._total(job_id),
+            "dry_run": request.dry_run,
+            "reason": request.reason,
+        }
+        if isinstance(request, ReplayRequest):
+            return self.replay.replay(
+                request.selection(), operator, rate=request.rate, force=request.force, **hooks
+            )
+        if isinstance(request, DiscardRequest):
+            return self.replay.discard(request.selection(), operator, force=request.force, **hooks)
+        return self.rerun.rerun(
+            request.selection(), request.from_stage, operator, rate=request.rate, **hooks
+        )
+
+    def _total(self, job_id: uuid.UUID) -> Any:
+        def record(total: int) -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(OperationJob).where(OperationJob.id == job_id).values(total=total)
+                )
+
+        return record
+
+    def _progress(self, job_id: uuid.UUID) -> Any:
+        def record(item: ItemOutcome) -> None:
+            skipped = int(item.action == "skipped")
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(OperationJob)
+                    .where(OperationJob.id == job_id)
+                    .values(
+                        done=OperationJob.done + 1 - skipped, skipped=OperationJob.skipped + skipped
+                    )
+                )
+
+        return record
+
+    def _finish(
+        self, job_id: uuid.UUID, status: str, *, total: int | None = None, error: str | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {"status": status, "finished_at": func.now(), "error": error}
+            if total is not None:
+                values["total"] = total
+            conn.execute(update(OperationJob).where(OperationJob.id == job_id).values(**values))

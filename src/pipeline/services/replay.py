@@ -1,0 +1,377 @@
+"""Replaying and discarding dead letters, and importing Dramatiq's own from Redis.
+
+Replaying a stage's dead letter re-enqueues its original message (same actor, queue
+and arguments) as a new message with its retry count reset, puts the stage row back
+to ``queued`` and the document to ``processing``, and marks the letter ``replayed``
+with the new message id. If the stage dies again, the same letter becomes ``dead``
+again with its ``replay_count`` kept. Every action appends an audited event.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dramatiq
+import msgspec
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.engine import Row
+
+from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
+from pipeline.messages import StageMessage
+from pipeline.services import stage_rows
+from pipeline.services.dead_letters import LetterFilter, matching
+from pipeline.services.dispatch import Dispatcher
+from pipeline.services.operations import (
+    ItemOutcome,
+    OperationReport,
+    Operator,
+    Pacer,
+    Progress,
+    audit,
+    report,
+)
+from pipeline.settings import Settings
+from pipeline.stages import STAGES
+
+logger = logging.getLogger(__name__)
+
+
+class LetterSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Explicit ids, or every letter a filter matches (oldest first, up to ``limit``)."""
+
+    ids: list[uuid.UUID] | None = None
+    filter: LetterFilter | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either ids or a filter, not both and not neither")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")
+
+    def describe(self) -> dict[str, Any]:
+        if self.ids is not None:
+            return {"ids": [str(letter_id) for letter_id in self.ids]}
+        assert self.filter is not None
+        return {"filter": self.filter.describe(), "limit": self.limit}
+
+
+class ReplayService:
+    def __init__(
+        self,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.namespace = settings.redis_namespace
+        self.sleep = sleep
+
+    def select(self, selection: LetterSelection) -> list[uuid.UUID]:
+        if selection.ids is not None:
+            return list(dict.fromkeys(selection.ids))[: selection.limit]
+        assert selection.filter is not None
+        with self.engine.connect() as conn:
+            return list(conn.execute(matching(selection.filter, selection.limit)).scalars())
+
+    # -- replay --------------------------------------------------------------------------
+
+    def replay(
+        self,
+        selection: LetterSelection,
+        operator: Operator,
+        *,
+        dry_run: bool = False,
+        rate: float | None = None,
+        reason: str | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+        on_selected: Callable[[int], None] | None = None,
+    ) -> OperationReport:
+        pacer = Pacer(rate, sleep=self.sleep)
+        detail = audit(operator, reason, selection.describe())
+        chosen = self.select(selection)
+        if on_selected:
+            on_selected(len(chosen))
+        items = []
+        for letter_id in chosen:
+            if not dry_run:
+                pacer.wait()
+            item = self._replay_one(letter_id, detail, dry_run=dry_run, force=force)
+            items.append(item)
+            if progress:
+                progress(item)
+        return report(dry_run, items)
+
+    def _replay_one(
+        self, letter_id: uuid.UUID, detail: dict[str, Any], *, dry_run: bool, force: bool
+    ) -> ItemOutcome:
+        envelope = None
+        with self.engine.begin() as conn:
+            letter = _lock_letter(conn, letter_id)
+            refusal = _refuse(letter, force, "replay")
+            if refusal is None and letter is not None and letter.document_id is not None:
+                refusal = _stage_refusal(conn, letter)
+            if refusal is not None or letter is None:
+                return _skipped(letter_id, letter, refusal or "no such dead letter")
+            if dry_run:
+                return _outcome(letter, "would replay", "the original message would be re-sent")
+            envelope = _envelope(letter, self.dispatcher)
+            if envelope is None:
+                return _skipped(letter_id, letter, "the original message could not be decoded")
+            if letter.document_id is not None:
+                message = StageMessage(letter.document_id, letter.stage, letter.generation)
+                conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
+                conn.execute(stage_rows.document_reopened(letter.document_id, letter.generation))
+            conn.execute(
+                update(DeadLetter)
+                .where(DeadLetter.id == letter.id)
+                .values(
+                    status="replayed",
+                    replay_count=DeadLetter.replay_count + 1,
+                    replayed_at=func.now(),
+                    replayed_message_id=envelope.message_id,
+                )
+            )
+            _audit(conn, letter, "replayed", envelope.message_id, detail)
+        self._send(envelope)
+        return _outcome(letter, "replayed", "re-sent", envelope.message_id)
+
+    def _send(self, envelope: dramatiq.Message[Any]) -> None:
+        try:
+            self.dispatcher.send(envelope)
+        except Exception:
+            # The stage row is queued with a deadline: the reconciler re-sends it.
+            logger.exception("replay: could not send %s", envelope.message_id)
+
+    # -- discard -------------------------------------------------------------------------
+
+    def discard(
+        self,
+        selection: LetterSelection,
+        operator: Operator,
+        *,
+        dry_run: bool = False,
+        reason: str | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+        on_selected: Callable[[int], None] | None = None,
+    ) -> OperationReport:
+        detail = audit(operator, reason, selection.describe())
+        chosen = self.select(selection)
+        if on_selected:
+            on_selected(len(chosen))
+        items = []
+        for letter_id in chosen:
+            with self.engine.begin() as conn:
+                letter = _lock_letter(conn, letter_id)
+                refusal = _refuse(letter, force, "discard")
+                if refusal is not None or letter is None:
+                    item = _skipped(letter_id, letter, refusal or "no such dead letter")
+                elif dry_run:
+                    item = _outcome(letter, "would discard", "would be marked discarded")
+                else:
+                    conn.execute(
+                        update(DeadLetter)
+                        .where(DeadLetter.id == letter.id)
+                        .values(status="discarded")
+                    )
+                    _audit(conn, letter, "discarded", None, detail)
+                    item = _outcome(letter, "discarded", "marked discarded")
+            items.append(item)
+            if progress:
+                progress(item)
+        return report(dry_run, items)
+
+    # -- import --------------------------------------------------------------------------
+
+    def import_from_redis(
+        self,
+        client: Any,
+        operator: Operator,
+        *,
+        queues: Sequence[str] = STAGES,
+        dry_run: bool = False,
+    ) -> OperationReport:
+        """Copy messages in Dramatiq's Redis dead-letter sets (``<queue>.XQ``) to Postgres.
+
+        Letters already in Postgres (same queue and message id) are skipped, so the
+        import can run any number of times.
+        """
+        detail = audit(operator, "import from Redis", {"queues": list(queues)})
+        items = []
+        for queue in queues:
+            key = f"{self.namespace}:{queue}.XQ"
+            for redis_id, score in client.zscan_iter(key):
+                raw = client.hget(f"{key}.msgs", redis_id)
+                if raw is None:
+                    continue
+                items.append(self._import_one(queue, raw, score, detail, dry_run=dry_run))
+        return report(dry_run, items)
+
+    def _import_one(
+        self, queue: str, raw: bytes, score: float, detail: dict[str, Any], *, dry_run: bool
+    ) -> ItemOutcome:
+        try:
+            message: dict[str, Any] = msgspec.json.decode(raw)
+            message_id = str(message["message_id"])
+            actor_name = str(message["actor_name"])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            message, message_id, actor_name = {"raw": raw.decode(errors="replace")}, "", "?"
+        options = message.get("options") or {}
+        trace = options.get("traceback") if isinstance(options, dict) else None
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                select(DeadLetter.id).where(
+                    DeadLetter.queue_name == queue, DeadLetter.message_id == message_id
+                )
+            ).first()
+            target = _stage_target(conn, message)
+            letter_id = uuid.uuid4()
+            outcome = ItemOutcome(
+                id=letter_id,
+                action="skipped",
+                detail="already imported",
+                document_id=target.document_id if target else None,
+                stage=target.stage if target else None,
+                message_id=message_id,
+            )
+            if exists is not None:
+                return outcome
+            if dry_run:
+                return msgspec.structs.replace(
+                    outcome, action="would import", detail="would be imported"
+                )
+            last_line = trace.strip().splitlines()[-1] if trace else None
+            conn.execute(
+                insert(DeadLetter).values(
+                    id=letter_id,
+                    document_id=target.document_id if target else None,
+                    stage=target.stage if target else None,
+                    generation=target.generation if target else None,
+                    actor_name=actor_name,
+                    queue_name=queue,
+                    message_id=message_id,
+                    message=message,
+                    error_type="DramatiqDeadLetter",
+                    error_message=last_line or "imported from Dramatiq's Redis dead-letter set",
+                    traceback=trace,
+                    attempts=1 + int(options.get("retries", 0)) if isinstance(options, dict) else 1,
+                    failed_at=datetime.fromtimestamp(score / 1000, tz=UTC),
+                )
+            )
+            if target is not None:
+                conn.execute(
+                    stage_rows.event(
+                        target,
+                        "imported",
+                        None,
+                        message_id,
+                        {**detail, "dead_letter_id": str(letter_id)},
+                    )
+                )
+        return msgspec.structs.replace(outcome, action="imported", detail="imported")
+
+
+def _lock_letter(conn: Connection, letter_id: uuid.UUID) -> Row[Any] | None:
+    return conn.execute(
+        select(DeadLetter).where(DeadLetter.id == letter_id).with_for_update()
+    ).first()
+
+
+def _refuse(letter: Row[Any] | None, force: bool, verb: str) -> str | None:
+    if letter is None:
+        return "no such dead letter"
+    if letter.status != "dead" and not force:
+        return f"already {letter.status}; use --force to {verb} it again"
+    return None
+
+
+def _stage_refusal(conn: Connection, letter: Row[Any]) -> str | None:
+    """Why the stage row cannot be replayed, if it cannot."""
+    row = conn.execute(
+        select(StageRun.status, Document.generation)
+        .join(Document, Document.id == StageRun.document_id)
+        .where(StageRun.document_id == letter.document_id, StageRun.stage == letter.stage)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return "the document no longer exists"
+    if row.generation != letter.generation:
+        return f"the document was re-run since (now generation {row.generation})"
+    if row.status not in ("dead", "failed"):
+        return f"the {letter.stage} stage is {row.status}, not dead"
+    return None
+
+
+def _envelope(letter: Row[Any], dispatcher: Dispatcher) -> dramatiq.Message[Any] | None:
+    if letter.document_id is not None and letter.stage is not None:
+        message = StageMessage(letter.document_id, letter.stage, letter.generation)
+        return dispatcher.build(message)
+    original = letter.message
+    try:
+        return dramatiq.Message(
+            queue_name=original["queue_name"],
+            actor_name=original["actor_name"],
+            args=tuple(original["args"]),
+            kwargs=dict(original.get("kwargs") or {}),
+            options={},
+        )
+    except (KeyError, TypeError):
+        return None
+
+
+def _stage_target(conn: Connection, message: dict[str, Any]) -> StageMessage | None:
+    """The stage message inside an imported Dramatiq message, if its document exists."""
+    try:
+        target = StageMessage.from_args(message["args"][0])
+    except (KeyError, IndexError, TypeError, msgspec.ValidationError):
+        return None
+    known = conn.execute(select(Document.id).where(Document.id == target.document_id)).first()
+    return target if known else None
+
+
+def _audit(
+    conn: Connection,
+    letter: Row[Any],
+    event: str,
+    message_id: str | None,
+    detail: dict[str, Any],
+) -> None:
+    conn.execute(
+        insert(StageEvent).values(
+            document_id=letter.document_id,
+            stage=letter.stage,
+            generation=letter.generation or 0,
+            event=event,
+            message_id=message_id,
+            detail={**detail, "dead_letter_id": str(letter.id)},
+        )
+    )
+
+
+def _outcome(
+    letter: Row[Any], action: Any, detail: str, message_id: str | None = None
+) -> ItemOutcome:
+    return ItemOutcome(
+        id=letter.id,
+        action=action,
+        detail=detail,
+        document_id=letter.document_id,
+        stage=letter.stage,
+        message_id=message_id,
+    )
+
+
+def _skipped(letter_id: uuid.UUID, letter: Row[Any] | None, reason: str) -> ItemOutcome:
+    if letter is None:
+        return ItemOutcome(id=letter_id, action="skipped", detail=reason)
+    return _outcome(letter, "skipped", reason)

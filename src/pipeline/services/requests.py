@@ -1,0 +1,72 @@
+"""The operator requests, as the CLI, the admin API and background jobs pass them.
+
+One Struct per action: the HTTP bodies are these Structs, and a background job stores
+the same Struct as JSON, so every entry point describes an action the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+from pipeline.services.dead_letters import LetterFilter
+from pipeline.services.replay import LetterSelection
+from pipeline.services.rerun import DocumentFilter, DocumentSelection
+from pipeline.stages import StageName
+
+Rate = Annotated[float, msgspec.Meta(gt=0, le=10_000)]
+Limit = Annotated[int, msgspec.Meta(ge=1)]
+Reason = Annotated[str, msgspec.Meta(max_length=1000)]
+
+
+class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ids: list[uuid.UUID] | None = None
+    filter: LetterFilter | None = None
+    limit: Limit | None = None
+    dry_run: bool = False
+    rate: Rate | None = None
+    reason: Reason | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.selection()  # validates: ids or filter
+
+    def selection(self) -> LetterSelection:
+        return LetterSelection(ids=self.ids, filter=self.filter, limit=self.limit)
+
+
+class DiscardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ids: list[uuid.UUID] | None = None
+    filter: LetterFilter | None = None
+    limit: Limit | None = None
+    dry_run: bool = False
+    reason: Reason | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.selection()
+
+    def selection(self) -> LetterSelection:
+        return LetterSelection(ids=self.ids, filter=self.filter, limit=self.limit)
+
+
+class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    from_stage: StageName
+    ids: list[uuid.UUID] | None = None
+    filter: DocumentFilter | None = None
+    limit: Limit | None = None
+    dry_run: bool = False
+    rate: Rate | None = None
+    reason: Reason | None = None
+
+    def __post_init__(self) -> None:
+        self.selection()
+
+    def selection(self) -> DocumentSelection:
+        return DocumentSelection(ids=self.ids, filter=self.filter, limit=self.limit)
+
+
+OperationKind = Literal["replay", "discard", "rerun"]
+OperationRequest = ReplayRequest | DiscardRequest | RerunRequest

@@ -1,0 +1,230 @@
+"""Re-running documents from a chosen stage (for example after changing the chunker).
+
+A rerun bumps the document's ``generation`` so that every message of the earlier run
+still in flight is dropped as stale, resets the chosen stage and those after it, keeps
+the rows and outputs of the stages before it untouched, and sends the chosen stage's
+message. The document's chunks stay searchable until the index stage replaces them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import dramatiq
+import msgspec
+from sqlalchemy import Connection, Engine, exists, select
+
+from pipeline.db.models import Document, StageRun
+from pipeline.messages import StageMessage
+from pipeline.services import stage_rows
+from pipeline.services.dispatch import Dispatcher
+from pipeline.services.operations import (
+    ItemOutcome,
+    OperationReport,
+    Operator,
+    Pacer,
+    Progress,
+    audit,
+    report,
+)
+from pipeline.settings import Settings
+from pipeline.stages import STAGES, StageName
+
+logger = logging.getLogger(__name__)
+
+
+class DocumentFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which documents to re-run; every field narrows the selection."""
+
+    status: Literal["pending", "processing", "succeeded", "failed"] | None = None
+    stage: StageName | None = None
+    """Only documents whose row for this stage is dead (where they failed)."""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> list[Any]:
+        conditions: list[Any] = []
+        if self.status is not None:
+            conditions.append(Document.status == self.status)
+        if self.stage is not None:
+            conditions.append(
+                exists().where(
+                    StageRun.document_id == Document.id,
+                    StageRun.stage == self.stage,
+                    StageRun.status == "dead",
+                )
+            )
+        if self.since is not None:
+            conditions.append(Document.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(Document.created_at < self.until)
+        return conditions
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in msgspec.to_builtins(self).items() if v is not None}
+
+
+class DocumentSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ids: list[uuid.UUID] | None = None
+    filter: DocumentFilter | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either document ids or a filter, not both and not neither")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")
+
+    def describe(self) -> dict[str, Any]:
+        if self.ids is not None:
+            return {"ids": [str(document_id) for document_id in self.ids]}
+        assert self.filter is not None
+        return {"filter": self.filter.describe(), "limit": self.limit}
+
+
+class RerunService:
+    def __init__(
+        self,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.sleep = sleep
+
+    def select(self, selection: DocumentSelection) -> list[uuid.UUID]:
+        if selection.ids is not None:
+            return list(dict.fromkeys(selection.ids))[: selection.limit]
+        assert selection.filter is not None
+        query = (
+            select(Document.id)
+            .where(*selection.filter.where())
+            .order_by(Document.created_at, Document.id)
+        )
+        if selection.limit is not None:
+            query = query.limit(selection.limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def rerun(
+        self,
+        selection: DocumentSelection,
+        from_stage: StageName,
+        operator: Operator,
+        *,
+        dry_run: bool = False,
+        rate: float | None = None,
+        reason: str | None = None,
+        progress: Progress | None = None,
+        on_selected: Callable[[int], None] | None = None,
+    ) -> OperationReport:
+        pacer = Pacer(rate, sleep=self.sleep)
+        detail = {**audit(operator, reason, selection.describe()), "from_stage": from_stage}
+        chosen = self.select(selection)
+        if on_selected:
+            on_selected(len(chosen))
+        items = []
+        for document_id in chosen:
+            if not dry_run:
+                pacer.wait()
+            item = self._rerun_one(document_id, from_stage, detail, dry_run=dry_run)
+            items.append(item)
+            if progress:
+                progress(item)
+        return report(dry_run, items)
+
+    def _rerun_one(
+        self,
+        document_id: uuid.UUID,
+        from_stage: StageName,
+        detail: dict[str, Any],
+        *,
+        dry_run: bool,
+    ) -> ItemOutcome:
+        position = STAGES.index(from_stage)
+        with self.engine.begin() as conn:
+            generation = conn.execute(
+                select(Document.generation).where(Document.id == document_id).with_for_update()
+            ).scalar_one_or_none()
+            if generation is None:
+                return ItemOutcome(id=document_id, action="skipped", detail="no such document")
+            refusal = _earlier_stages_refusal(conn, document_id, position)
+            if refusal is not None:
+                return _item(document_id, from_stage, "skipped", refusal)
+            if dry_run:
+                return _item(
+                    document_id,
+                    from_stage,
+                    "would rerun",
+                    f"generation {generation} → {generation + 1}",
+                )
+            message = StageMessage(document_id, from_stage, generation + 1)
+            envelope = self.dispatcher.build(message)
+            conn.execute(stage_rows.document_reopened(document_id, message.generation))
+            conn.execute(stage_rows.reset_after(document_id, position, message.generation))
+            conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
+            conn.execute(
+                stage_rows.event(
+                    message,
+                    "rerun",
+                    None,
+                    envelope.message_id,
+                    {**detail, "previous_generation": generation},
+                )
+            )
+        self._send(envelope)
+        return _item(
+            document_id,
+            from_stage,
+            "rerun",
+            f"generation {generation} → {generation + 1}",
+            envelope.message_id,
+        )
+
+    def _send(self, envelope: dramatiq.Message[Any]) -> None:
+        try:
+            self.dispatcher.send(envelope)
+        except Exception:
+            logger.exception("rerun: could not send %s", envelope.message_id)
+
+
+def _earlier_stages_refusal(conn: Connection, document_id: uuid.UUID, position: int) -> str | None:
+    """A rerun needs every earlier stage's output: they must have succeeded."""
+    unfinished = (
+        conn.execute(
+            select(StageRun.stage)
+            .where(
+                StageRun.document_id == document_id,
+                StageRun.position < position,
+                StageRun.status != "succeeded",
+            )
+            .order_by(StageRun.position)
+            .with_for_update()
+        )
+        .scalars()
+        .first()
+    )
+    if unfinished is None:
+        return None
+    return f"{unfinished} has not succeeded; rerun from {unfinished} or an earlier stage"
+
+
+def _item(
+    document_id: uuid.UUID, stage: str, action: Any, detail: str, message_id: str | None = None
+) -> ItemOutcome:
+    return ItemOutcome(
+        id=document_id,
+        action=action,
+        detail=detail,
+        document_id=document_id,
+        stage=stage,
+        message_id=message_id,
+    )
