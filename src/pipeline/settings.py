@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Hard limit for one sandboxed parse (PDF, DOCX, HTML); the child is killed after it."""
     parser_memory_mb: int = 1024
     """Address-space cap of the sandboxed parser process."""
+    admin_sync_limit: int = 100
+    """Admin requests selecting more items than this run as a background job (202)."""
+    confirm_threshold: int = 100
+    """CLI bulk actions above this many items ask for confirmation (unless --yes)."""
     faults: tuple[FaultSpec, ...] = ()
     policies: dict[StageName, StagePolicy] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_POLICIES)
@@ -77,6 +81,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             reconciler_batch_size=_int(env, "PIPELINE_RECONCILER_BATCH_SIZE", 500, minimum=1),
             parser_time_limit_ms=_seconds_ms(env, "PIPELINE_PARSER_TIME_LIMIT_S", 30_000),
             parser_memory_mb=_int(env, "PIPELINE_PARSER_MEMORY_MB", 1024, minimum=64),
+            admin_sync_limit=_int(env, "PIPELINE_ADMIN_SYNC_LIMIT", 100, minimum=0),
+            confirm_threshold=_int(env, "PIPELINE_CONFIRM_THRESHOLD", 100, minimum=0),
             faults=_faults(env),
             policies={stage: _policy(env, stage) for stage in STAGES},
         )

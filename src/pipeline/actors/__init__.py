@@ -6,11 +6,14 @@ group started with ``--stage extract`` consumes extract messages and nothing els
 
 from __future__ import annotations
 
+import uuid
+
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from pipeline.messages import Delivery
 from pipeline.services.executor import StageExecutor
+from pipeline.services.jobs import JOB_ACTOR, OPERATIONS_QUEUE, JobRunner
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StageName
 
@@ -44,3 +47,30 @@ def declare_actors(
     broker: dramatiq.Broker, executor: StageExecutor, settings: Settings
 ) -> dict[StageName, dramatiq.Actor[[object], None]]:
     return {stage: declare_stage_actor(broker, stage, executor, settings) for stage in STAGES}
+
+
+OPERATIONS_TIME_LIMIT_MS = 24 * 3600 * 1000
+"""A bulk replay at a low rate can run for hours; it is paced, not stuck."""
+
+
+def declare_operations_actor(
+    broker: dramatiq.Broker, runner: JobRunner
+) -> dramatiq.Actor[[str], None]:
+    """The actor that carries out bulk operator jobs accepted over HTTP.
+
+    No retries: a job that fails is marked failed with its error, and the operator
+    decides whether to submit it again (its items are each done or untouched).
+    """
+
+    def run(job_id: str) -> None:
+        runner.run(uuid.UUID(job_id))
+
+    run.__name__ = run.__qualname__ = JOB_ACTOR
+    declare = dramatiq.actor(
+        actor_name=JOB_ACTOR,
+        queue_name=OPERATIONS_QUEUE,
+        broker=broker,
+        max_retries=0,
+        time_limit=OPERATIONS_TIME_LIMIT_MS,
+    )
+    return declare(run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pipeline.actors import declare_actors
+from pipeline.actors import declare_actors, declare_operations_actor
 from pipeline.actors.dead_letters import DeadLetterRecorder
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
@@ -19,21 +19,32 @@ from pipeline.messages import Delivery
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.executor import StageExecutor
 from pipeline.services.handlers import make_handlers
+from pipeline.services.jobs import JobRunner
+from pipeline.services.replay import ReplayService
+from pipeline.services.rerun import RerunService
 from pipeline.settings import Settings
 
 settings = Settings.from_env()
 broker = make_broker(settings)
 faults = Faults(settings.faults)
 worker_id = f"{socket.gethostname()}:{os.getpid()}"
+engine = make_engine(settings, application_name=f"pipeline-worker:{worker_id}")
+dispatcher = Dispatcher(broker)
 executor = StageExecutor(
-    make_engine(settings, application_name=f"pipeline-worker:{worker_id}"),
-    Dispatcher(broker),
+    engine,
+    dispatcher,
     make_handlers(settings, faults=faults),
     settings,
     faults=faults,
     worker_id=worker_id,
 )
 actors = declare_actors(broker, executor, settings)
+jobs = JobRunner(
+    engine,
+    ReplayService(engine, dispatcher, settings),
+    RerunService(engine, dispatcher, settings),
+)
+operations = declare_operations_actor(broker, jobs)
 broker.add_middleware(DeadLetterRecorder(executor.poison))
 
 

@@ -8,6 +8,7 @@ import sys
 import click
 import uvicorn
 
+from pipeline.services.jobs import OPERATIONS_QUEUE
 from pipeline.stages import STAGES
 
 
@@ -35,6 +36,12 @@ def api(host: str, port: int, workers: int) -> None:
     type=click.Choice(STAGES),
     help="Consume only this stage's queue (repeatable; default: every stage).",
 )
+@click.option(
+    "--operations/--no-operations",
+    default=None,
+    help="Also consume the operations queue (bulk replays over HTTP); "
+    "default: yes without --stage, no with it.",
+)
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option(
@@ -44,12 +51,20 @@ def api(host: str, port: int, workers: int) -> None:
     type=click.FloatRange(min=0),
     help="Seconds in-flight stages get to finish on SIGTERM.",
 )
-def worker(stages: tuple[str, ...], processes: int, threads: int, shutdown_timeout: float) -> None:
+def worker(
+    stages: tuple[str, ...],
+    operations: bool | None,
+    processes: int,
+    threads: int,
+    shutdown_timeout: float,
+) -> None:
     """Run Dramatiq workers for some or all stages.
 
     Runs ``dramatiq`` in place of this process, so signals reach it directly.
     """
     queues = list(stages or STAGES)
+    if operations or (operations is None and not stages):
+        queues.append(OPERATIONS_QUEUE)
     argv = [
         sys.executable,
         "-m",
@@ -64,5 +79,5 @@ def worker(stages: tuple[str, ...], processes: int, threads: int, shutdown_timeo
         "--queues",
         *queues,
     ]
-    click.echo(f"worker: stages {', '.join(queues)}; {processes} process(es) x {threads} thread(s)")
+    click.echo(f"worker: queues {', '.join(queues)}; {processes} process(es) x {threads} thread(s)")
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, our own interpreter

@@ -11,13 +11,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from pipeline.broker import make_broker
-from pipeline.db.engine import make_async_engine
+from pipeline.db.engine import make_async_engine, make_engine
 from pipeline.http.documents import DocumentController
 from pipeline.http.health import health, ready
 from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.services.dispatch import Dispatcher
+from pipeline.services.replay import ReplayService
+from pipeline.services.rerun import RerunService
 from pipeline.services.uploads import UploadService
 from pipeline.settings import Settings
 
@@ -31,17 +33,22 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         engine = make_async_engine(settings)
+        sync_engine = make_engine(settings, application_name="pipeline-api-admin")
         sender = dispatcher or Dispatcher(make_broker(settings))
         holder["state"] = ApiState(
             settings=settings,
             engine=engine,
             dispatcher=sender,
             uploads=UploadService(engine, sender, settings),
+            sync_engine=sync_engine,
+            replay=ReplayService(sync_engine, sender, settings),
+            rerun=RerunService(sync_engine, sender, settings),
         )
         try:
             yield
         finally:
             await engine.dispose()
+            sync_engine.dispose()
 
     def provide_state() -> ApiState:
         return holder["state"]
