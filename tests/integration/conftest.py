@@ -18,13 +18,16 @@ from dramatiq import Worker
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
-from pipeline.actors import declare_actors
+from pipeline.actors import declare_actors, declare_operations_actor
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.http.app import create_app
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.executor import StageExecutor
 from pipeline.services.handlers import make_handlers
+from pipeline.services.jobs import JobRunner
+from pipeline.services.replay import ReplayService
+from pipeline.services.rerun import RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
@@ -56,11 +59,26 @@ def executor(
         stage: FaultyHandler(stage, handler, faults)
         for stage, handler in make_handlers(settings).items()
     }
-    executor = StageExecutor(
-        engine, Dispatcher(broker), handlers, settings, worker_id="test-worker"
-    )
+    dispatcher = Dispatcher(broker)
+    executor = StageExecutor(engine, dispatcher, handlers, settings, worker_id="test-worker")
     declare_actors(broker, executor, settings)
+    runner = JobRunner(
+        engine,
+        ReplayService(engine, dispatcher, settings),
+        RerunService(engine, dispatcher, settings),
+    )
+    declare_operations_actor(broker, runner)
     return executor
+
+
+@pytest.fixture(scope="session")
+def replay_service(settings: Settings, broker: dramatiq.Broker, engine: Engine) -> ReplayService:
+    return ReplayService(engine, Dispatcher(broker), settings)
+
+
+@pytest.fixture(scope="session")
+def rerun_service(settings: Settings, broker: dramatiq.Broker, engine: Engine) -> RerunService:
+    return RerunService(engine, Dispatcher(broker), settings)
 
 
 @pytest.fixture(scope="session")
