@@ -1,0 +1,391 @@
+"""Operator services against real Postgres, Redis and Dramatiq: replay, discard, rerun, import."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import dramatiq
+import msgspec
+from litestar.testing import TestClient
+from sqlalchemy import Engine, text
+
+from pipeline.services.dead_letters import LetterFilter, get_letter, list_letters
+from pipeline.services.operations import Operator
+from pipeline.services.replay import LetterSelection, ReplayService
+from pipeline.services.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.settings import Settings
+
+from .conftest import events, upload, wait_for_document
+from .faults import Fault, FaultPlan
+
+ME = Operator(name="tester@ci", via="cli")
+TEXT = b"Operations test text. It talks about otters and kelp forests.\n\nSecond paragraph."
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+
+
+def letter_of(engine: Engine, document_id: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                text("SELECT * FROM dead_letters WHERE document_id = :id"), {"id": document_id}
+            )
+            .mappings()
+            .one()
+        )
+    return dict(row)
+
+
+def failed_document(
+    client: TestClient[Any],
+    faults: FaultPlan | None,
+    name: str,
+    stage: str = "extract",
+    times: int = 1,
+) -> str:
+    if faults is not None:
+        faults.add(stage, name, Fault("permanent", times=times))
+    document_id = upload(client, TEXT, name).json()["id"]
+    assert wait_for_document(client, document_id)["status"] == "failed"
+    return str(document_id)
+
+
+def snapshot(engine: Engine, document_ids: list[str]) -> dict[str, Any]:
+    ids = [uuid.UUID(i) for i in document_ids]
+    tables = {
+        "documents": "SELECT * FROM documents WHERE id = ANY(:ids) ORDER BY id",
+        "stage_runs": "SELECT * FROM stage_runs WHERE document_id = ANY(:ids) "
+        "ORDER BY document_id, position",
+        "stage_events": "SELECT * FROM stage_events WHERE document_id = ANY(:ids) ORDER BY id",
+        "dead_letters": "SELECT * FROM dead_letters WHERE document_id = ANY(:ids) ORDER BY id",
+        "chunks": "SELECT id, document_id, ordinal, text FROM chunks "
+        "WHERE document_id = ANY(:ids) ORDER BY id",
+    }
+    with engine.connect() as conn:
+        return {
+            name: [dict(r) for r in conn.execute(text(sql), {"ids": ids}).mappings()]
+            for name, sql in tables.items()
+        }
+
+
+def test_replay_after_the_cause_is_fixed_succeeds(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+    replay_service: ReplayService,
+) -> None:
+    document_id = failed_document(client, faults, "fixed-later.txt")  # fault fires once
+    letter = letter_of(engine, document_id)
+    assert letter["status"] == "dead"
+    result = replay_service.replay(LetterSelection(ids=[letter["id"]]), ME, reason="parser fixed")
+    assert [item.action for item in result.items] == ["replayed"]
+    document = wait_for_document(client, document_id)
+    assert document["status"] == "succeeded"
+    assert document["failure_reason"] is None
+    after = letter_of(engine, document_id)
+    assert after["status"] == "replayed"
+    assert after["replay_count"] == 1
+    assert after["replayed_message_id"] == result.items[0].message_id
+    replayed = next(e for e in events(engine, document_id) if e["event"] == "replayed")
+    assert replayed["detail"]["by"] == "tester@ci"
+    assert replayed["detail"]["reason"] == "parser fixed"
+    assert replayed["detail"]["selection"] == {"ids": [str(letter["id"])]}
+
+
+def test_replay_without_fixing_dies_again_with_history_intact(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+    replay_service: ReplayService,
+) -> None:
+    document_id = failed_document(client, faults, "still-broken.txt", times=5)
+    letter = letter_of(engine, document_id)
+    replay_service.replay(LetterSelection(ids=[letter["id"]]), ME)
+    deadline = time.monotonic() + 20
+    while letter_of(engine, document_id)["status"] != "dead" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = letter_of(engine, document_id)
+    assert again["status"] == "dead"
+    assert again["replay_count"] == 1
+    assert again["id"] == letter["id"]  # one letter per failure lineage
+    assert wait_for_document(client, document_id)["status"] == "failed"
+    history = [(e["stage"], e["event"]) for e in events(engine, document_id)]
+    assert history.count(("extract", "dead")) == 2
+    assert ("extract", "replayed") in history
+    refused = replay_service.replay(LetterSelection(ids=[letter["id"]]), ME)
+    assert refused.items[0].action == "replayed"  # dead again: replayable again
+    wait_for_document(client, document_id)
+
+
+def test_replaying_a_replayed_letter_needs_force(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+    replay_service: ReplayService,
+) -> None:
+    document_id = failed_document(client, faults, "twice.txt")
+    letter_id = letter_of(engine, document_id)["id"]
+    replay_service.replay(LetterSelection(ids=[letter_id]), ME)
+    assert wait_for_document(client, document_id)["status"] == "succeeded"
+    refused = replay_service.replay(LetterSelection(ids=[letter_id]), ME)
+    assert refused.items[0].action == "skipped"
+    assert "already replayed" in refused.items[0].detail
+    forced = replay_service.replay(LetterSelection(ids=[letter_id]), ME, force=True)
+    assert forced.items[0].action == "skipped"  # the stage succeeded meanwhile: nothing to do
+    assert "not dead" in forced.items[0].detail
+
+
+def test_bulk_replay_is_paced_and_replays_each_letter_once(
+    client: TestClient[Any],
+    engine: Engine,
+    worker: Any,
+    replay_service: ReplayService,
+) -> None:
+    marker = f"bulk-{uuid.uuid4().hex[:6]}"
+    ids = [
+        upload(client, PNG, f"{marker}-{i}.png", "application/octet-stream").json()["id"]
+        for i in range(200)
+    ]
+    for document_id in ids:
+        assert wait_for_document(client, document_id, timeout=60)["status"] == "failed"
+    with engine.connect() as conn:
+        letters = list(
+            conn.execute(
+                text("SELECT id FROM dead_letters WHERE document_id = ANY(:ids)"),
+                {"ids": [uuid.UUID(i) for i in ids]},
+            ).scalars()
+        )
+    assert len(letters) == 200
+    started = time.monotonic()
+    result = replay_service.replay(LetterSelection(ids=letters), ME, rate=50)
+    elapsed = time.monotonic() - started
+    assert result.done == 200
+    assert elapsed >= 3.9, elapsed
+    for document_id in ids:
+        wait_for_document(client, document_id, timeout=60)
+    with engine.connect() as conn:
+        counts = conn.execute(
+            text(
+                "SELECT replay_count, count(*) FROM dead_letters WHERE id = ANY(:ids) "
+                "GROUP BY replay_count"
+            ),
+            {"ids": letters},
+        ).all()
+        replayed_events = conn.execute(
+            text(
+                "SELECT count(*) FROM stage_events WHERE event = 'replayed' "
+                "AND document_id = ANY(:ids)"
+            ),
+            {"ids": [uuid.UUID(i) for i in ids]},
+        ).scalar_one()
+    assert dict(counts) == {1: 200}
+    assert replayed_events == 200
+
+
+def test_rerun_from_chunk_keeps_earlier_stages_and_one_set_of_chunks(
+    client: TestClient[Any],
+    engine: Engine,
+    worker: Any,
+    rerun_service: RerunService,
+) -> None:
+    document_id = upload(client, TEXT, "rerun-me.txt").json()["id"]
+    assert wait_for_document(client, document_id)["status"] == "succeeded"
+    before = snapshot(engine, [document_id])
+    result = rerun_service.rerun(
+        DocumentSelection(ids=[uuid.UUID(document_id)]), "chunk", ME, reason="new chunker"
+    )
+    assert result.items[0].action == "rerun"
+    document = wait_for_document(client, document_id)
+    assert document["status"] == "succeeded"
+    assert document["generation"] == 2
+    after = snapshot(engine, [document_id])
+    rows_before = {row["stage"]: row for row in before["stage_runs"]}
+    rows_after = {row["stage"]: row for row in after["stage_runs"]}
+    for stage in ("validate", "extract"):
+        assert rows_after[stage] == rows_before[stage]  # same rows, same timestamps
+    for stage in ("chunk", "embed", "index"):
+        assert rows_after[stage]["generation"] == 2
+        assert rows_after[stage]["status"] == "succeeded"
+        assert rows_after[stage]["finished_at"] > rows_before[stage]["finished_at"]
+    ordinals = [chunk["ordinal"] for chunk in after["chunks"]]
+    assert ordinals == sorted(set(ordinals))
+    assert len(after["chunks"]) == len(before["chunks"])
+    succeeded = [
+        (e["stage"], e["event"]) for e in events(engine, document_id) if e["event"] == "succeeded"
+    ]
+    assert succeeded.count(("extract", "succeeded")) == 1
+    assert succeeded.count(("chunk", "succeeded")) == 2
+    rerun = next(e for e in events(engine, document_id) if e["event"] == "rerun")
+    assert rerun["detail"]["from_stage"] == "chunk"
+    assert rerun["detail"]["previous_generation"] == 1
+
+
+def test_rerun_refuses_when_an_earlier_stage_has_not_succeeded(
+    client: TestClient[Any],
+    faults: FaultPlan,
+    worker: Any,
+    rerun_service: RerunService,
+) -> None:
+    document_id = failed_document(client, faults, "no-text.txt", stage="extract", times=9)
+    result = rerun_service.rerun(DocumentSelection(ids=[uuid.UUID(document_id)]), "embed", ME)
+    assert result.items[0].action == "skipped"
+    assert "extract has not succeeded" in result.items[0].detail
+
+
+def test_dry_runs_change_nothing(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+    replay_service: ReplayService,
+    rerun_service: RerunService,
+) -> None:
+    failed = failed_document(client, faults, "dry.txt")
+    fine = upload(client, TEXT, "dry-ok.txt").json()["id"]
+    assert wait_for_document(client, fine)["status"] == "succeeded"
+    letter_id = letter_of(engine, failed)["id"]
+    before = snapshot(engine, [failed, fine])
+    replay = replay_service.replay(LetterSelection(ids=[letter_id]), ME, dry_run=True)
+    discard = replay_service.discard(LetterSelection(ids=[letter_id]), ME, dry_run=True)
+    rerun = rerun_service.rerun(DocumentSelection(ids=[uuid.UUID(fine)]), "chunk", ME, dry_run=True)
+    assert [replay.items[0].action, discard.items[0].action, rerun.items[0].action] == [
+        "would replay",
+        "would discard",
+        "would rerun",
+    ]
+    time.sleep(0.5)  # had anything been sent, a worker would have picked it up by now
+    assert snapshot(engine, [failed, fine]) == before
+
+
+def test_discard_marks_the_letter_and_keeps_the_document_failed(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+    replay_service: ReplayService,
+) -> None:
+    document_id = failed_document(client, faults, "discard-me.txt")
+    letter_id = letter_of(engine, document_id)["id"]
+    result = replay_service.discard(LetterSelection(ids=[letter_id]), ME, reason="junk upload")
+    assert result.items[0].action == "discarded"
+    assert letter_of(engine, document_id)["status"] == "discarded"
+    assert wait_for_document(client, document_id)["status"] == "failed"
+    discarded = next(e for e in events(engine, document_id) if e["event"] == "discarded")
+    assert discarded["detail"]["reason"] == "junk upload"
+
+
+def test_filters_and_pagination(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+) -> None:
+    ids = [failed_document(client, faults, f"page-{i}.txt") for i in range(3)]
+    with engine.connect() as conn:
+        for document_id in ids:
+            page = list_letters(
+                conn,
+                LetterFilter(
+                    document_id=uuid.UUID(document_id),
+                    stage="extract",
+                    error_type="PermanentError",
+                    status="dead",
+                ),
+                limit=5,
+            )
+            assert len(page.items) == 1
+            assert page.items[0].document_id == uuid.UUID(document_id)
+        assert (
+            list_letters(
+                conn, LetterFilter(document_id=uuid.UUID(ids[0]), stage="validate"), limit=5
+            ).items
+            == []
+        )
+        seen: list[uuid.UUID] = []
+        cursor = None
+        for _ in range(100):
+            page = list_letters(
+                conn, LetterFilter(error_type="PermanentError"), limit=2, cursor=cursor
+            )
+            seen.extend(item.id for item in page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen))
+        mine = {letter_of(engine, document_id)["id"] for document_id in ids}
+        assert mine <= set(seen)
+        detail = get_letter(conn, next(iter(mine)))
+        assert detail is not None
+        assert [e.event for e in detail.history][:2] == ["accepted", "queued"]
+
+
+def test_import_from_redis_dead_letter_sets(
+    client: TestClient[Any],
+    engine: Engine,
+    settings: Settings,
+    broker: dramatiq.Broker,
+    replay_service: ReplayService,
+    worker: Any,
+) -> None:
+    document_id = upload(client, TEXT, "imported.txt").json()["id"]
+    wait_for_document(client, document_id)
+    message = dramatiq.Message(
+        queue_name="embed",
+        actor_name="embed",
+        args=({"document_id": document_id, "stage": "embed", "generation": 1},),
+        kwargs={},
+        options={"retries": 5, "traceback": "Traceback...\nOSError: disk gone\n"},
+    )
+    redis_id = str(uuid.uuid4())
+    key = f"{settings.redis_namespace}:embed.XQ"
+    client_ = broker.client  # type: ignore[attr-defined]
+    client_.zadd(key, {redis_id: int(time.time() * 1000)})
+    client_.hset(f"{key}.msgs", redis_id, msgspec.json.encode(message.asdict()))
+    try:
+        dry = replay_service.import_from_redis(client_, ME, queues=["embed"], dry_run=True)
+        assert [item.action for item in dry.items if item.message_id == message.message_id] == [
+            "would import"
+        ]
+        first = replay_service.import_from_redis(client_, ME, queues=["embed"])
+        mine = [item for item in first.items if item.message_id == message.message_id]
+        assert [item.action for item in mine] == ["imported"]
+        again = replay_service.import_from_redis(client_, ME, queues=["embed"])
+        assert [item.action for item in again.items if item.message_id == message.message_id] == [
+            "skipped"
+        ]
+        with engine.connect() as conn:
+            row = (
+                conn.execute(
+                    text("SELECT * FROM dead_letters WHERE message_id = :m"),
+                    {"m": message.message_id},
+                )
+                .mappings()
+                .one()
+            )
+        assert row["document_id"] == uuid.UUID(document_id)
+        assert row["stage"] == "embed"
+        assert row["attempts"] == 6
+        assert row["error_message"] == "OSError: disk gone"
+    finally:
+        client_.delete(key, f"{key}.msgs")
+
+
+def test_rerun_by_filter_selects_documents_dead_at_a_stage(
+    client: TestClient[Any],
+    faults: FaultPlan,
+    worker: Any,
+    rerun_service: RerunService,
+) -> None:
+    failed_document(client, faults, "filter-dead.txt", stage="chunk")
+    dry = rerun_service.rerun(
+        DocumentSelection(filter=DocumentFilter(status="failed", stage="chunk")),
+        "chunk",
+        ME,
+        dry_run=True,
+    )
+    assert dry.matched >= 1
+    assert all(item.action == "would rerun" for item in dry.items)
