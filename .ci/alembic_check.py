@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from pipeline.cli.db import alembic_config, upgrade
+from pipeline.db.migrate import alembic_config, upgrade
 from pipeline.settings import Settings, to_sqlalchemy_url
 
 

@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from pipeline.cli.db import upgrade
+from pipeline.db.migrate import upgrade
 from pipeline.settings import Settings, to_sqlalchemy_url
 from pipeline.stages import StagePolicy
 

@@ -1,0 +1,124 @@
+"""The whole pipeline on one machine: servers, schema, api, a worker group per stage, reconciler."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from pipeline.db.migrate import upgrade
+from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
+from pipeline.local.supervisor import ChildSpec, Supervisor
+from pipeline.settings import Settings
+from pipeline.stages import STAGES
+
+logger = logging.getLogger(__name__)
+
+
+class StackOptions(msgspec.Struct, frozen=True, kw_only=True):
+    data_dir: Path = Path(".pipeline")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    processes_per_stage: int = 1
+    threads: int = 2
+
+
+class StackInfo(msgspec.Struct, frozen=True):
+    api_url: str
+    database_url: str
+    redis_url: str
+    embedded_postgres: bool
+    embedded_redis: bool
+
+
+class LocalStack:
+    """Starts what is missing and supervises the rest; ``stop`` undoes all of it."""
+
+    def __init__(
+        self,
+        options: StackOptions,
+        environ: Mapping[str, str] | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.environ = dict(os.environ if environ is None else environ)
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.postgres = EmbeddedPostgres(options.data_dir)
+        self.redis = EmbeddedRedis(options.data_dir)
+        self.supervisor: Supervisor | None = None
+
+    def start(self) -> StackInfo:
+        env = dict(self.environ)
+        embedded_postgres = not env.get("DATABASE_URL")
+        embedded_redis = not env.get("REDIS_URL")
+        try:
+            if embedded_postgres:
+                env["DATABASE_URL"] = self.postgres.start()
+            if embedded_redis:
+                env["REDIS_URL"] = self.redis.start()
+            settings = Settings.from_env(env)
+            upgrade(settings)
+            self.supervisor = Supervisor(self._children(), env, echo=self.echo)
+            self.supervisor.start()
+        except BaseException:
+            self.stop()
+            raise
+        return StackInfo(
+            api_url=f"http://{self.options.host}:{self.options.port}",
+            database_url=env["DATABASE_URL"],
+            redis_url=env["REDIS_URL"],
+            embedded_postgres=embedded_postgres,
+            embedded_redis=embedded_redis,
+        )
+
+    def _children(self) -> list[ChildSpec]:
+        options = self.options
+        specs = [
+            ChildSpec("api", ["api", "--host", options.host, "--port", str(options.port)]),
+            ChildSpec("reconciler", ["reconciler"]),
+        ]
+        for stage in STAGES:
+            args = [
+                "worker",
+                "--stage",
+                stage,
+                "--processes",
+                str(options.processes_per_stage),
+                "--threads",
+                str(options.threads),
+            ]
+            if stage == STAGES[0]:
+                args.append("--operations")  # one group also carries bulk operator jobs
+            specs.append(ChildSpec(stage, args))
+        return specs
+
+    def wait_ready(self, api_url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{api_url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"the API at {api_url} was not ready within {timeout:g} s")
+
+    def run(self, stop: threading.Event) -> None:
+        assert self.supervisor is not None
+        try:
+            self.supervisor.run(stop)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        self.redis.stop()
+        self.postgres.stop()
