@@ -1,0 +1,109 @@
+"""``pipeline up`` and ``pipeline demo``: the whole pipeline on one machine."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from pipeline.local.demo import run_demo
+from pipeline.local.stack import LocalStack, StackInfo, StackOptions
+
+_data_dir = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".pipeline"),
+    show_default=True,
+    help="Where embedded Postgres and Redis keep their files.",
+)
+_host = click.option("--host", default="127.0.0.1", show_default=True)
+_port = click.option("--port", default=8000, show_default=True, type=int)
+_threads = click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Threads per stage worker.",
+)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def _announce(info: StackInfo) -> None:
+    where = {True: "embedded", False: "from the environment"}
+    click.echo(f"pipeline is up: API {info.api_url}  (docs {info.api_url}/schema/swagger)")
+    click.echo(f"  Postgres ({where[info.embedded_postgres]}): {info.database_url}")
+    click.echo(f"  Redis    ({where[info.embedded_redis]}): {info.redis_url}")
+
+
+@click.command()
+@_data_dir
+@_host
+@_port
+@click.option("--processes-per-stage", default=1, show_default=True, type=click.IntRange(min=1))
+@_threads
+def up(data_dir: Path, host: str, port: int, processes_per_stage: int, threads: int) -> None:
+    """Run the API, a worker group per stage and the reconciler, supervised.
+
+    Without DATABASE_URL / REDIS_URL, starts embedded Postgres and Redis in DATA_DIR.
+    A child that dies is restarted; Ctrl-C or SIGTERM stops everything cleanly.
+    """
+    options = StackOptions(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        processes_per_stage=processes_per_stage,
+        threads=threads,
+    )
+    stack = LocalStack(options, echo=click.echo)
+    stop = _stop_on_signals()
+    info = stack.start()
+    _announce(info)
+    stack.run(stop)
+    click.echo("pipeline stopped")
+
+
+@click.command()
+@_data_dir
+@_host
+@click.option("--port", default=8000, show_default=True, type=int)
+@_threads
+@click.option("--keep", is_flag=True, help="Stay up after the demo (Ctrl-C to stop).")
+@click.option("--query", default="glacier", show_default=True, help="What to search for.")
+def demo(data_dir: Path, host: str, port: int, threads: int, keep: bool, query: str) -> None:
+    """Start everything, ingest the bundled samples (every supported type), search them."""
+    options = StackOptions(data_dir=data_dir, host=host, port=port, threads=threads)
+    quiet: list[str] = []
+    stack = LocalStack(options, echo=quiet.append)  # child logs stay out of the demo's output
+    stop = _stop_on_signals()
+    info = stack.start()
+    try:
+        _announce(info)
+        stack.wait_ready(info.api_url)
+        summary = run_demo(info.api_url, click.echo, query=query)
+        click.echo(
+            f"\n{summary.succeeded} of {summary.documents} documents succeeded "
+            f"({summary.failed} failed) in {summary.seconds:g} s; "
+            f'{summary.search_hits} hit(s) for "{summary.search_query}"'
+        )
+        if keep:
+            click.echo("staying up (--keep); Ctrl-C to stop")
+            if stack.supervisor is not None:
+                stack.supervisor.echo = click.echo  # from now on, show the children's logs
+            stack.run(stop)
+    finally:
+        stack.stop()
+    if summary.failed:
+        raise SystemExit(1)

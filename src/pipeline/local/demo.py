@@ -1,0 +1,101 @@
+"""``pipeline demo``: ingest the bundled samples into a running stack and show progress."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from pipeline.stages import STAGES
+
+SAMPLES = Path(__file__).parent / "samples"
+TERMINAL = ("succeeded", "failed")
+
+
+class DemoSummary(msgspec.Struct, frozen=True):
+    documents: int
+    succeeded: int
+    failed: int
+    seconds: float
+    search_query: str
+    search_hits: int
+
+
+def sample_files() -> list[Path]:
+    return sorted(path for path in SAMPLES.iterdir() if path.is_file())
+
+
+def run_demo(
+    api_url: str,
+    echo: Callable[[str], None],
+    *,
+    query: str = "glacier",
+    timeout: float = 120.0,
+) -> DemoSummary:
+    started = time.monotonic()
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        ids = {_upload(client, path): path.name for path in sample_files()}
+        echo(f"uploaded {len(ids)} sample documents: {', '.join(sorted(ids.values()))}")
+        documents = _follow(client, ids, echo, timeout)
+        hits = client.get("/search", params={"q": query, "limit": 3}).json()["hits"]
+    echo(f'\nsearch "{query}":')
+    for hit in hits:
+        echo(f"  {hit['score']:.3f}  {hit['filename']} #{hit['chunk_ordinal']}: {hit['snippet']}")
+    outcomes = Counter(document["status"] for document in documents)
+    for document in documents:
+        if document["status"] == "failed":
+            echo(f"  failed: {document['filename']}: {document['failure_reason']}")
+    return DemoSummary(
+        documents=len(documents),
+        succeeded=outcomes["succeeded"],
+        failed=len(documents) - outcomes["succeeded"],
+        seconds=round(time.monotonic() - started, 2),
+        search_query=query,
+        search_hits=len(hits),
+    )
+
+
+def _upload(client: httpx.Client, path: Path) -> str:
+    declared = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    response = client.post("/documents", files={"file": (path.name, path.read_bytes(), declared)})
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def _follow(
+    client: httpx.Client, ids: dict[str, str], echo: Callable[[str], None], timeout: float
+) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        documents = [client.get(f"/documents/{document_id}").json() for document_id in ids]
+        line = _progress_line(documents)
+        if line != last:
+            echo(line)
+            last = line
+        if all(document["status"] in TERMINAL for document in documents):
+            return documents
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"documents still processing after {timeout:g} s")
+        time.sleep(0.3)
+
+
+def _progress_line(documents: list[dict[str, object]]) -> str:
+    """One line: for each stage, how many documents finished it (and how many are on it)."""
+    cells = []
+    for position, stage in enumerate(STAGES):
+        done = running = 0
+        for document in documents:
+            stages = document["stages"]
+            assert isinstance(stages, list)
+            status = stages[position]["status"]
+            done += status == "succeeded"
+            running += status in ("queued", "running", "retrying")
+        cells.append(f"{stage} {done}/{len(documents)}" + (f" (+{running})" if running else ""))
+    finished = sum(document["status"] in TERMINAL for document in documents)
+    return f"progress: {' | '.join(cells)} | done {finished}/{len(documents)}"
