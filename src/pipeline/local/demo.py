@@ -45,7 +45,8 @@ def run_demo(
         hits = client.get("/search", params={"q": query, "limit": 3}).json()["hits"]
     echo(f'\nsearch "{query}":')
     for hit in hits:
-        echo(f"  {hit['score']:.3f}  {hit['filename']} #{hit['chunk_ordinal']}: {hit['snippet']}")
+        snippet = " ".join(str(hit["snippet"]).split())
+        echo(f"  {hit['score']:.3f}  {hit['filename']} #{hit['chunk_ordinal']}: {snippet}")
     outcomes = Counter(document["status"] for document in documents)
     for document in documents:
         if document["status"] == "failed":

@@ -14,6 +14,7 @@ import logging
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ class EmbeddedPostgres:
                 "install the 'embedded' dependency group or set DATABASE_URL"
             ) from error
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.path, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR in containers
+            self._server = pgserver.get_server(self.path, cleanup_mode="stop")
         query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';"  # noqa: S608 - constant
         exists = self._server.psql(query)
         if "(1 row)" not in exists:
