@@ -1,8 +1,10 @@
 """Shared test infrastructure: a fresh database and Redis namespace per test run.
 
-The tests talk to real Postgres and Redis: ``DATABASE_URL`` and ``REDIS_URL`` name
-the servers (default: the local ones). Each run creates its own database and uses
-its own Redis key namespace, and removes both at the end.
+The tests talk to real Postgres and Redis. ``DATABASE_URL`` and ``REDIS_URL`` name the
+servers; when one is not set, the run starts an embedded server for it (the same
+ones ``pipeline up`` uses), so ``uv run pytest`` works on a machine with nothing but
+Python and uv. Each run creates its own database and Redis key namespace, and removes
+both at the end.
 """
 
 from __future__ import annotations
@@ -17,20 +19,34 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from pipeline.db.migrate import upgrade
+from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from pipeline.settings import Settings, to_sqlalchemy_url
 from pipeline.stages import StagePolicy
 
 RUN_ID = uuid.uuid4().hex[:10]
 
 
-def _server_settings() -> Settings:
-    return Settings.from_env(os.environ)
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The Postgres and Redis servers of this run: from the environment, or embedded."""
+    env = dict(os.environ)
+    data_dir = tmp_path_factory.mktemp("embedded")
+    postgres, redis_server = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
+    try:
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"] = postgres.start()
+        if not env.get("REDIS_URL"):
+            env["REDIS_URL"] = redis_server.start()
+        yield Settings.from_env(env)
+    finally:
+        redis_server.stop()
+        postgres.stop()
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def database_url(servers: Settings) -> Iterator[str]:
     """A database of this run's own, migrated to the newest revision."""
-    server = make_url(to_sqlalchemy_url(_server_settings().database_url))
+    server = make_url(to_sqlalchemy_url(servers.database_url))
     name = f"pipeline_test_{RUN_ID}"
     admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -48,8 +64,8 @@ FAST = StagePolicy(max_retries=2, min_backoff_ms=100, max_backoff_ms=400, time_l
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Iterator[Settings]:
-    base = _server_settings()
+def settings(database_url: str, servers: Settings) -> Iterator[Settings]:
+    base = servers
     namespace = f"pipeline-test-{RUN_ID}"
     policies = {
         "validate": FAST,
