@@ -12,6 +12,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_async_engine, make_engine
+from pipeline.http.admin import admin_router
 from pipeline.http.documents import DocumentController
 from pipeline.http.health import health, ready
 from pipeline.http.problems import problem_details_plugin
@@ -54,7 +55,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
         return holder["state"]
 
     return Litestar(
-        route_handlers=[DocumentController, search, health, ready],
+        route_handlers=[DocumentController, search, health, ready, admin_router],
         dependencies={"api": Provide(provide_state, sync_to_thread=False)},
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],

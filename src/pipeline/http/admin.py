@@ -1,0 +1,447 @@
+"""The admin API: dead letters (list, show, replay, discard), reruns and operation jobs.
+
+Handlers parse, call a service and format. The operator services are synchronous
+(shared with the CLI and the workers), so they run in a worker thread on the API's
+sync engine. A replay, discard or rerun that selects at most ``admin_sync_limit``
+items (or is a dry run) runs during the request and answers 200 with its report;
+a bigger one is recorded as an operation job, carried out by a worker on the
+``operations`` queue, and answered 202 with a link to poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, Response, Router, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody, PathParameter, QueryParameter
+from sqlalchemy import Connection
+
+from pipeline.http.documents import parse_id
+from pipeline.http.problems import Problem
+from pipeline.http.state import ApiState
+from pipeline.services import dead_letters
+from pipeline.services.cursors import InvalidCursor
+from pipeline.services.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
+from pipeline.services.jobs import JobView, create_job, get_job, job_message
+from pipeline.services.operations import OperationReport, Operator
+from pipeline.services.requests import (
+    DiscardRequest,
+    OperationKind,
+    OperationRequest,
+    Reason,
+    ReplayRequest,
+    RerunRequest,
+)
+from pipeline.services.rerun import DocumentFilter, DocumentSelection
+from pipeline.stages import StageName
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NO_SUCH_DOCUMENT = "no such document"
+"""The detail :class:`RerunService` gives an item whose document does not exist."""
+
+
+class JobLinks(msgspec.Struct, frozen=True):
+    self: str
+
+
+class JobAccepted(msgspec.Struct, frozen=True):
+    """A bulk action accepted as a background job; poll ``links.self`` for progress."""
+
+    job_id: uuid.UUID
+    status: str
+    total: int
+    """How many items the selection matched when the job was accepted."""
+    links: JobLinks
+
+
+class DocumentRerunBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Re-run one document from ``from_stage`` (that stage and every one after it)."""
+
+    from_stage: StageName
+    reason: Reason | None = None
+    dry_run: bool = False
+
+
+class ProblemDocument(msgspec.Struct, frozen=True):
+    """An RFC 9457 problem details document (for the OpenAPI description only)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def _problem(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        ProblemDocument,
+        description=description,
+        media_type="application/problem+json",
+        generate_examples=False,
+    )
+
+
+INVALID = _problem("The parameters or the body are invalid")
+NOT_FOUND = _problem("No such item")
+BULK_RESPONSES = {
+    200: ResponseSpec(OperationReport, description="Done now: what happened to each item"),
+    202: ResponseSpec(JobAccepted, description="Too many items: accepted as a background job"),
+    422: INVALID,
+    503: _problem("The job was recorded but could not be queued"),
+}
+
+
+def operator_of(request: Request[Any, Any, Any]) -> Operator:
+    # No authentication yet (a later issue): the audit trail records the client address.
+    host = request.client.host if request.client else None
+    return Operator(name=host or "unknown", via="api")
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Naive datetimes are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _letter_filter_utc(selection: LetterFilter | None) -> LetterFilter | None:
+    if selection is None:
+        return None
+    return msgspec.structs.replace(
+        selection, since=as_utc(selection.since), until=as_utc(selection.until)
+    )
+
+
+def _document_filter_utc(selection: DocumentFilter | None) -> DocumentFilter | None:
+    if selection is None:
+        return None
+    return msgspec.structs.replace(
+        selection, since=as_utc(selection.since), until=as_utc(selection.until)
+    )
+
+
+def parse_job_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise Problem(404, f"no operation with id {raw!r}") from None
+
+
+async def _read(api: ApiState, query: Callable[[Connection], T]) -> T:
+    def run() -> T:
+        with api.sync_engine.connect() as conn:
+            return query(conn)
+
+    return await anyio.to_thread.run_sync(run)
+
+
+async def _run_or_queue(
+    api: ApiState,
+    kind: OperationKind,
+    body: OperationRequest,
+    operator: Operator,
+    select: Callable[[], list[uuid.UUID]],
+    run: Callable[[], OperationReport],
+) -> Response[OperationReport | JobAccepted]:
+    """Run the action now if it is small (or a dry run), else queue it as a job."""
+    if not body.dry_run:
+        total = len(await anyio.to_thread.run_sync(select))
+        if total > api.settings.admin_sync_limit:
+            return await _queue(api, kind, body, operator, total)
+    report = await anyio.to_thread.run_sync(run)
+    return Response(report, status_code=200)
+
+
+async def _queue(
+    api: ApiState, kind: OperationKind, body: OperationRequest, operator: Operator, total: int
+) -> Response[OperationReport | JobAccepted]:
+    def record() -> uuid.UUID:
+        with api.sync_engine.begin() as conn:
+            return create_job(conn, kind, body, operator)
+
+    job_id = await anyio.to_thread.run_sync(record)
+    # Sent only once the job is committed, so the worker always finds it.
+    try:
+        await anyio.to_thread.run_sync(api.dispatcher.send, job_message(job_id))
+    except Exception:
+        logger.exception("admin: operation job %s recorded but not queued", job_id)
+        raise Problem(
+            503,
+            f"operation job {job_id} was recorded but could not be queued (the broker "
+            "did not answer), so it will not start; nothing was changed, retry later",
+            job_id=str(job_id),
+        ) from None
+    location = f"/operations/{job_id}"
+    accepted = JobAccepted(job_id=job_id, status="queued", total=total, links=JobLinks(location))
+    return Response(accepted, status_code=202, headers={"Location": location})
+
+
+class DeadLetterController(Controller):
+    path = "/dead-letters"
+
+    @get(
+        "/",
+        summary="List dead letters, newest first",
+        description="Every filter narrows the selection; naive datetimes are UTC. "
+        "Page with `cursor` (the previous page's `next_cursor`) until it is null.",
+        responses={422: INVALID},
+    )
+    async def list_letters(
+        self,
+        api: NamedDependency[ApiState],
+        stage: Annotated[StageName | None, QueryParameter(name="stage", required=False)] = None,
+        error_type: Annotated[
+            str | None, QueryParameter(name="error_type", required=False, max_length=255)
+        ] = None,
+        since: Annotated[
+            datetime | None,
+            QueryParameter(name="since", required=False, description="failed at or after"),
+        ] = None,
+        until: Annotated[
+            datetime | None,
+            QueryParameter(name="until", required=False, description="failed before"),
+        ] = None,
+        document_id: Annotated[
+            uuid.UUID | None, QueryParameter(name="document_id", required=False)
+        ] = None,
+        status: Annotated[
+            LetterStatus | None, QueryParameter(name="status", required=False)
+        ] = None,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, QueryParameter(name="cursor", required=False)] = None,
+    ) -> LetterPage:
+        selection = LetterFilter(
+            stage=stage,
+            error_type=error_type,
+            since=as_utc(since),
+            until=as_utc(until),
+            document_id=document_id,
+            status=status,
+        )
+        try:
+            return await _read(
+                api,
+                lambda conn: dead_letters.list_letters(conn, selection, limit=limit, cursor=cursor),
+            )
+        except InvalidCursor as error:
+            raise Problem(422, str(error)) from None
+
+    @get(
+        "/{letter_id:str}",
+        summary="A dead letter: error, traceback, original message and the document's history",
+        responses={404: NOT_FOUND},
+    )
+    async def get_letter(
+        self, api: NamedDependency[ApiState], letter_id: Annotated[str, PathParameter()]
+    ) -> LetterDetail:
+        try:
+            parsed = uuid.UUID(letter_id)
+        except ValueError:
+            raise Problem(404, f"no dead letter with id {letter_id!r}") from None
+        letter = await _read(api, lambda conn: dead_letters.get_letter(conn, parsed))
+        if letter is None:
+            raise Problem(404, f"no dead letter with id {letter_id!r}")
+        return letter
+
+    @post(
+        "/replay",
+        status_code=200,
+        summary="Replay dead letters",
+        description="Re-sends each selected letter's original message (`ids`, or every "
+        "letter a `filter` matches, oldest first, up to `limit`). Letters not `dead` are "
+        "skipped unless `force`. Small selections and dry runs answer 200 with the "
+        "report; larger ones 202 with an operation job to poll.",
+        responses=BULK_RESPONSES,
+    )
+    async def replay(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        data: JSONBody[ReplayRequest],
+    ) -> Response[OperationReport | JobAccepted]:
+        body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
+        operator = operator_of(request)
+        selection = body.selection()
+        return await _run_or_queue(
+            api,
+            "replay",
+            body,
+            operator,
+            lambda: api.replay.select(selection),
+            lambda: api.replay.replay(
+                selection,
+                operator,
+                dry_run=body.dry_run,
+                rate=body.rate,
+                reason=body.reason,
+                force=body.force,
+            ),
+        )
+
+    @post(
+        "/discard",
+        status_code=200,
+        summary="Discard dead letters",
+        description="Marks each selected letter `discarded` (it stays for the record). "
+        "Letters not `dead` are skipped unless `force`. Small selections and dry runs "
+        "answer 200 with the report; larger ones 202 with an operation job to poll.",
+        responses=BULK_RESPONSES,
+    )
+    async def discard(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        data: JSONBody[DiscardRequest],
+    ) -> Response[OperationReport | JobAccepted]:
+        body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
+        operator = operator_of(request)
+        selection = body.selection()
+        return await _run_or_queue(
+            api,
+            "discard",
+            body,
+            operator,
+            lambda: api.replay.select(selection),
+            lambda: api.replay.discard(
+                selection, operator, dry_run=body.dry_run, reason=body.reason, force=body.force
+            ),
+        )
+
+
+class RerunController(Controller):
+    path = "/"
+
+    @post(
+        "/documents/{document_id:str}/rerun",
+        status_code=200,
+        summary="Re-run one document from a stage",
+        description="Starts a new generation of the document from `from_stage`; every "
+        "earlier stage must have succeeded (409 otherwise).",
+        responses={
+            404: NOT_FOUND,
+            409: _problem("The document cannot be re-run from that stage"),
+            422: INVALID,
+        },
+    )
+    async def rerun_document(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        document_id: Annotated[str, PathParameter()],
+        data: JSONBody[DocumentRerunBody],
+    ) -> OperationReport:
+        parsed = parse_id(document_id)
+        operator = operator_of(request)
+        report = await anyio.to_thread.run_sync(
+            lambda: api.rerun.rerun(
+                DocumentSelection(ids=[parsed]),
+                data.from_stage,
+                operator,
+                dry_run=data.dry_run,
+                reason=data.reason,
+            )
+        )
+        (item,) = report.items
+        if item.action == "skipped":
+            if item.detail == NO_SUCH_DOCUMENT:
+                raise Problem(404, f"no document with id {document_id!r}")
+            raise Problem(409, item.detail, document_id=str(parsed), from_stage=data.from_stage)
+        return report
+
+    @post(
+        "/rerun",
+        status_code=200,
+        summary="Re-run documents from a stage",
+        description="Re-runs every document a `filter` matches (oldest first, up to "
+        "`limit`), or the given `ids`, from `from_stage`. Documents whose earlier stages "
+        "have not all succeeded are skipped. Small selections and dry runs answer 200 "
+        "with the report; larger ones 202 with an operation job to poll.",
+        responses=BULK_RESPONSES,
+    )
+    async def rerun(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        data: JSONBody[RerunRequest],
+    ) -> Response[OperationReport | JobAccepted]:
+        body = msgspec.structs.replace(data, filter=_document_filter_utc(data.filter))
+        operator = operator_of(request)
+        selection = body.selection()
+        return await _run_or_queue(
+            api,
+            "rerun",
+            body,
+            operator,
+            lambda: api.rerun.select(selection),
+            lambda: api.rerun.rerun(
+                selection,
+                body.from_stage,
+                operator,
+                dry_run=body.dry_run,
+                rate=body.rate,
+                reason=body.reason,
+            ),
+        )
+
+
+class OperationController(Controller):
+    path = "/operations"
+
+    @get(
+        "/{job_id:str}",
+        summary="A background operation job: status and progress",
+        responses={404: NOT_FOUND},
+    )
+    async def get_operation(
+        self, api: NamedDependency[ApiState], job_id: Annotated[str, PathParameter()]
+    ) -> JobView:
+        parsed = parse_job_id(job_id)
+        job = await _read(api, lambda conn: get_job(conn, parsed))
+        if job is None:
+            raise Problem(404, f"no operation with id {job_id!r}")
+        return job
+
+
+def _invalid_request(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """A 422 whose ``detail`` says what is wrong, not only that something is.
+
+    Same document as ``problems.py`` produces for every ValidationException (status,
+    title, ``errors``), with the errors summarised in ``detail``.
+    """
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    parts = [_describe_error(error) for error in errors if isinstance(error, dict)]
+    detail = "; ".join(parts) or exc.detail or "the request is invalid"
+    problem = Problem(422, detail, **({"errors": errors} if errors else {}))
+    return problem.to_response(request)
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    message = str(error.get("message") or "invalid")
+    key = error.get("key")
+    source = getattr(error.get("source"), "value", error.get("source"))  # a ParamType
+    if source == "body":
+        where = "request body" if key in (None, "data") else f"`{key}` in the request body"
+    elif source in ("query", "path", "header", "cookie"):
+        where = f"{source} parameter `{key}`"
+    else:
+        where = f"`{key}`" if key else "request"
+    return f"invalid {where}: {message}"
+
+
+admin_router = Router(
+    path="/",
+    route_handlers=[DeadLetterController, RerunController, OperationController],
+    tags=["admin"],
+    exception_handlers={ValidationException: _invalid_request},
+)
+"""Every admin endpoint, registered in ``create_app``."""
