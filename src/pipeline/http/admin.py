@@ -20,7 +20,6 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from sqlalchemy import Connection
@@ -45,6 +44,9 @@ from pipeline.services.rerun import DocumentFilter, DocumentSelection
 from pipeline.stages import StageName
 
 logger = logging.getLogger(__name__)
+
+MAX_PACED_SECONDS = 5.0
+"""A paced request that would hold the connection longer than this runs as a job."""
 T = TypeVar("T")
 
 NO_SUCH_DOCUMENT = "no such document"
@@ -156,7 +158,9 @@ async def _run_or_queue(
     """Run the action now if it is small (or a dry run), else queue it as a job."""
     if not body.dry_run:
         total = len(await anyio.to_thread.run_sync(select))
-        if total > api.settings.admin_sync_limit:
+        rate = getattr(body, "rate", None)
+        paced_seconds = total / rate if rate else 0.0
+        if total > api.settings.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
             return await _queue(api, kind, body, operator, total)
     report = await anyio.to_thread.run_sync(run)
     return Response(report, status_code=200)
@@ -412,36 +416,9 @@ class OperationController(Controller):
         return job
 
 
-def _invalid_request(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    """A 422 whose ``detail`` says what is wrong, not only that something is.
-
-    Same document as ``problems.py`` produces for every ValidationException (status,
-    title, ``errors``), with the errors summarised in ``detail``.
-    """
-    errors = exc.extra if isinstance(exc.extra, list) else []
-    parts = [_describe_error(error) for error in errors if isinstance(error, dict)]
-    detail = "; ".join(parts) or exc.detail or "the request is invalid"
-    problem = Problem(422, detail, **({"errors": errors} if errors else {}))
-    return problem.to_response(request)
-
-
-def _describe_error(error: dict[str, Any]) -> str:
-    message = str(error.get("message") or "invalid")
-    key = error.get("key")
-    source = getattr(error.get("source"), "value", error.get("source"))  # a ParamType
-    if source == "body":
-        where = "request body" if key in (None, "data") else f"`{key}` in the request body"
-    elif source in ("query", "path", "header", "cookie"):
-        where = f"{source} parameter `{key}`"
-    else:
-        where = f"`{key}`" if key else "request"
-    return f"invalid {where}: {message}"
-
-
 admin_router = Router(
     path="/",
     route_handlers=[DeadLetterController, RerunController, OperationController],
     tags=["admin"],
-    exception_handlers={ValidationException: _invalid_request},
 )
 """Every admin endpoint, registered in ``create_app``."""

@@ -49,10 +49,12 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     detail = exc.detail or _title(status)
     extra: dict[str, Any] | None = None
     if isinstance(exc, ValidationException):
-        # Malformed parameters and bodies are 422, as in the rest of the API.
+        # Malformed parameters and bodies are 422, with what is wrong in ``detail``.
         status = 422
         if isinstance(exc.extra, list) and exc.extra:
             extra = {"errors": exc.extra}
+            parts = [_describe(error) for error in exc.extra if isinstance(error, dict)]
+            detail = "; ".join(parts) or detail
     elif status == 413:
         detail = "the request body is larger than this server accepts"
     return ProblemDetailsException(
@@ -63,6 +65,20 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
         headers=exc.headers,
         extra=extra,
     )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One validation error as a phrase: where it is and what is wrong."""
+    message = str(error.get("message") or "invalid")
+    key = error.get("key")
+    source = getattr(error.get("source"), "value", error.get("source"))  # a ParamType
+    if source == "body":
+        where = "request body" if key in (None, "data") else f"`{key}` in the request body"
+    elif source in ("query", "path", "header", "cookie"):
+        where = f"{source} parameter `{key}`"
+    else:
+        where = f"`{key}`" if key else "request"
+    return f"invalid {where}: {message}"
 
 
 def _from_database_error(exc: Exception) -> ProblemDetailsException:

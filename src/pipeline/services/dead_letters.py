@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -25,6 +25,13 @@ class LetterFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     until: datetime | None = None
     document_id: uuid.UUID | None = None
     status: LetterStatus | None = None
+
+    def __post_init__(self) -> None:
+        # A time without an offset means UTC, whatever the database session's zone.
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                msgspec.structs.force_setattr(self, name, value.replace(tzinfo=UTC))
 
     def where(self) -> list[Any]:
         conditions: list[Any] = []

@@ -291,7 +291,7 @@ def _refuse(letter: Row[Any] | None, force: bool, verb: str) -> str | None:
     if letter is None:
         return "no such dead letter"
     if letter.status != "dead" and not force:
-        return f"already {letter.status}; use --force to {verb} it again"
+        return f"already {letter.status}; use force (--force) to {verb} it again"
     return None
 
 

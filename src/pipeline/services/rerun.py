@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import dramatiq
@@ -45,6 +45,13 @@ class DocumentFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Only documents whose row for this stage is dead (where they failed)."""
     since: datetime | None = None
     until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # A time without an offset means UTC, whatever the database session's zone.
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                msgspec.structs.force_setattr(self, name, value.replace(tzinfo=UTC))
 
     def where(self) -> list[Any]:
         conditions: list[Any] = []
