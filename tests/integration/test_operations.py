@@ -389,3 +389,56 @@ def test_rerun_by_filter_selects_documents_dead_at_a_stage(
     )
     assert dry.matched >= 1
     assert all(item.action == "would rerun" for item in dry.items)
+
+
+def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+    settings: Settings,
+    broker: dramatiq.Broker,
+) -> None:
+    from pipeline.services.dispatch import Dispatcher
+    from pipeline.services.jobs import create_job, get_job
+    from pipeline.services.reconciler import Reconciler
+    from pipeline.services.requests import DiscardRequest
+
+    document_id = failed_document(client, faults, "lost-job.txt")
+    letter_id = letter_of(engine, document_id)["id"]
+    with engine.begin() as conn:  # a job whose message never reached Redis
+        lost = create_job(conn, "discard", DiscardRequest(ids=[letter_id]), ME)
+        stalled = create_job(conn, "discard", DiscardRequest(ids=[letter_id]), ME)
+        conn.execute(
+            text(
+                "UPDATE operation_jobs SET dispatched_at = now() - interval '1 hour' WHERE id = :id"
+            ),
+            {"id": lost},
+        )
+        conn.execute(
+            text(
+                "UPDATE operation_jobs SET status = 'running', started_at = now() - "
+                "interval '1 hour', heartbeat_at = now() - interval '1 hour' "
+                "WHERE id = :id"
+            ),
+            {"id": stalled},
+        )
+    report = Reconciler(engine, Dispatcher(broker), settings).sweep()
+    assert report.jobs_resent >= 1
+    assert report.jobs_failed >= 1
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            job = get_job(conn, lost)
+        if job is not None and job.status == "succeeded":
+            break
+        time.sleep(0.1)
+    assert job is not None
+    assert job.status == "succeeded"
+    assert job.done == 1
+    assert letter_of(engine, document_id)["status"] == "discarded"
+    with engine.connect() as conn:
+        failed = get_job(conn, stalled)
+    assert failed is not None
+    assert failed.status == "failed"
+    assert "stopped" in (failed.error or "")

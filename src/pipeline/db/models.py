@@ -116,6 +116,8 @@ class StageRun(Base):
             postgresql_where=sql_text("status IN ('queued', 'running', 'retrying')"),
         ),
         Index("ix_stage_runs_stage_status", "stage", "status"),
+        # GET /stages: what finished in the last minutes, per stage.
+        Index("ix_stage_runs_stage_finished", "stage", "finished_at"),
     )
 
     document_id: Mapped[uuid.UUID] = mapped_column(
@@ -262,6 +264,11 @@ class OperationJob(Base):
     __table_args__ = (
         CheckConstraint(_one_of("kind", JOB_KINDS), name="kind"),
         CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
+        Index(
+            "ix_operation_jobs_unfinished",
+            "status",
+            postgresql_where=sql_text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -274,5 +281,9 @@ class OperationJob(Base):
     skipped: Mapped[int] = mapped_column(Integer, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    dispatched_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    """When its message was last sent; the reconciler re-sends a queued job's lost message."""
     started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    """Updated as the job makes progress; a running job without one for long is dead."""
     finished_at: Mapped[datetime | None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -112,7 +112,7 @@ class JobRunner:
             row = conn.execute(
                 update(OperationJob)
                 .where(OperationJob.id == job_id, OperationJob.status == "queued")
-                .values(status="running", started_at=func.now())
+                .values(status="running", started_at=func.now(), heartbeat_at=func.now())
                 .returning(OperationJob.kind, OperationJob.request, OperationJob.requested_by)
             ).one_or_none()
         if row is None:
@@ -152,7 +152,9 @@ class JobRunner:
         def record(total: int) -> None:
             with self.engine.begin() as conn:
                 conn.execute(
-                    update(OperationJob).where(OperationJob.id == job_id).values(total=total)
+                    update(OperationJob)
+                    .where(OperationJob.id == job_id)
+                    .values(total=total, heartbeat_at=func.now())
                 )
 
         return record
@@ -165,7 +167,9 @@ class JobRunner:
                     update(OperationJob)
                     .where(OperationJob.id == job_id)
                     .values(
-                        done=OperationJob.done + 1 - skipped, skipped=OperationJob.skipped + skipped
+                        done=OperationJob.done + 1 - skipped,
+                        skipped=OperationJob.skipped + skipped,
+                        heartbeat_at=func.now(),
                     )
                 )
 
@@ -179,3 +183,40 @@ class JobRunner:
             if total is not None:
                 values["total"] = total
             conn.execute(update(OperationJob).where(OperationJob.id == job_id).values(**values))
+
+
+STALE_JOB = timedelta(minutes=10)
+"""A running job with no progress for this long lost its worker."""
+
+
+def sweep_jobs(conn: Connection, grace: timedelta) -> tuple[list[uuid.UUID], int]:
+    """Find queued jobs whose message may be lost, and fail running jobs that stopped.
+
+    Returns the ids of queued jobs to send again (marked dispatched now) and how many
+    stalled jobs were failed. A stalled job is not restarted: a rerun done twice would
+    bump generations twice, so the operator resubmits what is left, with its counters
+    to go by.
+    """
+    resend = list(
+        conn.execute(
+            update(OperationJob)
+            .where(OperationJob.status == "queued", OperationJob.dispatched_at < func.now() - grace)
+            .values(dispatched_at=func.now())
+            .returning(OperationJob.id)
+        ).scalars()
+    )
+    stalled = conn.execute(
+        update(OperationJob)
+        .where(
+            OperationJob.status == "running",
+            func.coalesce(OperationJob.heartbeat_at, OperationJob.started_at)
+            < func.now() - STALE_JOB,
+        )
+        .values(
+            status="failed",
+            finished_at=func.now(),
+            error="the worker running this job stopped (no progress for 10 minutes); "
+            "see done/skipped and submit the rest again",
+        )
+    ).rowcount
+    return resend, stalled

@@ -26,6 +26,7 @@ from pipeline.db.models import Document, StageEvent, StageRun
 from pipeline.messages import StageMessage
 from pipeline.services import stage_rows
 from pipeline.services.dispatch import Dispatcher
+from pipeline.services.jobs import job_message, sweep_jobs
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
@@ -39,6 +40,8 @@ MAX_BATCHES_PER_SWEEP: Final = 20
 class SweepReport(msgspec.Struct, frozen=True):
     resent: int
     finished: int
+    jobs_resent: int = 0
+    jobs_failed: int = 0
 
 
 class Reconciler:
@@ -59,9 +62,27 @@ class Reconciler:
             if count < self.batch_size:
                 break
         finished = self._finish_documents()
-        if resent or finished:
-            logger.info("sweep: re-sent %d message(s), finished %d document(s)", resent, finished)
-        return SweepReport(resent=resent, finished=finished)
+        jobs_resent, jobs_failed = self._sweep_jobs()
+        if resent or finished or jobs_resent or jobs_failed:
+            logger.info(
+                "sweep: re-sent %d message(s), finished %d document(s); "
+                "re-sent %d job(s), failed %d stalled job(s)",
+                resent,
+                finished,
+                jobs_resent,
+                jobs_failed,
+            )
+        return SweepReport(resent, finished, jobs_resent, jobs_failed)
+
+    def _sweep_jobs(self) -> tuple[int, int]:
+        with self.engine.begin() as conn:
+            resend, stalled = sweep_jobs(conn, self.grace)
+        for job_id in resend:
+            try:
+                self.dispatcher.send(job_message(job_id))
+            except Exception:
+                logger.exception("could not re-send operation job %s", job_id)
+        return len(resend), stalled
 
     def _resend_batch(self) -> int:
         envelopes: list[dramatiq.Message[Any]] = []
