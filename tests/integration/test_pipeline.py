@@ -95,3 +95,17 @@ def test_search_ranks_and_snippets(client: TestClient[Any], worker: Any) -> None
     assert hits[0]["score"] > hits[1]["score"]
     assert "**" in hits[0]["snippet"]
     assert hits[0]["filename"] == "strong.txt"
+
+
+def test_embed_reports_progress_on_its_stage_row(client: TestClient[Any], worker: Any) -> None:
+    paragraphs = [
+        f"Paragraph {i} talks about harbour seals, tides and the northern coast. " * 6
+        for i in range(60)
+    ]
+    body = "\n\n".join(paragraphs).encode()
+    document = wait_for_document(client, upload(client, body, "long.txt").json()["id"])
+    assert document["status"] == "succeeded"
+    count = client.get(f"/documents/{document['id']}/chunks").json()["count"]
+    embed = next(stage for stage in document["stages"] if stage["stage"] == "embed")
+    assert count > 10
+    assert embed["progress"] == {"current": count, "total": count}

@@ -15,6 +15,7 @@ from pipeline.actors.dead_letters import DeadLetterRecorder
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.faults import Faults
+from pipeline.logs import configure_logging
 from pipeline.messages import Delivery
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.executor import StageExecutor
@@ -24,6 +25,7 @@ from pipeline.services.replay import ReplayService
 from pipeline.services.rerun import RerunService
 from pipeline.settings import Settings
 
+configure_logging()  # Dramatiq set up the handlers; give them our format and context
 settings = Settings.from_env()
 broker = make_broker(settings)
 faults = Faults(settings.faults)

@@ -8,6 +8,7 @@ import sys
 import click
 import uvicorn
 
+from pipeline.logs import uvicorn_log_config
 from pipeline.services.jobs import OPERATIONS_QUEUE
 from pipeline.stages import STAGES
 
@@ -25,6 +26,7 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         proxy_headers=True,
+        log_config=uvicorn_log_config(),
     )
 
 

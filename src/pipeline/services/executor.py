@@ -38,11 +38,13 @@ from sqlalchemy import Connection, Engine, func, select
 from pipeline.db.models import Document
 from pipeline.errors import StageError
 from pipeline.faults import Faults
+from pipeline.logs import log_context, update_log_context
 from pipeline.messages import Delivery, StageMessage
 from pipeline.services import stage_rows
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.failures import Failure, classify
 from pipeline.services.handlers import AnyHandler
+from pipeline.services.progress import reporting_to
 from pipeline.services.stage_rows import Attempt
 from pipeline.settings import Settings
 from pipeline.stages import StageName, next_stage
@@ -79,6 +81,10 @@ class StageExecutor:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
+        with log_context(stage=stage, message_id=delivery.message_id):
+            return self._execute(stage, payload, delivery)
+
+    def _execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
         try:
             message = StageMessage.from_args(payload)
         except msgspec.ValidationError as error:
@@ -89,9 +95,11 @@ class StageExecutor:
             self.poison(delivery, "InvalidMessage", reason, stage)
             return Outcome.DEAD
 
+        update_log_context(document_id=message.document_id)
         attempt = self._claim(message, delivery)
         if isinstance(attempt, Outcome):
             return attempt
+        update_log_context(attempt=attempt.number)
         started = time.monotonic()
         policy = self.policies[stage]
         try:
@@ -169,7 +177,15 @@ class StageExecutor:
                 filename = _filename(conn, message)
         if self.faults:
             self.faults.before_compute(message.stage, filename, attempt.number)
-        return handler.compute(data)
+        with reporting_to(lambda current, total: self._progress(attempt, current, total)):
+            return handler.compute(data)
+
+    def _progress(self, attempt: Attempt, current: int, total: int) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(stage_rows.progress(attempt, current, total))
+        except Exception:  # progress is a courtesy: never fail a stage over it
+            logger.warning("could not record progress", exc_info=True)
 
     # -- complete ------------------------------------------------------------------------
 

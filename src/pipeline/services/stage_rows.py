@@ -117,6 +117,20 @@ def release(
     )
 
 
+def progress(attempt: Attempt, current: int, total: int) -> Update:
+    """Record how far a running attempt has come (only while it holds the row)."""
+    return (
+        update(StageRun)
+        .where(
+            *row_of(attempt.message),
+            StageRun.generation == attempt.message.generation,
+            StageRun.status == "running",
+            StageRun.attempts == attempt.number,
+        )
+        .values(progress_current=current, progress_total=total)
+    )
+
+
 def queue(message: StageMessage, message_id: str, grace: timedelta) -> Update:
     """Queue a stage afresh for ``message_id``: the next stage, a replay or a rerun."""
     return (

@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from pipeline.processing.embed import Embedder, embed_batched
 from pipeline.services.handlers.outputs import ChunkPlan, EmbeddingSet, decode_plan, encode
 from pipeline.services.handlers.storage import load_output, replace_output
+from pipeline.services.progress import report_progress
 
 
 class EmbedHandler:
@@ -26,6 +27,7 @@ class EmbedHandler:
         vectors: list[bytes] = []
         for batch in embed_batched(self.embedder, texts, self.batch_size):
             vectors.extend(array.array("f", vector).tobytes() for vector in batch)
+            report_progress(len(vectors), len(texts))
         return EmbeddingSet(
             model=self.embedder.name, dimensions=self.embedder.dimensions, vectors=vectors
         )

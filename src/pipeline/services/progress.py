@@ -1,0 +1,43 @@
+"""Progress of a long stage (current/total), shown on its stage row.
+
+A handler calls :func:`report_progress` between batches; the executor installs, for
+the attempt it runs, a reporter that writes the numbers to the stage row at most
+twice a second. Outside an attempt (unit tests, the CLI) reporting does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+
+Reporter = Callable[[int, int], None]
+
+_reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar(
+    "pipeline_progress", default=None
+)
+
+
+def report_progress(current: int, total: int) -> None:
+    reporter = _reporter.get()
+    if reporter is not None:
+        reporter(current, total)
+
+
+@contextlib.contextmanager
+def reporting_to(write: Reporter, min_interval: float = 0.5) -> Iterator[None]:
+    """Send progress reports to ``write``, throttled; the last report is always written."""
+    last = [0.0]
+
+    def throttled(current: int, total: int) -> None:
+        now = time.monotonic()
+        if current >= total or now - last[0] >= min_interval:
+            last[0] = now
+            write(current, total)
+
+    token = _reporter.set(throttled)
+    try:
+        yield
+    finally:
+        _reporter.reset(token)
