@@ -9,6 +9,8 @@ import click
 from pipeline.cli.db import db
 from pipeline.cli.ingest import ingest
 from pipeline.cli.reconciler import reconciler
+from pipeline.cli.replay import replay
+from pipeline.cli.rerun import rerun
 from pipeline.cli.serve import api, worker
 
 
@@ -27,3 +29,5 @@ main.add_command(worker)
 main.add_command(db)
 main.add_command(ingest)
 main.add_command(reconciler)
+main.add_command(replay)
+main.add_command(rerun)

@@ -1,0 +1,538 @@
+"""``pipeline replay``: list, show, replay, discard and import dead letters.
+
+The commands parse options, call :mod:`pipeline.services.dead_letters` and
+:class:`~pipeline.services.replay.ReplayService`, and format what they return.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import click
+import msgspec
+from sqlalchemy import Engine
+
+from pipeline.broker import PipelineRedisBroker
+from pipeline.cli.output import (
+    DRY_RUN_OPTION,
+    LETTER_ID,
+    LIMIT_OPTION,
+    REASON_OPTION,
+    YES_OPTION,
+    IdParam,
+    broker_for,
+    confirm_bulk,
+    database,
+    describe_item,
+    echo_json,
+    finish,
+    load_settings,
+    one_line,
+    rate_option,
+    run_with_progress,
+    short,
+    table,
+    terminal_width,
+    truncate,
+    utc,
+)
+from pipeline.cli.timeparse import TIME
+from pipeline.services.dead_letters import (
+    EventView,
+    LetterDetail,
+    LetterFilter,
+    LetterStatus,
+    LetterSummary,
+    get_letter,
+    list_letters,
+)
+from pipeline.services.dispatch import Dispatcher
+from pipeline.services.jobs import OPERATIONS_QUEUE
+from pipeline.services.operations import ItemOutcome, Operator
+from pipeline.services.replay import LetterSelection, ReplayService
+from pipeline.settings import Settings
+from pipeline.stages import STAGES, StageName
+
+F = TypeVar("F", bound=Callable[..., Any])
+LETTER_STATUSES: Final = ("dead", "replayed", "discarded")
+PAGE_SIZE: Final = 500
+FILTER_FLAGS: Final = {
+    "stage": "--stage",
+    "error_type": "--error-type",
+    "since": "--since",
+    "until": "--until",
+    "document": "--document",
+    "status": "--status",
+}
+
+
+def letter_filters(status_help: str) -> Callable[[F], F]:
+    """The filter options shared by ``list``, ``run --all`` and ``discard --all``."""
+    options = [
+        click.option("--stage", type=click.Choice(STAGES), help="Letters of this stage."),
+        click.option(
+            "--error-type",
+            metavar="TYPE",
+            help="Letters with exactly this error type (e.g. CorruptContent).",
+        ),
+        click.option("--since", type=TIME, help="Letters that failed at or after TIME."),
+        click.option("--until", type=TIME, help="Letters that failed before TIME."),
+        click.option(
+            "--document",
+            type=IdParam("document id"),
+            help="Letters of this document.",
+        ),
+        click.option("--status", type=click.Choice(LETTER_STATUSES), help=status_help),
+    ]
+
+    def decorate(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def make_filter(
+    *,
+    stage: StageName | None,
+    error_type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    document: uuid.UUID | None,
+    status: LetterStatus | None,
+) -> LetterFilter:
+    if since is not None and until is not None and since >= until:
+        raise click.UsageError("--since must be before --until")
+    return LetterFilter(
+        stage=stage,
+        error_type=error_type,
+        since=since,
+        until=until,
+        document_id=document,
+        status=status,
+    )
+
+
+@click.group()
+def replay() -> None:
+    """Dead letters: list and inspect them, replay or discard them.
+
+    A dead letter is a stage message that failed for good. Replaying re-sends it
+    (the document goes back to processing); discarding marks it handled. Every
+    action is recorded in the document's stage history with who did it and why.
+    """
+
+
+# -- list ------------------------------------------------------------------------------
+
+
+@replay.command("list")
+@letter_filters("Letters in this state (default: any).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Show at most N letters, newest first.",
+)
+@click.option(
+    "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def list_command(
+    stage: StageName | None,
+    error_type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    document: uuid.UUID | None,
+    status: LetterStatus | None,
+    limit: int,
+    output: str,
+) -> None:
+    """List dead letters, newest first."""
+    letter_filter = make_filter(
+        stage=stage,
+        error_type=error_type,
+        since=since,
+        until=until,
+        document=document,
+        status=status,
+    )
+    settings = load_settings()
+    letters: list[LetterSummary] = []
+    cursor: str | None = None
+    with database(settings, "replay list") as engine, engine.connect() as conn:
+        while len(letters) < limit:
+            size = min(limit - len(letters), PAGE_SIZE)
+            page = list_letters(conn, letter_filter, limit=size, cursor=cursor)
+            letters.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    if output == "json":
+        echo_json(letters)
+    elif not letters:
+        click.echo("no dead letters match")
+    else:
+        for line in letters_table(letters):
+            click.echo(line)
+    if cursor is not None:
+        click.echo(
+            f"more dead letters match: showing the newest {limit}; raise --limit to see more",
+            err=True,
+        )
+
+
+def letters_table(letters: list[LetterSummary]) -> list[str]:
+    headers = [
+        "ID",
+        "STAGE",
+        "DOCUMENT",
+        "ERROR",
+        "ATT",
+        "FAILED AT (UTC)",
+        "REPLAYS",
+        "STATUS",
+        "MESSAGE",
+    ]
+    rows = [
+        [
+            str(letter.id),
+            letter.stage or "-",
+            short(letter.document_id),
+            letter.error_type,
+            str(letter.attempts),
+            utc(letter.failed_at),
+            str(letter.replay_count),
+            letter.status,
+            letter.error_message,
+        ]
+        for letter in letters
+    ]
+    caps = [None, None, None, 28, None, None, None, None, None]
+    return table(headers, rows, caps=caps, width=terminal_width(), last_min=30)
+
+
+# -- show ------------------------------------------------------------------------------
+
+
+@replay.command("show")
+@click.argument("letter_id", metavar="ID", type=LETTER_ID)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def show_command(letter_id: uuid.UUID, output: str) -> None:
+    """Show one dead letter in full.
+
+    Its fields, the error, the original message, the traceback and the stage
+    history of its document.
+    """
+    settings = load_settings()
+    with database(settings, "replay show") as engine, engine.connect() as conn:
+        detail = get_letter(conn, letter_id)
+    if detail is None:
+        raise click.ClickException(f"no dead letter {letter_id}")
+    if output == "json":
+        echo_json(detail)
+        return
+    for line in letter_text(detail):
+        click.echo(line)
+
+
+def letter_text(detail: LetterDetail) -> list[str]:
+    letter = detail.letter
+    replayed = "-"
+    if letter.replayed_at is not None:
+        replayed = f"{utc(letter.replayed_at)} as message {detail.replayed_message_id or '?'}"
+    lines = [
+        f"dead letter  {letter.id}",
+        f"status       {letter.status} (replayed {letter.replay_count} times)",
+        f"document     {letter.document_id or '-'}",
+        f"stage        {letter.stage or '-'}{_generation(detail.message)}",
+        f"actor        {letter.actor_name} on queue {letter.queue_name}",
+        f"attempts     {letter.attempts}",
+        f"failed at    {utc(letter.failed_at)}",
+        f"replayed at  {replayed}",
+        f"error        {letter.error_type}: {letter.error_message}",
+        "",
+        "message:",
+        *_indent(pretty_json(detail.message)),
+        "",
+        "traceback:",
+        *_indent(detail.traceback.rstrip() if detail.traceback else "(none)"),
+    ]
+    if letter.document_id is not None:
+        lines += ["", f"history of document {letter.document_id} ({len(detail.history)} events):"]
+        lines += [_event_line(event) for event in detail.history]
+    return lines
+
+
+def _generation(message: dict[str, Any]) -> str:
+    """The generation a stage message was for, from its arguments."""
+    try:
+        return f" (generation {int(message['args'][0]['generation'])})"
+    except (LookupError, TypeError, ValueError):
+        return ""
+
+
+def pretty_json(value: Any) -> str:
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
+def _indent(text: str) -> list[str]:
+    return ["  " + line for line in text.splitlines()]
+
+
+def _event_line(event: EventView) -> str:
+    attempt = f"attempt {event.attempt}" if event.attempt is not None else ""
+    detail = truncate(one_line(_short_detail(event.detail)), 80)
+    stage = event.stage or "-"
+    line = f"  {utc(event.at)}  {stage:<8}  g{event.generation:<3} {event.event:<10}  {attempt:<10}"
+    return f"{line}  {detail}".rstrip()
+
+
+def _short_detail(detail: dict[str, Any]) -> str:
+    parts = []
+    for key, value in detail.items():
+        if value is None or isinstance(value, dict | list):
+            continue
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+# -- run / discard ---------------------------------------------------------------------
+
+
+def letter_selection(
+    ids: tuple[uuid.UUID, ...],
+    select_all: bool,
+    limit: int | None,
+    filters: dict[str, Any],
+) -> LetterSelection:
+    given = [FILTER_FLAGS[name] for name, value in filters.items() if value is not None]
+    if ids and select_all:
+        raise click.UsageError("give dead-letter ids or --all, not both")
+    if not ids and not select_all:
+        raise click.UsageError("give dead-letter ids, or --all (with filters) to select by filter")
+    if ids:
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --all")
+        return LetterSelection(ids=list(ids), limit=limit)
+    letter_filter = make_filter(**{**filters, "status": filters["status"] or "dead"})
+    return LetterSelection(filter=letter_filter, limit=limit)
+
+
+def describe_letter(item: ItemOutcome) -> str:
+    if item.stage is not None and item.document_id is not None:
+        context = f" ({item.stage} of {item.document_id})"
+    elif item.stage is not None:
+        context = f" ({item.stage})"
+    else:
+        context = ""
+    return describe_item(item, context)
+
+
+def _service(settings: Settings, engine: Engine, broker: PipelineRedisBroker) -> ReplayService:
+    return ReplayService(engine, Dispatcher(broker), settings)
+
+
+@replay.command("run")
+@click.argument("ids", nargs=-1, metavar="[ID]...", type=LETTER_ID)
+@click.option("--all", "select_all", is_flag=True, help="Every letter the filters match.")
+@letter_filters("With --all: letters in this state (default: dead).")
+@DRY_RUN_OPTION
+@rate_option("replays")
+@LIMIT_OPTION
+@REASON_OPTION
+@click.option("--force", is_flag=True, help="Also replay letters already replayed or discarded.")
+@YES_OPTION
+def run_command(
+    ids: tuple[uuid.UUID, ...],
+    select_all: bool,
+    stage: StageName | None,
+    error_type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    document: uuid.UUID | None,
+    status: LetterStatus | None,
+    dry_run: bool,
+    rate: float | None,
+    limit: int | None,
+    reason: str | None,
+    force: bool,
+    yes: bool,
+) -> None:
+    """Replay dead letters, by id or by filter.
+
+    Replays the given IDs, or with --all every letter the filters match. Each letter's
+    original message is sent again: its stage goes back to queued and its document to
+    processing. Exits 1 if any letter was skipped (already replayed, document re-run
+    since, ...).
+    """
+    filters = {
+        "stage": stage,
+        "error_type": error_type,
+        "since": since,
+        "until": until,
+        "document": document,
+        "status": status,
+    }
+    selection = letter_selection(ids, select_all, limit, filters)
+    settings = load_settings()
+    with database(settings, "replay run") as engine, broker_for(settings) as broker:
+        service = _service(settings, engine, broker)
+        if not _selected(service, selection, "replay", settings, yes=yes, dry_run=dry_run):
+            return
+        report = run_with_progress(
+            "replaying",
+            functools.partial(
+                service.replay,
+                selection,
+                Operator.from_cli(),
+                dry_run=dry_run,
+                rate=rate,
+                reason=reason,
+                force=force,
+            ),
+        )
+    finish(report, describe_letter, done="replayed", would="would replay")
+
+
+@replay.command("discard")
+@click.argument("ids", nargs=-1, metavar="[ID]...", type=LETTER_ID)
+@click.option("--all", "select_all", is_flag=True, help="Every letter the filters match.")
+@letter_filters("With --all: letters in this state (default: dead).")
+@DRY_RUN_OPTION
+@LIMIT_OPTION
+@REASON_OPTION
+@click.option("--force", is_flag=True, help="Also discard letters already replayed.")
+@YES_OPTION
+def discard_command(
+    ids: tuple[uuid.UUID, ...],
+    select_all: bool,
+    stage: StageName | None,
+    error_type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    document: uuid.UUID | None,
+    status: LetterStatus | None,
+    dry_run: bool,
+    limit: int | None,
+    reason: str | None,
+    force: bool,
+    yes: bool,
+) -> None:
+    """Discard dead letters, by id or by filter.
+
+    Discards the given IDs, or with --all every letter the filters match. A discarded
+    letter is marked handled without being replayed; its document stays failed. Exits 1
+    if any letter was skipped.
+    """
+    filters = {
+        "stage": stage,
+        "error_type": error_type,
+        "since": since,
+        "until": until,
+        "document": document,
+        "status": status,
+    }
+    selection = letter_selection(ids, select_all, limit, filters)
+    settings = load_settings()
+    with database(settings, "replay discard") as engine, broker_for(settings) as broker:
+        service = _service(settings, engine, broker)
+        if not _selected(service, selection, "discard", settings, yes=yes, dry_run=dry_run):
+            return
+        report = run_with_progress(
+            "discarding",
+            functools.partial(
+                service.discard,
+                selection,
+                Operator.from_cli(),
+                dry_run=dry_run,
+                reason=reason,
+                force=force,
+            ),
+        )
+    finish(report, describe_letter, done="discarded", would="would discard")
+
+
+def _selected(
+    service: ReplayService,
+    selection: LetterSelection,
+    verb: str,
+    settings: Settings,
+    *,
+    yes: bool,
+    dry_run: bool,
+) -> bool:
+    """Count the selection (False if empty) and confirm a large one.
+
+    The service is then called with the selection itself, not the ids counted here,
+    so that the audit trail records the filter the operator gave.
+    """
+    count = len(service.select(selection))
+    if count == 0:
+        click.echo("no dead letters match")
+        return False
+    confirm_bulk(
+        count,
+        f"{verb} {count} dead letters?",
+        threshold=settings.confirm_threshold,
+        yes=yes,
+        dry_run=dry_run,
+    )
+    return True
+
+
+# -- import ----------------------------------------------------------------------------
+
+QUEUES: Final = (*STAGES, OPERATIONS_QUEUE)
+
+
+@replay.command("import")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    type=click.Choice(QUEUES),
+    help="Import this queue's dead set (repeatable; default: every stage queue).",
+)
+@DRY_RUN_OPTION
+def import_command(queues: tuple[str, ...], dry_run: bool) -> None:
+    """Copy Dramatiq's own dead letters from Redis into Postgres.
+
+    Reads the dead-message sets Dramatiq keeps in Redis (<queue>.XQ, kept there for
+    a week) and records each message as a dead letter. Messages already imported are
+    left alone, so this can run any number of times.
+    """
+    settings = load_settings()
+    with database(settings, "replay import") as engine, broker_for(settings) as broker:
+        service = _service(settings, engine, broker)
+        report = service.import_from_redis(
+            broker.client,
+            Operator.from_cli(),
+            queues=list(queues or STAGES),
+            dry_run=dry_run,
+        )
+    for item in report.items:
+        if item.action != "skipped":
+            click.echo(_import_line(item))
+    already = sum(item.detail == "already imported" for item in report.items)
+    if dry_run:
+        click.echo(
+            f"would import {report.done}, already imported {already} (dry run: nothing changed)"
+        )
+    else:
+        click.echo(f"imported {report.done}, already imported {already}")
+
+
+def _import_line(item: ItemOutcome) -> str:
+    target = f", {item.stage} of {item.document_id}" if item.document_id is not None else ""
+    if item.action == "would import":
+        return f"would import message {item.message_id or '?'}{target}"
+    return f"imported {item.id} (message {item.message_id or '?'}{target})"
