@@ -189,3 +189,29 @@ def test_database_down_is_503_not_500() -> None:
         assert response.headers["retry-after"] == "5"
         assert_problem(down.get(f"/documents/{uuid.uuid4()}"), 503, "unavailable")
         assert_problem(down.get("/ready"), 503, "Postgres")
+
+
+def test_stages_and_metrics_show_per_stage_numbers(client: TestClient[Any], worker: Any) -> None:
+    document_id = upload(client, TEXT, "observed.txt").json()["id"]
+    assert wait_for_document(client, document_id)["status"] == "succeeded"
+    overview = client.get("/stages").json()
+    assert [stage["stage"] for stage in overview["stages"]] == [
+        "validate",
+        "extract",
+        "chunk",
+        "embed",
+        "index",
+    ]
+    index = overview["stages"][-1]
+    assert index["succeeded_5m"] >= 1
+    assert index["p50_ms"] is not None
+    assert index["p95_ms"] >= index["p50_ms"]
+    assert set(index["queue"]) == {"ready", "delayed", "dead"}
+    assert overview["documents"]["succeeded"] >= 1
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    body = metrics.text
+    assert 'pipeline_queue_messages{stage="extract",state="ready"}' in body
+    assert 'pipeline_stage_attempts_recent{outcome="succeeded",stage="index"}' in body
+    assert 'pipeline_documents{status="succeeded"}' in body
+    assert 'path="/documents/{document_id}"' in body  # route templates, not raw ids

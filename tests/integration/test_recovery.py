@@ -421,3 +421,27 @@ def test_a_parser_that_never_returns_is_killed_at_the_hard_limit(make_stack: Any
     servers = [pid for pid in _descendants(worker.pid) if "forkserver" in _cmdline(pid)]
     assert servers, "the sandbox runs through a forkserver"
     assert all(_children(server) == [] for server in servers)
+
+
+def test_workers_export_prometheus_metrics_per_stage(make_stack: Any) -> None:
+    import httpx
+
+    from pipeline.local.embedded import free_port
+
+    stack = make_stack()
+    port = free_port()
+    stack.processes.worker("--metrics-port", str(port))
+    document_id = stack.upload("metrics.txt")
+    stack.wait_done([document_id])
+
+    def scraped() -> str:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return ""
+
+    wait_until(lambda: "pipeline_stage_duration_seconds_bucket" in scraped(), 20, "worker metrics")
+    text_ = scraped()
+    for stage in ("validate", "extract", "chunk", "embed", "index"):
+        assert f'pipeline_stage_outcomes_total{{outcome="succeeded",stage="{stage}"}}' in text_
+    assert "dramatiq_messages_total" in text_

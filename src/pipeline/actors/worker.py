@@ -17,6 +17,7 @@ from pipeline.db.engine import make_engine
 from pipeline.faults import Faults
 from pipeline.logs import configure_logging
 from pipeline.messages import Delivery
+from pipeline.metrics import StageMetrics
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.executor import StageExecutor
 from pipeline.services.handlers import make_handlers
@@ -39,6 +40,7 @@ executor = StageExecutor(
     settings,
     faults=faults,
     worker_id=worker_id,
+    observer=StageMetrics(),
 )
 actors = declare_actors(broker, executor, settings)
 jobs = JobRunner(
@@ -48,6 +50,10 @@ jobs = JobRunner(
 )
 operations = declare_operations_actor(broker, jobs)
 broker.add_middleware(DeadLetterRecorder(executor.poison))
+if os.environ.get("dramatiq_prom_port"):  # noqa: SIM112 - Dramatiq names it so
+    from dramatiq.middleware.prometheus import Prometheus
+
+    broker.add_middleware(Prometheus())
 
 
 def _undecodable(queue_name: str, message_id: str, data: bytes, reason: str) -> None:

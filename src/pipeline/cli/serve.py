@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import click
 import uvicorn
@@ -44,6 +45,14 @@ def api(host: str, port: int, workers: int) -> None:
     help="Also consume the operations queue (bulk replays over HTTP); "
     "default: yes without --stage, no with it.",
 )
+@click.option(
+    "--metrics-port",
+    default=9191,
+    show_default=True,
+    type=click.IntRange(min=0, max=65535),
+    help="Port of the Prometheus exposition server (Dramatiq's and per-stage metrics); "
+    "0 turns it off.",
+)
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option(
@@ -56,6 +65,7 @@ def api(host: str, port: int, workers: int) -> None:
 def worker(
     stages: tuple[str, ...],
     operations: bool | None,
+    metrics_port: int,
     processes: int,
     threads: int,
     shutdown_timeout: float,
@@ -81,5 +91,14 @@ def worker(
         "--queues",
         *queues,
     ]
+    if metrics_port:
+        # Dramatiq's Prometheus middleware reads these; a fresh directory per worker
+        # group keeps its multiprocess files from mixing with another group's.
+        os.environ["dramatiq_prom_port"] = str(metrics_port)  # noqa: SIM112 - Dramatiq's name
+        metrics_db = tempfile.mkdtemp(prefix="pipeline-metrics-")
+        os.environ["dramatiq_prom_db"] = metrics_db  # noqa: SIM112
+        # Set before any worker process imports prometheus_client, which picks its
+        # (multiprocess) value store at import time.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_db
     click.echo(f"worker: queues {', '.join(queues)}; {processes} process(es) x {threads} thread(s)")
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, our own interpreter

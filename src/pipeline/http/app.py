@@ -9,12 +9,14 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_async_engine, make_engine
 from pipeline.http.admin import admin_router
 from pipeline.http.documents import DocumentController
 from pipeline.http.health import health, ready
+from pipeline.http.monitoring import metrics, stages
 from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
@@ -25,6 +27,12 @@ from pipeline.services.uploads import UploadService
 from pipeline.settings import Settings
 
 MULTIPART_OVERHEAD = 64 * 1024
+HTTP_METRICS = PrometheusConfig(
+    app_name="pipeline",
+    prefix="pipeline_http",
+    group_path=True,  # label by route template, not by document id
+    exclude=["/metrics"],
+)
 
 
 def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Litestar:
@@ -55,7 +63,8 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
         return holder["state"]
 
     return Litestar(
-        route_handlers=[DocumentController, search, health, ready, admin_router],
+        route_handlers=[DocumentController, search, health, ready, admin_router, stages, metrics],
+        middleware=[HTTP_METRICS.middleware],
         dependencies={"api": Provide(provide_state, sync_to_thread=False)},
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],

@@ -27,6 +27,8 @@ class StackOptions(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     processes_per_stage: int = 1
     threads: int = 2
+    metrics_port: int = 9191
+    """Worker groups expose Prometheus metrics on consecutive ports from here (0: off)."""
 
 
 class StackInfo(msgspec.Struct, frozen=True):

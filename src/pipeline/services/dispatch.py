@@ -35,5 +35,10 @@ class Dispatcher:
 
     def ping(self) -> None:
         """Raise if the broker's Redis does not answer."""
-        if isinstance(self.broker, RedisBroker):
-            self.broker.client.ping()
+        self.redis_client().ping()
+
+    def redis_client(self) -> Any:
+        """The broker's Redis client (for queue depths and health checks)."""
+        if not isinstance(self.broker, RedisBroker):
+            raise TypeError("the pipeline's broker is a RedisBroker")
+        return self.broker.client

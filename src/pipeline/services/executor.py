@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 import msgspec
@@ -58,6 +58,12 @@ class Outcome(enum.Enum):
     DROPPED = "dropped"
 
 
+class Observer(Protocol):
+    """Told the outcome and duration of every delivery (metrics)."""
+
+    def observe(self, stage: str, outcome: str, seconds: float) -> None: ...
+
+
 class StageExecutor:
     """Runs one delivery of one stage message against Postgres."""
 
@@ -70,6 +76,7 @@ class StageExecutor:
         *,
         faults: Faults | None = None,
         worker_id: str | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
@@ -79,10 +86,22 @@ class StageExecutor:
         self.slack = timedelta(milliseconds=settings.running_slack_ms)
         self.faults = faults if faults is not None else Faults(settings.faults)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.observer = observer
 
     def execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
-        with log_context(stage=stage, message_id=delivery.message_id):
-            return self._execute(stage, payload, delivery)
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            with log_context(stage=stage, message_id=delivery.message_id):
+                result = self._execute(stage, payload, delivery)
+            outcome = result.value
+            return result
+        except dramatiq.Retry:
+            outcome = "retrying"
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer.observe(stage, outcome, time.monotonic() - started)
 
     def _execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
         try:

@@ -1,0 +1,32 @@
+"""/stages (JSON) and /metrics (Prometheus): what an operator scales on."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from litestar import Response, get
+from litestar.di import NamedDependency
+from prometheus_client import REGISTRY, generate_latest
+
+from pipeline.http.state import ApiState
+from pipeline.metrics import render_overview
+from pipeline.services.monitoring import Overview, overview, queue_depths
+
+
+async def _overview(api: ApiState) -> Overview:
+    def read() -> Overview:
+        depths = queue_depths(api.dispatcher.redis_client(), api.settings.redis_namespace)
+        with api.sync_engine.connect() as conn:
+            return overview(conn, depths)
+
+    return await anyio.to_thread.run_sync(read)
+
+
+@get("/stages", tags=["operations"], summary="Per-stage queue depth, work in flight, outcomes")
+async def stages(api: NamedDependency[ApiState]) -> Overview:
+    return await _overview(api)
+
+
+@get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
+async def metrics(api: NamedDependency[ApiState]) -> Response[bytes]:
+    body = generate_latest(REGISTRY) + render_overview(await _overview(api))
+    return Response(body, media_type="text/plain; version=0.0.4")
