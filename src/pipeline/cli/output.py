@@ -271,8 +271,10 @@ def table(
     return lines
 
 
-def echo_json(value: Any, *, pretty: bool = False) -> None:
-    encoded = msgspec.json.encode(value)
-    if pretty:
-        encoded = msgspec.json.format(encoded, indent=2)
-    click.echo(encoded.decode())
+def pretty_json(value: Any) -> str:
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
+def echo_json(value: Any) -> None:
+    """``value`` as JSON on one line, for scripts (``jq`` pretty-prints it)."""
+    click.echo(msgspec.json.encode(value).decode())

@@ -13,17 +13,16 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import click
-import msgspec
 from sqlalchemy import Engine
 
 from pipeline.broker import PipelineRedisBroker
 from pipeline.cli.output import (
+    DOCUMENT_ID,
     DRY_RUN_OPTION,
     LETTER_ID,
     LIMIT_OPTION,
     REASON_OPTION,
     YES_OPTION,
-    IdParam,
     broker_for,
     confirm_bulk,
     database,
@@ -32,6 +31,7 @@ from pipeline.cli.output import (
     finish,
     load_settings,
     one_line,
+    pretty_json,
     rate_option,
     run_with_progress,
     short,
@@ -83,7 +83,7 @@ def letter_filters(status_help: str) -> Callable[[F], F]:
         click.option("--until", type=TIME, help="Letters that failed before TIME."),
         click.option(
             "--document",
-            type=IdParam("document id"),
+            type=DOCUMENT_ID,
             help="Letters of this document.",
         ),
         click.option("--status", type=click.Choice(LETTER_STATUSES), help=status_help),
@@ -251,7 +251,8 @@ def letter_text(detail: LetterDetail) -> list[str]:
         replayed = f"{utc(letter.replayed_at)} as message {detail.replayed_message_id or '?'}"
     lines = [
         f"dead letter  {letter.id}",
-        f"status       {letter.status} (replayed {letter.replay_count} times)",
+        f"status       {letter.status}",
+        f"replays      {letter.replay_count}",
         f"document     {letter.document_id or '-'}",
         f"stage        {letter.stage or '-'}{_generation(detail.message)}",
         f"actor        {letter.actor_name} on queue {letter.queue_name}",
@@ -278,10 +279,6 @@ def _generation(message: dict[str, Any]) -> str:
         return f" (generation {int(message['args'][0]['generation'])})"
     except (LookupError, TypeError, ValueError):
         return ""
-
-
-def pretty_json(value: Any) -> str:
-    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
 
 
 def _indent(text: str) -> list[str]:
