@@ -445,3 +445,73 @@ def test_workers_export_prometheus_metrics_per_stage(make_stack: Any) -> None:
     for stage in ("validate", "extract", "chunk", "embed", "index"):
         assert f'pipeline_stage_outcomes_total{{outcome="succeeded",stage="{stage}"}}' in text_
     assert "dramatiq_messages_total" in text_
+
+
+def _max_overlap(intervals: list[tuple[Any, Any]]) -> int:
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    current = best = 0
+    for _, step in points:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def test_worker_groups_consume_only_their_stages_and_scale_one_stage(make_stack: Any) -> None:
+    stack = make_stack(
+        [{"stage": "chunk", "match": "scale-*", "sleep_s": 0.6, "sleep_attempts": 99}]
+    )
+    front = stack.processes.worker(
+        "--stage", "validate", "--stage", "extract", "--threads", "1", name="front"
+    )
+    back = stack.processes.worker("--stage", "chunk", "--threads", "1", name="chunk-1")
+    rest = stack.processes.worker("--stage", "embed", "--stage", "index", name="rest")
+
+    def chunk_runs(ids: list[str]) -> list[Any]:
+        with stack.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT worker_id, started_at, finished_at FROM stage_runs "
+                        "WHERE stage = 'chunk' AND document_id = ANY(:ids)"
+                    ),
+                    {"ids": [uuid.UUID(i) for i in ids]},
+                )
+            )
+
+    def owners(stage: str, ids: list[str]) -> set[int]:
+        with stack.engine.connect() as conn:
+            workers = conn.execute(
+                text(
+                    "SELECT DISTINCT worker_id FROM stage_runs WHERE stage = :stage "
+                    "AND document_id = ANY(:ids)"
+                ),
+                {"stage": stage, "ids": [uuid.UUID(i) for i in ids]},
+            ).scalars()
+            return {int(worker.rsplit(":", 1)[1]) for worker in workers}
+
+    first = [stack.upload(f"scale-a{i}.txt", BODY + f" {i}".encode()) for i in range(6)]
+    stack.wait_done(first)
+    groups = {
+        name: set(_descendants(p.pid))
+        for name, p in (("front", front), ("chunk", back), ("rest", rest))
+    }
+    for stage, group in (
+        ("validate", "front"),
+        ("extract", "front"),
+        ("chunk", "chunk"),
+        ("embed", "rest"),
+        ("index", "rest"),
+    ):
+        assert owners(stage, first) <= groups[group], (stage, owners(stage, first), groups)
+    one_group = chunk_runs(first)
+    assert _max_overlap([(run.started_at, run.finished_at) for run in one_group]) == 1
+
+    second_group = stack.processes.worker("--stage", "chunk", "--threads", "1", name="chunk-2")
+    wait_until(lambda: "ready for action" in stack.processes.log("chunk-2"), 30, "chunk-2")
+    second = [stack.upload(f"scale-b{i}.txt", BODY + f" b{i}".encode()) for i in range(8)]
+    stack.wait_done(second)
+    two_groups = chunk_runs(second)
+    assert _max_overlap([(run.started_at, run.finished_at) for run in two_groups]) == 2
+    pids = {int(run.worker_id.rsplit(":", 1)[1]) for run in two_groups}
+    assert pids & set(_descendants(back.pid))
+    assert pids & set(_descendants(second_group.pid))
