@@ -442,3 +442,73 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
     assert failed is not None
     assert failed.status == "failed"
     assert "stopped" in (failed.error or "")
+
+
+def test_rerun_settles_the_dead_letters_of_the_failed_run(
+    client: TestClient[Any],
+    engine: Engine,
+    faults: FaultPlan,
+    worker: Any,
+    rerun_service: RerunService,
+) -> None:
+    document_id = failed_document(client, faults, "rerun-settles.txt", stage="chunk")
+    assert letter_of(engine, document_id)["status"] == "dead"
+    result = rerun_service.rerun(DocumentSelection(ids=[uuid.UUID(document_id)]), "chunk", ME)
+    assert result.items[0].action == "rerun"
+    assert wait_for_document(client, document_id)["status"] == "succeeded"
+    assert letter_of(engine, document_id)["status"] == "discarded"
+    rerun = next(e for e in events(engine, document_id) if e["event"] == "rerun")
+    assert rerun["detail"]["discarded_dead_letters"] == [str(letter_of(engine, document_id)["id"])]
+
+
+def test_import_keeps_bad_entries_by_their_redis_id(
+    engine: Engine,
+    settings: Settings,
+    broker: dramatiq.Broker,
+    replay_service: ReplayService,
+) -> None:
+    key = f"{settings.redis_namespace}:chunk.XQ"
+    client_ = broker.client  # type: ignore[attr-defined]
+    garbage_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    odd = dramatiq.Message(
+        queue_name="chunk",
+        actor_name="chunk",
+        args=(),
+        kwargs={},
+        options={"traceback": "   ", "retries": "many"},
+    )
+    odd_id = str(uuid.uuid4())
+    now = int(time.time() * 1000)
+    client_.zadd(key, {garbage_ids[0]: now, garbage_ids[1]: now, odd_id: now})
+    client_.hset(
+        f"{key}.msgs",
+        mapping={
+            garbage_ids[0]: b"\x80not json",
+            garbage_ids[1]: b"[1, 2, 3]",
+            odd_id: msgspec.json.encode(odd.asdict()),
+        },
+    )
+    try:
+        result = replay_service.import_from_redis(client_, ME, queues=["chunk"])
+        imported = {item.message_id for item in result.items if item.action == "imported"}
+        assert {*garbage_ids, odd.message_id} <= imported
+        again = replay_service.import_from_redis(client_, ME, queues=["chunk"])
+        assert all(item.action == "skipped" for item in again.items)
+        with engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    text(
+                        "SELECT message_id, attempts, error_message, message FROM dead_letters "
+                        "WHERE message_id = ANY(:ids)"
+                    ),
+                    {"ids": [*garbage_ids, odd.message_id]},
+                )
+                .mappings()
+                .all()
+            )
+        by_id = {row["message_id"]: row for row in rows}
+        assert "not json" in by_id[garbage_ids[0]]["message"]["raw"]
+        assert by_id[odd.message_id]["attempts"] == 1
+        assert "imported" in by_id[odd.message_id]["error_message"]
+    finally:
+        client_.delete(key, f"{key}.msgs")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from pipeline.cli.db import db
@@ -12,22 +10,17 @@ from pipeline.cli.reconciler import reconciler
 from pipeline.cli.replay import replay
 from pipeline.cli.rerun import rerun
 from pipeline.cli.serve import api, worker
+from pipeline.cli.status import status
+from pipeline.cli.up import demo, up
+from pipeline.logs import configure_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
     """An event-driven document-ingestion pipeline on Dramatiq and Postgres."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level.upper())
 
 
-main.add_command(api)
-main.add_command(worker)
-main.add_command(db)
-main.add_command(ingest)
-main.add_command(reconciler)
-main.add_command(replay)
-main.add_command(rerun)
+for command in (api, worker, reconciler, db, ingest, replay, rerun, status, up, demo):
+    main.add_command(command)

@@ -58,6 +58,7 @@ class LetterSummary(msgspec.Struct, frozen=True):
     id: uuid.UUID
     stage: str | None
     document_id: uuid.UUID | None
+    generation: int | None
     error_type: str
     error_message: str
     attempts: int
@@ -97,6 +98,7 @@ SUMMARY_COLUMNS = (
     DeadLetter.id,
     DeadLetter.stage,
     DeadLetter.document_id,
+    DeadLetter.generation,
     DeadLetter.error_type,
     DeadLetter.error_message,
     DeadLetter.attempts,

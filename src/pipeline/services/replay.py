@@ -118,15 +118,15 @@ class ReplayService:
         with self.engine.begin() as conn:
             letter = _lock_letter(conn, letter_id)
             refusal = _refuse(letter, force, "replay")
-            if refusal is None and letter is not None and letter.document_id is not None:
+            if refusal is None and letter is not None:
                 refusal = _stage_refusal(conn, letter)
             if refusal is not None or letter is None:
                 return _skipped(letter_id, letter, refusal or "no such dead letter")
-            if dry_run:
-                return _outcome(letter, "would replay", "the original message would be re-sent")
             envelope = _envelope(letter, self.dispatcher)
             if envelope is None:
                 return _skipped(letter_id, letter, "the original message could not be decoded")
+            if dry_run:
+                return _outcome(letter, "would replay", "the original message would be re-sent")
             if letter.document_id is not None:
                 message = StageMessage(letter.document_id, letter.stage, letter.generation)
                 conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
@@ -210,61 +210,60 @@ class ReplayService:
         items = []
         for queue in queues:
             key = f"{self.namespace}:{queue}.XQ"
-            for redis_id, score in client.zscan_iter(key):
-                raw = client.hget(f"{key}.msgs", redis_id)
+            for member, score in client.zscan_iter(key):
+                raw = client.hget(f"{key}.msgs", member)
                 if raw is None:
                     continue
-                items.append(self._import_one(queue, raw, score, detail, dry_run=dry_run))
+                redis_id = member.decode() if isinstance(member, bytes) else str(member)
+                entry = _parse_entry(raw, redis_id)
+                items.append(self._import_one(queue, entry, score, detail, dry_run=dry_run))
         return report(dry_run, items)
 
     def _import_one(
-        self, queue: str, raw: bytes, score: float, detail: dict[str, Any], *, dry_run: bool
+        self,
+        queue: str,
+        entry: _Entry,
+        score: float,
+        detail: dict[str, Any],
+        *,
+        dry_run: bool,
     ) -> ItemOutcome:
-        try:
-            message: dict[str, Any] = msgspec.json.decode(raw)
-            message_id = str(message["message_id"])
-            actor_name = str(message["actor_name"])
-        except (msgspec.DecodeError, KeyError, TypeError):
-            message, message_id, actor_name = {"raw": raw.decode(errors="replace")}, "", "?"
-        options = message.get("options") or {}
-        trace = options.get("traceback") if isinstance(options, dict) else None
         with self.engine.begin() as conn:
-            exists = conn.execute(
+            existing = conn.execute(
                 select(DeadLetter.id).where(
-                    DeadLetter.queue_name == queue, DeadLetter.message_id == message_id
+                    DeadLetter.queue_name == queue, DeadLetter.message_id == entry.message_id
                 )
-            ).first()
-            target = _stage_target(conn, message)
-            letter_id = uuid.uuid4()
+            ).scalar_one_or_none()
+            target = _stage_target(conn, entry.message)
+            letter_id = existing or uuid.uuid5(uuid.NAMESPACE_URL, f"{queue}/{entry.message_id}")
             outcome = ItemOutcome(
                 id=letter_id,
                 action="skipped",
                 detail="already imported",
                 document_id=target.document_id if target else None,
                 stage=target.stage if target else None,
-                message_id=message_id,
+                message_id=entry.message_id,
             )
-            if exists is not None:
+            if existing is not None:
                 return outcome
             if dry_run:
                 return msgspec.structs.replace(
                     outcome, action="would import", detail="would be imported"
                 )
-            last_line = trace.strip().splitlines()[-1] if trace else None
             conn.execute(
                 insert(DeadLetter).values(
                     id=letter_id,
                     document_id=target.document_id if target else None,
                     stage=target.stage if target else None,
                     generation=target.generation if target else None,
-                    actor_name=actor_name,
+                    actor_name=entry.actor_name,
                     queue_name=queue,
-                    message_id=message_id,
-                    message=message,
+                    message_id=entry.message_id,
+                    message=entry.message,
                     error_type="DramatiqDeadLetter",
-                    error_message=last_line or "imported from Dramatiq's Redis dead-letter set",
-                    traceback=trace,
-                    attempts=1 + int(options.get("retries", 0)) if isinstance(options, dict) else 1,
+                    error_message=entry.error,
+                    traceback=entry.traceback,
+                    attempts=entry.attempts,
                     failed_at=datetime.fromtimestamp(score / 1000, tz=UTC),
                 )
             )
@@ -274,11 +273,54 @@ class ReplayService:
                         target,
                         "imported",
                         None,
-                        message_id,
+                        entry.message_id,
                         {**detail, "dead_letter_id": str(letter_id)},
                     )
                 )
         return msgspec.structs.replace(outcome, action="imported", detail="imported")
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    """One message of a Redis dead-letter set, read defensively."""
+
+    message_id: str
+    actor_name: str
+    message: dict[str, Any]
+    traceback: str | None
+    error: str
+    attempts: int
+
+
+def _parse_entry(raw: bytes, redis_id: str) -> _Entry:
+    """Whatever is in the set, keep it: undecodable bodies are kept raw, by Redis id."""
+    try:
+        message = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        message = None
+    if not isinstance(message, dict) or not isinstance(message.get("message_id"), str):
+        raw_text = raw[:65536].decode(errors="replace")
+        return _Entry(
+            redis_id,
+            "<undecodable>",
+            {"raw": raw_text},
+            None,
+            "undecodable message imported from Dramatiq's Redis dead-letter set",
+            1,
+        )
+    found = message.get("options")
+    options: dict[str, Any] = found if isinstance(found, dict) else {}
+    trace = options.get("traceback") if isinstance(options.get("traceback"), str) else None
+    lines = trace.strip().splitlines() if trace else []
+    retries = options.get("retries")
+    attempts = 1 + retries if isinstance(retries, int) and retries >= 0 else 1
+    return _Entry(
+        message_id=message["message_id"],
+        actor_name=str(message.get("actor_name") or "?"),
+        message=message,
+        traceback=trace,
+        error=lines[-1] if lines else "imported from Dramatiq's Redis dead-letter set",
+        attempts=attempts,
+    )
 
 
 def _lock_letter(conn: Connection, letter_id: uuid.UUID) -> Row[Any] | None:
@@ -297,6 +339,11 @@ def _refuse(letter: Row[Any] | None, force: bool, verb: str) -> str | None:
 
 def _stage_refusal(conn: Connection, letter: Row[Any]) -> str | None:
     """Why the stage row cannot be replayed, if it cannot."""
+    if letter.document_id is None:
+        target = _stage_target(conn, letter.message, known_only=False)
+        if target is not None and not _document_exists(conn, target.document_id):
+            return f"document {target.document_id} does not exist"
+        return None
     row = conn.execute(
         select(StageRun.status, Document.generation)
         .join(Document, Document.id == StageRun.document_id)
@@ -329,14 +376,21 @@ def _envelope(letter: Row[Any], dispatcher: Dispatcher) -> dramatiq.Message[Any]
         return None
 
 
-def _stage_target(conn: Connection, message: dict[str, Any]) -> StageMessage | None:
-    """The stage message inside an imported Dramatiq message, if its document exists."""
+def _stage_target(
+    conn: Connection, message: dict[str, Any], *, known_only: bool = True
+) -> StageMessage | None:
+    """The stage message inside a Dramatiq message (by default only if its document exists)."""
     try:
         target = StageMessage.from_args(message["args"][0])
     except (KeyError, IndexError, TypeError, msgspec.ValidationError):
         return None
-    known = conn.execute(select(Document.id).where(Document.id == target.document_id)).first()
-    return target if known else None
+    if known_only and not _document_exists(conn, target.document_id):
+        return None
+    return target
+
+
+def _document_exists(conn: Connection, document_id: uuid.UUID) -> bool:
+    return conn.execute(select(Document.id).where(Document.id == document_id)).first() is not None
 
 
 def _audit(

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import dramatiq
 import msgspec
-from sqlalchemy import Connection, Engine, exists, select
+from sqlalchemy import Connection, Engine, exists, select, update
 
-from pipeline.db.models import Document, StageRun
+from pipeline.db.models import DeadLetter, Document, StageRun
 from pipeline.messages import StageMessage
 from pipeline.services import stage_rows
 from pipeline.services.dispatch import Dispatcher
@@ -178,13 +178,28 @@ class RerunService:
             conn.execute(stage_rows.document_reopened(document_id, message.generation))
             conn.execute(stage_rows.reset_after(document_id, position, message.generation))
             conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
+            superseded = (
+                conn.execute(
+                    # The new run replaces the failed one: its dead letters are settled.
+                    update(DeadLetter)
+                    .where(DeadLetter.document_id == document_id, DeadLetter.status == "dead")
+                    .values(status="discarded")
+                    .returning(DeadLetter.id)
+                )
+                .scalars()
+                .all()
+            )
             conn.execute(
                 stage_rows.event(
                     message,
                     "rerun",
                     None,
                     envelope.message_id,
-                    {**detail, "previous_generation": generation},
+                    {
+                        **detail,
+                        "previous_generation": generation,
+                        "discarded_dead_letters": [str(i) for i in superseded],
+                    },
                 )
             )
         self._send(envelope)
