@@ -78,6 +78,8 @@ def test_pdf_chunks_carry_page_numbers(client: TestClient[Any], worker: Any) -> 
     assert document["status"] == "succeeded"
     chunks = client.get(f"/documents/{document['id']}/chunks").json()["chunks"]
     assert chunks[0]["page"] == 1
+    extract = next(stage for stage in document["stages"] if stage["stage"] == "extract")
+    assert extract["progress"] == {"current": 3, "total": 3}  # pages, from the sandbox
     assert all(chunk["page"] in (1, 2, 3) for chunk in chunks)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.services.progress import report_progress, reporting_to
+from pipeline.progress import report_progress, reporting_to
 
 
 def test_reports_are_throttled_but_the_final_one_is_written() -> None:

@@ -205,3 +205,15 @@ def test_concurrent_calls_from_several_threads() -> None:
         else:
             assert result == expected
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("sandbox:")]
+
+
+def test_progress_reported_in_the_child_reaches_the_parent() -> None:
+    from pipeline.processing.extract import extract
+    from pipeline.progress import reporting_to
+
+    data = (EXTRACT / "pdf_multipage.pdf").read_bytes()
+    seen: list[tuple[int, int]] = []
+    with reporting_to(lambda current, total: seen.append((current, total)), min_interval=0):
+        Sandbox(SandboxLimits(seconds=10, memory_mb=1024)).run(extract, data, "pdf", None)
+    assert seen[-1] == (3, 3)
+    assert all(total == 3 for _, total in seen)

@@ -40,11 +40,11 @@ from pipeline.errors import StageError
 from pipeline.faults import Faults
 from pipeline.logs import log_context, update_log_context
 from pipeline.messages import Delivery, StageMessage
+from pipeline.progress import reporting_to
 from pipeline.services import stage_rows
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.failures import Failure, classify
 from pipeline.services.handlers import AnyHandler
-from pipeline.services.progress import reporting_to
 from pipeline.services.stage_rows import Attempt
 from pipeline.settings import Settings
 from pipeline.stages import StageName, next_stage

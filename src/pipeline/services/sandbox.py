@@ -60,6 +60,7 @@ import multiprocessing.context
 import pickle
 import resource
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -69,6 +70,7 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 import msgspec
 
 from pipeline.errors import ContentTooLarge, CorruptContent, PipelineError, TransientError
+from pipeline.progress import report_progress, reporting_to
 
 __all__ = [
     "ParserCrashed",
@@ -226,11 +228,16 @@ def _wait(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ParserTimeout(_timeout_reason(seconds))
-        if receiver.poll(min(_POLL_S, remaining)):  # an answer, or EOF: the child died
+        if receiver.poll(min(_POLL_S, remaining)):  # a message, or EOF: the child died
             try:
-                return receiver.recv_bytes()
+                message = receiver.recv_bytes()
             except EOFError:
                 return None
+            if message.startswith(_PROGRESS_PREFIX):  # relay to this attempt's reporter
+                current, total = struct.unpack("!QQ", message[len(_PROGRESS_PREFIX) :])
+                report_progress(current, total)
+                continue
+            return message
 
 
 def _stop(process: multiprocessing.process.BaseProcess, *, answered: bool) -> int | None:
@@ -270,6 +277,10 @@ def _unpack(answer: bytes, memory_mb: int, name: str) -> Any:
     raise error
 
 
+_PROGRESS_PREFIX: Final = b"\x00progress:"
+"""Progress reports from the child; answers are pickles, which never start with NUL."""
+
+
 def _timeout_reason(seconds: float) -> str:
     return f"parsing did not finish within {seconds:g} s (hard limit); the parser was stopped"
 
@@ -301,7 +312,7 @@ def _child_main(
 ) -> None:
     """Entry point of the child: apply the limits, run the task, send the answer."""
     try:
-        answer = _answer(task, seconds, memory_mb)
+        answer = _answer(task, seconds, memory_mb, sender)
     except MemoryError:  # even describing the failure ran out of memory
         answer = _NO_MEMORY_ANSWER
     try:
@@ -331,11 +342,17 @@ def _lower(limit: int, soft: int, hard: int) -> None:
     resource.setrlimit(limit, (soft, hard))
 
 
-def _answer(task: bytes, seconds: float, memory_mb: int) -> bytes:
+def _answer(
+    task: bytes, seconds: float, memory_mb: int, sender: multiprocessing.connection.Connection
+) -> bytes:
+    def relay(current: int, total: int) -> None:
+        sender.send_bytes(_PROGRESS_PREFIX + struct.pack("!QQ", current, total))
+
     try:
         _apply_limits(seconds, memory_mb)
         fn, args = pickle.loads(task)  # noqa: S301 - pickled by our parent
-        result = fn(*args)
+        with reporting_to(relay, min_interval=0.25):
+            result = fn(*args)
         return pickle.dumps((_OK, result, ""), protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
         pass  # answered below, once the exception has released the parser's memory

@@ -23,6 +23,7 @@ import pypdfium2.raw as pdfium_c
 from pipeline.errors import CorruptContent, EncryptedContent
 from pipeline.processing.extract.normalize import clean_block, join_blocks, split_paragraphs
 from pipeline.processing.extract.result import Extracted, PageSpan
+from pipeline.progress import report_progress
 
 #: Serialises every PDFium call in this process (PDFium keeps global state).
 PDFIUM_LOCK: Final = threading.Lock()
@@ -66,7 +67,9 @@ def _read_pages(data: bytes) -> list[str]:
         document = _open(data)
         try:
             texts: list[str] = []
-            for index in range(len(document)):
+            total = len(document)
+            for index in range(total):
+                report_progress(index, total)
                 page = document[index]
                 try:
                     textpage = page.get_textpage()
@@ -76,6 +79,7 @@ def _read_pages(data: bytes) -> list[str]:
                         textpage.close()
                 finally:
                     page.close()
+            report_progress(total, total)
             return texts
         except pdfium.PdfiumError as exc:
             raise CorruptContent(

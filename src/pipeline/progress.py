@@ -1,8 +1,10 @@
 """Progress of a long stage (current/total), shown on its stage row.
 
-A handler calls :func:`report_progress` between batches; the executor installs, for
-the attempt it runs, a reporter that writes the numbers to the stage row at most
-twice a second. Outside an attempt (unit tests, the CLI) reporting does nothing.
+Long work calls :func:`report_progress` as it goes (the embed handler between batches,
+the PDF extractor per page); the executor installs, for the attempt it runs, a
+reporter that writes the numbers to the stage row at most twice a second, and the
+sandbox relays reports from its child process. With no reporter installed (unit
+tests, the CLI) reporting does nothing, so pure functions may call it freely.
 """
 
 from __future__ import annotations
