@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are initdb chatter
 
 DATABASE = "pipeline"
 
