@@ -13,12 +13,8 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
-from pipeline.actors import declare_operations_actor
 from pipeline.http.app import create_app
 from pipeline.services.dispatch import Dispatcher
-from pipeline.services.jobs import JOB_ACTOR, JobRunner
-from pipeline.services.replay import ReplayService
-from pipeline.services.rerun import RerunService
 from pipeline.settings import Settings
 
 from .conftest import events, upload, wait_for_document
@@ -28,24 +24,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
 TEXT = (
     b"Admin API test text about rivers and deltas.\n\nA second paragraph about estuaries and tides."
 )
-
-
-@pytest.fixture(scope="module")
-def operations(broker: dramatiq.Broker, engine: Engine, settings: Settings, worker: Any) -> Any:
-    """The in-process worker, also consuming the ``operations`` queue.
-
-    Declares the operations actor unless the session already did; the running
-    worker starts consuming a queue as soon as it is declared.
-    """
-    if JOB_ACTOR not in broker.actors:
-        dispatcher = Dispatcher(broker)
-        runner = JobRunner(
-            engine,
-            ReplayService(engine, dispatcher, settings),
-            RerunService(engine, dispatcher, settings),
-        )
-        declare_operations_actor(broker, runner)
-    return worker
 
 
 def unique(name: str) -> str:
@@ -396,7 +374,7 @@ def test_bulk_rerun_by_filter_and_ids(client: TestClient[Any], engine: Engine, w
 
 
 def test_big_replay_runs_as_a_background_job(
-    settings: Settings, broker: dramatiq.Broker, client: TestClient[Any], operations: Any
+    settings: Settings, broker: dramatiq.Broker, client: TestClient[Any]
 ) -> None:
     letters = [dead_png(client)[1] for _ in range(3)]
     small = create_app(
@@ -448,7 +426,7 @@ def test_big_discard_by_filter_runs_as_a_background_job(
     broker: dramatiq.Broker,
     client: TestClient[Any],
     engine: Engine,
-    operations: Any,
+    worker: Any,
 ) -> None:
     start = db_now(engine).astimezone(UTC).replace(tzinfo=None).isoformat()  # naive: UTC
     letters = {dead_png(client)[1] for _ in range(3)}
@@ -527,7 +505,7 @@ LETTER_ID = "00000000-0000-0000-0000-000000000001"
         ("/dead-letters/discard", {"ids": [LETTER_ID], "rate": 1}, "unknown field `rate`"),
         ("/rerun", {"ids": [LETTER_ID]}, "missing required field `from_stage`"),
         ("/rerun", {"from_stage": "bogus", "ids": [LETTER_ID]}, "from_stage"),
-        ("/rerun", {"from_stage": "chunk"}, "give either document ids or a filter"),
+        ("/rerun", {"from_stage": "chunk"}, "give either ids or a filter"),
         ("/rerun", {"from_stage": "chunk", "filter": {"status": "dead"}}, "filter.status"),
         (f"/documents/{LETTER_ID}/rerun", {}, "missing required field `from_stage`"),
         (f"/documents/{LETTER_ID}/rerun", {"from_stage": "bogus"}, "from_stage"),

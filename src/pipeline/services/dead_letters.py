@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -11,27 +11,19 @@ from sqlalchemy import Connection, Select, select, tuple_
 
 from pipeline.db.models import DeadLetter, StageEvent
 from pipeline.services.cursors import decode_cursor, encode_cursor
+from pipeline.services.operations import TimeFilter
 from pipeline.stages import StageName
 
 LetterStatus = Literal["dead", "replayed", "discarded"]
 
 
-class LetterFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class LetterFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which dead letters an operator means; every field narrows the selection."""
 
     stage: StageName | None = None
     error_type: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
     document_id: uuid.UUID | None = None
     status: LetterStatus | None = None
-
-    def __post_init__(self) -> None:
-        # A time without an offset means UTC, whatever the database session's zone.
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                msgspec.structs.force_setattr(self, name, value.replace(tzinfo=UTC))
 
     def where(self) -> list[Any]:
         conditions: list[Any] = []
@@ -48,10 +40,6 @@ class LetterFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         if self.status is not None:
             conditions.append(DeadLetter.status == self.status)
         return conditions
-
-    def describe(self) -> dict[str, Any]:
-        """The filter as recorded in the audit trail (only what was set)."""
-        return {k: v for k, v in msgspec.to_builtins(self).items() if v is not None}
 
 
 class LetterSummary(msgspec.Struct, frozen=True):

@@ -12,6 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -63,6 +64,48 @@ class OperationReport(msgspec.Struct, frozen=True):
 
 
 Progress = Callable[[ItemOutcome], None]
+
+
+class TimeFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of the operator filters: a time window, and the filter's audit form."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # A time without an offset means UTC, whatever the database session's zone.
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                msgspec.structs.force_setattr(self, name, value.replace(tzinfo=UTC))
+
+    def describe(self) -> dict[str, Any]:
+        """The filter as recorded in the audit trail (only what was set)."""
+        return {k: v for k, v in msgspec.to_builtins(self).items() if v is not None}
+
+
+class Selection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Explicit ids, or every item a filter (defined by subclasses) matches, up to ``limit``."""
+
+    ids: list[uuid.UUID] | None = None
+    limit: int | None = None
+
+    @property
+    def chosen_filter(self) -> TimeFilter | None:
+        found = getattr(self, "filter", None)
+        return found if isinstance(found, TimeFilter) else None
+
+    def __post_init__(self) -> None:
+        if (self.ids is None) == (self.chosen_filter is None):
+            raise ValueError("give either ids or a filter, not both and not neither")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")
+
+    def describe(self) -> dict[str, Any]:
+        if self.ids is not None:
+            return {"ids": [str(item) for item in self.ids]}
+        assert self.chosen_filter is not None
+        return {"filter": self.chosen_filter.describe(), "limit": self.limit}
 
 
 def audit(operator: Operator, reason: str | None, selection: dict[str, Any]) -> dict[str, Any]:

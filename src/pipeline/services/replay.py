@@ -31,6 +31,7 @@ from pipeline.services.operations import (
     Operator,
     Pacer,
     Progress,
+    Selection,
     audit,
     report,
 )
@@ -40,24 +41,10 @@ from pipeline.stages import STAGES
 logger = logging.getLogger(__name__)
 
 
-class LetterSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class LetterSelection(Selection, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Explicit ids, or every letter a filter matches (oldest first, up to ``limit``)."""
 
-    ids: list[uuid.UUID] | None = None
     filter: LetterFilter | None = None
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.ids is None) == (self.filter is None):
-            raise ValueError("give either ids or a filter, not both and not neither")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be at least 1")
-
-    def describe(self) -> dict[str, Any]:
-        if self.ids is not None:
-            return {"ids": [str(letter_id) for letter_id in self.ids]}
-        assert self.filter is not None
-        return {"filter": self.filter.describe(), "limit": self.limit}
 
 
 class ReplayService:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 import dramatiq
-import msgspec
 from sqlalchemy import Connection, Engine, exists, select, update
 
 from pipeline.db.models import DeadLetter, Document, StageRun
@@ -28,6 +27,8 @@ from pipeline.services.operations import (
     Operator,
     Pacer,
     Progress,
+    Selection,
+    TimeFilter,
     audit,
     report,
 )
@@ -37,21 +38,12 @@ from pipeline.stages import STAGES, StageName
 logger = logging.getLogger(__name__)
 
 
-class DocumentFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Which documents to re-run; every field narrows the selection."""
+class DocumentFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which documents to re-run (``since``/``until``: upload time); every field narrows."""
 
     status: Literal["pending", "processing", "succeeded", "failed"] | None = None
     stage: StageName | None = None
     """Only documents whose row for this stage is dead (where they failed)."""
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def __post_init__(self) -> None:
-        # A time without an offset means UTC, whatever the database session's zone.
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                msgspec.structs.force_setattr(self, name, value.replace(tzinfo=UTC))
 
     def where(self) -> list[Any]:
         conditions: list[Any] = []
@@ -71,26 +63,9 @@ class DocumentFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             conditions.append(Document.created_at < self.until)
         return conditions
 
-    def describe(self) -> dict[str, Any]:
-        return {k: v for k, v in msgspec.to_builtins(self).items() if v is not None}
 
-
-class DocumentSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    ids: list[uuid.UUID] | None = None
+class DocumentSelection(Selection, frozen=True, kw_only=True, forbid_unknown_fields=True):
     filter: DocumentFilter | None = None
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.ids is None) == (self.filter is None):
-            raise ValueError("give either document ids or a filter, not both and not neither")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be at least 1")
-
-    def describe(self) -> dict[str, Any]:
-        if self.ids is not None:
-            return {"ids": [str(document_id) for document_id in self.ids]}
-        assert self.filter is not None
-        return {"filter": self.filter.describe(), "limit": self.limit}
 
 
 class RerunService:
