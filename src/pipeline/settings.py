@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     embed_dimensions: int = 256
     embed_batch_size: int = 64
     db_pool_size: int = 8
+    db_pre_ping: bool = False
+    """Test every pooled connection before use (one round trip per checkout). Off: a
+    connection Postgres dropped fails once, SQLAlchemy then refreshes the whole pool,
+    and the failure is retried like any transient error."""
     queued_grace_ms: int = 60_000
     """How long a queued row may wait for its message before the reconciler re-sends it."""
     running_slack_ms: int = 30_000
@@ -75,6 +79,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             embed_dimensions=_int(env, "PIPELINE_EMBED_DIMENSIONS", 256, minimum=8),
             embed_batch_size=_int(env, "PIPELINE_EMBED_BATCH_SIZE", 64, minimum=1),
             db_pool_size=_int(env, "PIPELINE_DB_POOL_SIZE", 8, minimum=1),
+            db_pre_ping=env.get("PIPELINE_DB_PRE_PING", "").lower() in ("1", "true", "yes"),
             queued_grace_ms=_seconds_ms(env, "PIPELINE_QUEUED_GRACE_S", 60_000),
             running_slack_ms=_seconds_ms(env, "PIPELINE_RUNNING_SLACK_S", 30_000),
             reconciler_interval_s=_seconds_ms(env, "PIPELINE_RECONCILER_INTERVAL_S", 5_000) / 1000,

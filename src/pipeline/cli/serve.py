@@ -18,7 +18,13 @@ from pipeline.stages import STAGES
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
-def api(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="Log every request (the Prometheus metrics count them either way).",
+)
+def api(host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve the HTTP API."""
     uvicorn.run(
         "pipeline.http.app:create_app_from_env",
@@ -27,6 +33,7 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         proxy_headers=True,
+        access_log=access_log,
         log_config=uvicorn_log_config(),
     )
 

@@ -9,7 +9,7 @@ from pipeline.settings import Settings
 
 
 def make_engine(settings: Settings, *, application_name: str = "pipeline") -> Engine:
-    """A pooled sync engine; ``pool_pre_ping`` survives Postgres restarts and killed backends.
+    """A pooled sync engine (``PIPELINE_DB_PRE_PING`` decides whether checkouts are pinged).
 
     ``application_name`` shows in ``pg_stat_activity``, so an operator can tell
     workers, API and reconciler connections apart.
@@ -18,7 +18,7 @@ def make_engine(settings: Settings, *, application_name: str = "pipeline") -> En
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pre_ping,
         connect_args={"application_name": application_name[:63]},
     )
 
@@ -28,5 +28,5 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pre_ping,
     )

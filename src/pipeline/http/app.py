@@ -20,7 +20,7 @@ from pipeline.http.monitoring import metrics, stages
 from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
-from pipeline.services.dispatch import Dispatcher
+from pipeline.services.dispatch import AsyncSender, Dispatcher
 from pipeline.services.replay import ReplayService
 from pipeline.services.rerun import RerunService
 from pipeline.services.uploads import UploadService
@@ -44,11 +44,12 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
         engine = make_async_engine(settings)
         sync_engine = make_engine(settings, application_name="pipeline-api-admin")
         sender = dispatcher or Dispatcher(make_broker(settings))
+        async_sender = AsyncSender(sender.broker, settings.redis_url)  # type: ignore[arg-type]
         holder["state"] = ApiState(
             settings=settings,
             engine=engine,
             dispatcher=sender,
-            uploads=UploadService(engine, sender, settings),
+            uploads=UploadService(engine, sender, settings, async_sender),
             sync_engine=sync_engine,
             replay=ReplayService(sync_engine, sender, settings),
             rerun=RerunService(sync_engine, sender, settings),
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
         try:
             yield
         finally:
+            await async_sender.close()
             await engine.dispose()
             sync_engine.dispose()
 

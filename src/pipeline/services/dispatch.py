@@ -7,10 +7,16 @@ after a commit leaves the row ``queued`` with a deadline; the reconciler re-send
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import dramatiq
+import dramatiq.brokers.redis
+import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 
 from pipeline.messages import StageMessage
 
@@ -42,3 +48,50 @@ class Dispatcher:
         if not isinstance(self.broker, RedisBroker):
             raise TypeError("the pipeline's broker is a RedisBroker")
         return self.broker.client
+
+
+class AsyncSender:
+    """Sends stage messages from an event loop without a thread hop.
+
+    Does what ``RedisBroker.enqueue`` does, with ``redis.asyncio``: the same Lua
+    script, keys and arguments, so workers see exactly what Dramatiq itself would
+    have enqueued. (Broker ``enqueue`` middleware hooks do not run here; the API's
+    broker has none that act on enqueue.)
+    """
+
+    def __init__(self, broker: RedisBroker, url: str) -> None:
+        self.broker = broker
+        self.client = aioredis.Redis.from_url(url)
+        self.script = self.client.register_script(_dispatch_script())
+        self._max_unpack: int | None = None
+
+    async def send(self, message: dramatiq.Message[Any]) -> None:
+        broker = self.broker
+        if self._max_unpack is None:
+            # Computed by Dramatiq once per process (a Redis call) and cached on the class.
+            self._max_unpack = int(await anyio.to_thread.run_sync(broker._max_unpack_size))
+        max_unpack: int = self._max_unpack
+        redis_id = str(uuid.uuid4())
+        envelope = message.copy(options={"redis_message_id": redis_id})
+        await self.script(
+            keys=[broker.namespace],
+            args=[
+                "enqueue",
+                current_millis(),
+                envelope.queue_name,
+                broker.broker_id,
+                broker.heartbeat_timeout,
+                broker.dead_message_ttl,
+                0,  # no maintenance from the API: workers do it
+                max_unpack,
+                redis_id,
+                envelope.encode(),
+            ],
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _dispatch_script() -> bytes:
+    return (Path(dramatiq.brokers.redis.__file__).parent / "redis" / "dispatch.lua").read_bytes()

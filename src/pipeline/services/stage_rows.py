@@ -44,6 +44,38 @@ def row_of(message: StageMessage) -> tuple[ColumnElement[bool], ...]:
     return (StageRun.document_id == message.document_id, StageRun.stage == message.stage)
 
 
+ACCEPT_SQL = """
+WITH doc AS (
+    INSERT INTO documents (id, tenant, filename, declared_content_type, size_bytes, sha256,
+                           idempotency_key)
+    VALUES (%(id)s, %(tenant)s, %(filename)s, %(declared)s, %(size)s, %(sha256)s, %(key)s)
+    ON CONFLICT ON CONSTRAINT uq_documents_tenant_idempotency_key DO NOTHING
+    RETURNING id
+), blob AS (
+    INSERT INTO document_blobs (document_id, data) SELECT id, %(data)s FROM doc
+), runs AS (
+    INSERT INTO stage_runs (document_id, stage, position, status, generation, queued_at,
+                            deadline_at, message_id)
+    SELECT doc.id, s.stage, s.position - 1,
+           CASE WHEN s.position = 1 THEN 'queued' ELSE 'pending' END, 1,
+           CASE WHEN s.position = 1 THEN now() END,
+           CASE WHEN s.position = 1 THEN now() + %(grace)s END,
+           CASE WHEN s.position = 1 THEN %(message_id)s END
+    FROM doc, unnest(%(stages)s::text[]) WITH ORDINALITY AS s(stage, position)
+), events AS (
+    INSERT INTO stage_events (document_id, stage, generation, event, message_id, detail)
+    SELECT doc.id, NULL, 1, 'accepted', NULL, %(accepted)s::jsonb FROM doc
+    UNION ALL
+    SELECT doc.id, %(first_stage)s, 1, 'queued', %(message_id)s, '{}'::jsonb FROM doc
+)
+SELECT id FROM doc
+"""
+"""A new document in one round trip: the document, its bytes, its five stage rows (the
+first queued for ``message_id``) and its first events. Returns no row when the
+tenant's idempotency key is taken. The upload path is the hottest write there is;
+this is :func:`create` and the inserts around it, as one statement."""
+
+
 def create(document_id: uuid.UUID, first_message_id: str, grace: timedelta) -> Insert:
     """The five rows of a new document; the first is queued for ``first_message_id``."""
     rows: list[dict[str, Any]] = [

@@ -12,18 +12,19 @@ import hashlib
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import anyio.to_thread
+import dramatiq
 import msgspec
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.db.models import Document, DocumentBlob, StageEvent
+from pipeline.db.models import Document
 from pipeline.faults import Faults
 from pipeline.messages import StageMessage
 from pipeline.services import stage_rows
-from pipeline.services.dispatch import Dispatcher
+from pipeline.services.dispatch import AsyncSender, Dispatcher
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
@@ -60,9 +61,16 @@ class _Existing(msgspec.Struct, frozen=True):
 
 
 class UploadService:
-    def __init__(self, engine: AsyncEngine, dispatcher: Dispatcher, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        sender: AsyncSender | None = None,
+    ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
+        self.sender = sender
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
         self.faults = Faults(settings.faults)
 
@@ -71,52 +79,43 @@ class UploadService:
         document_id = uuid.uuid4()
         first = StageMessage(document_id=document_id, stage=STAGES[0], generation=1)
         envelope = self.dispatcher.build(first)
+        params = {
+            "id": document_id,
+            "tenant": upload.tenant,
+            "filename": upload.filename,
+            "declared": upload.declared_type,
+            "size": len(upload.data),
+            "sha256": sha256,
+            "key": upload.idempotency_key,
+            "data": upload.data,
+            "grace": self.grace,
+            "message_id": envelope.message_id,
+            "stages": list(STAGES),
+            "first_stage": STAGES[0],
+            "accepted": _JSON.encode({"size": len(upload.data), "sha256": sha256}).decode(),
+        }
         async with self.engine.begin() as conn:
-            if not await _insert_document(conn, document_id, upload, sha256):
+            created = (await conn.exec_driver_sql(stage_rows.ACCEPT_SQL, params)).first()
+            if created is None:
                 existing = await _existing(conn, upload)
                 if existing.sha256 != sha256:
                     raise IdempotencyConflict(existing.id)
                 return Accepted(id=existing.id, status=existing.status, replayed=True)
-            await conn.execute(
-                insert(DocumentBlob).values(document_id=document_id, data=upload.data)
-            )
-            await conn.execute(stage_rows.create(document_id, envelope.message_id, self.grace))
-            await conn.execute(
-                insert(StageEvent).values(
-                    document_id=document_id,
-                    generation=1,
-                    event="accepted",
-                    detail={"size": len(upload.data), "sha256": sha256},
-                )
-            )
-            await conn.execute(stage_rows.event(first, "queued", None, envelope.message_id, {}))
-        if self.faults.drop_send("upload", upload.filename):
-            return Accepted(id=document_id, status="pending", replayed=False)
-        try:
-            await anyio.to_thread.run_sync(self.dispatcher.send, envelope)
-        except Exception:
-            logger.exception("accepted %s but could not send its validate message", document_id)
+        if not self.faults.drop_send("upload", upload.filename):
+            await self._send(document_id, envelope)
         return Accepted(id=document_id, status="pending", replayed=False)
 
+    async def _send(self, document_id: uuid.UUID, envelope: dramatiq.Message[Any]) -> None:
+        try:
+            if self.sender is not None:
+                await self.sender.send(envelope)
+            else:
+                await anyio.to_thread.run_sync(self.dispatcher.send, envelope)
+        except Exception:
+            logger.exception("accepted %s but could not send its validate message", document_id)
 
-async def _insert_document(
-    conn: AsyncConnection, document_id: uuid.UUID, upload: Upload, sha256: str
-) -> bool:
-    statement = (
-        pg_insert(Document)
-        .values(
-            id=document_id,
-            tenant=upload.tenant,
-            filename=upload.filename,
-            declared_content_type=upload.declared_type,
-            size_bytes=len(upload.data),
-            sha256=sha256,
-            idempotency_key=upload.idempotency_key,
-        )
-        .on_conflict_do_nothing(constraint="uq_documents_tenant_idempotency_key")
-        .returning(Document.id)
-    )
-    return (await conn.execute(statement)).scalar_one_or_none() is not None
+
+_JSON = msgspec.json.Encoder()
 
 
 async def _existing(conn: AsyncConnection, upload: Upload) -> _Existing:
