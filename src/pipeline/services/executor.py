@@ -2,7 +2,7 @@
 
 Each delivery of a stage message runs through :meth:`StageExecutor.execute`:
 
-1. **Claim** the stage row (``stage_rows.take``): only if the message's generation
+1. **Claim** the stage row (``stage_rows.CLAIM_SQL``): only if the message's generation
    matches and the row is waiting, or its running attempt is past its deadline.
    Otherwise the message is a duplicate or stale: it is acked with a ``dropped``
    event that says why, and nothing else happens.
@@ -85,8 +85,11 @@ class StageExecutor:
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
         self.slack = timedelta(milliseconds=settings.running_slack_ms)
         self.faults = faults if faults is not None else Faults(settings.faults)
+        # Single statements (the claim, loading inputs) need no transaction of their own.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.observer = observer
+        self._claimed_detail = _JSON.encode({"worker": self.worker_id}).decode()
 
     def execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
         started = time.monotonic()
@@ -144,25 +147,31 @@ class StageExecutor:
 
     def _claim(self, message: StageMessage, delivery: Delivery) -> Attempt | Outcome:
         deadline = timedelta(milliseconds=self.policies[message.stage].time_limit_ms) + self.slack
-        take = stage_rows.take(message, delivery.message_id, self.worker_id, deadline)
-        try:
-            with self.engine.begin() as conn:
-                number = conn.execute(take).scalar_one_or_none()
-                if number is None:
+        params = {
+            "document_id": message.document_id,
+            "stage": message.stage,
+            "generation": message.generation,
+            "deadline": deadline,
+            "message_id": delivery.message_id,
+            "worker": self.worker_id,
+            "detail": self._claimed_detail,
+        }
+        with self.autocommit.connect() as conn:
+            number = conn.exec_driver_sql(stage_rows.CLAIM_SQL, params).scalar()
+        if number is None:
+            try:
+                with self.engine.begin() as conn:
                     self._drop(conn, message, delivery)
-                    return Outcome.DROPPED
-                conn.execute(stage_rows.document_processing(message.document_id))
-                conn.execute(
-                    stage_rows.event(
-                        message, "claimed", number, delivery.message_id, {"worker": self.worker_id}
-                    )
-                )
-        except _UnknownDocument:
-            reason = f"document {message.document_id} does not exist"
-            self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
-            return Outcome.DEAD
+            except _UnknownDocument:
+                reason = f"document {message.document_id} does not exist"
+                self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
+                return Outcome.DEAD
+            return Outcome.DROPPED
         return Attempt(
-            message=message, number=number, message_id=delivery.message_id, delivery=delivery
+            message=message,
+            number=int(number),
+            message_id=delivery.message_id,
+            delivery=delivery,
         )
 
     def _drop(self, conn: Connection, message: StageMessage, delivery: Delivery) -> None:
@@ -190,7 +199,7 @@ class StageExecutor:
     def _work(self, attempt: Attempt) -> object:
         message = attempt.message
         handler = self.handlers[message.stage]
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             data = handler.load(conn, message.document_id)
             if self.faults:
                 filename = _filename(conn, message)
@@ -218,24 +227,23 @@ class StageExecutor:
             summary = self.handlers[message.stage].store(
                 conn, message.document_id, message.generation, result
             )
-            self._release(conn, attempt, "succeeded", duration_ms)
-            conn.execute(
-                stage_rows.event(
-                    message,
-                    "succeeded",
-                    attempt.number,
-                    attempt.message_id,
-                    {**summary, "duration_ms": duration_ms},
-                )
-            )
-            if outgoing and envelope:
-                conn.execute(stage_rows.queue(outgoing, envelope.message_id, self.grace))
-                conn.execute(stage_rows.event(outgoing, "queued", None, envelope.message_id, {}))
-            else:
-                conn.execute(stage_rows.document_finished(message, "succeeded", None))
+            params = {
+                "document_id": message.document_id,
+                "stage": message.stage,
+                "generation": message.generation,
+                "attempt": attempt.number,
+                "duration_ms": duration_ms,
+                "message_id": attempt.message_id,
+                "detail": _JSON.encode({**summary, "duration_ms": duration_ms}).decode(),
+                "next_stage": following,
+                "next_message_id": envelope.message_id if envelope else None,
+                "grace": self.grace,
+            }
+            if not conn.exec_driver_sql(stage_rows.SUCCEED_SQL, params).scalar():
+                raise _LostHold
             drop = (
                 envelope is not None
-                and self.faults
+                and bool(self.faults)
                 and self.faults.drop_send(message.stage, _filename(conn, message))
             )
         if envelope is not None and not drop:
@@ -376,6 +384,9 @@ class StageExecutor:
                 )
             )
         logger.error("dead-lettered poison message %s: %s", delivery.message_id, reason)
+
+
+_JSON = msgspec.json.Encoder()
 
 
 class _LostHold(Exception):

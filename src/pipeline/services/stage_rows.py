@@ -25,9 +25,7 @@ from sqlalchemy import ColumnElement, Insert, Select, Update, func, insert, sele
 from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
 from pipeline.messages import Delivery, StageMessage
 from pipeline.services.failures import Failure
-from pipeline.stages import STAGES
 
-WAITING = ("queued", "retrying")
 UNFINISHED = ("queued", "running", "retrying")
 
 
@@ -73,47 +71,74 @@ SELECT id FROM doc
 """A new document in one round trip: the document, its bytes, its five stage rows (the
 first queued for ``message_id``) and its first events. Returns no row when the
 tenant's idempotency key is taken. The upload path is the hottest write there is;
-this is :func:`create` and the inserts around it, as one statement."""
+this is the whole of it, as one statement."""
 
 
-def create(document_id: uuid.UUID, first_message_id: str, grace: timedelta) -> Insert:
-    """The five rows of a new document; the first is queued for ``first_message_id``."""
-    rows: list[dict[str, Any]] = [
-        {
-            "document_id": document_id,
-            "stage": stage,
-            "position": position,
-            "status": "queued" if position == 0 else "pending",
-            "generation": 1,
-            "queued_at": func.now() if position == 0 else None,
-            "deadline_at": func.now() + grace if position == 0 else None,
-            "message_id": first_message_id if position == 0 else None,
-        }
-        for position, stage in enumerate(STAGES)
-    ]
-    return insert(StageRun).values(rows)
+CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE stage_runs
+    SET status = 'running', attempts = attempts + 1, started_at = now(), finished_at = NULL,
+        duration_ms = NULL, deadline_at = now() + %(deadline)s, message_id = %(message_id)s,
+        worker_id = %(worker)s, updated_at = now()
+    WHERE document_id = %(document_id)s AND stage = %(stage)s AND generation = %(generation)s
+      AND (status IN ('queued', 'retrying') OR (status = 'running' AND deadline_at < now()))
+    RETURNING attempts
+), document AS (
+    UPDATE documents SET status = 'processing', updated_at = now()
+    WHERE id = %(document_id)s AND status = 'pending' AND EXISTS (SELECT 1 FROM claimed)
+), event AS (
+    INSERT INTO stage_events (document_id, stage, generation, event, attempt, message_id, detail)
+    SELECT %(document_id)s, %(stage)s, %(generation)s, 'claimed', attempts, %(message_id)s,
+           %(detail)s::jsonb
+    FROM claimed
+)
+SELECT attempts FROM claimed
+"""
+"""The claim as one statement (one round trip, no transaction of its own needed): the
+row moves to ``running`` only if the message's generation matches and the row is
+waiting (``queued``/``retrying``) or its running attempt is past its deadline; the
+document becomes ``processing`` and a ``claimed`` event is written. Returns the attempt
+number, or no row (a duplicate or stale message)."""
 
-
-def take(message: StageMessage, message_id: str, worker_id: str, deadline: timedelta) -> Update:
-    """Move a waiting (or abandoned running) row to ``running``; returns the attempt number."""
-    waiting = StageRun.status.in_(WAITING)
-    abandoned = (StageRun.status == "running") & (StageRun.deadline_at < func.now())
-    return (
-        update(StageRun)
-        .where(*row_of(message), StageRun.generation == message.generation, waiting | abandoned)
-        .values(
-            status="running",
-            attempts=StageRun.attempts + 1,
-            started_at=func.now(),
-            finished_at=None,
-            duration_ms=None,
-            deadline_at=func.now() + deadline,
-            message_id=message_id,
-            worker_id=worker_id,
-            updated_at=func.now(),
-        )
-        .returning(StageRun.attempts)
-    )
+SUCCEED_SQL = """
+WITH released AS (
+    UPDATE stage_runs
+    SET status = 'succeeded', finished_at = now(), duration_ms = %(duration_ms)s,
+        deadline_at = NULL, error_type = NULL, error_message = NULL, error_transient = NULL,
+        updated_at = now()
+    WHERE document_id = %(document_id)s AND stage = %(stage)s AND generation = %(generation)s
+      AND status = 'running' AND attempts = %(attempt)s
+    RETURNING document_id
+), queued AS (
+    UPDATE stage_runs
+    SET status = 'queued', generation = %(generation)s, attempts = 0, queued_at = now(),
+        started_at = NULL, finished_at = NULL, duration_ms = NULL,
+        deadline_at = now() + %(grace)s, message_id = %(next_message_id)s, worker_id = NULL,
+        progress_current = NULL, progress_total = NULL, error_type = NULL,
+        error_message = NULL, error_transient = NULL, updated_at = now()
+    WHERE document_id = %(document_id)s AND stage = %(next_stage)s
+      AND EXISTS (SELECT 1 FROM released)
+), finished AS (
+    UPDATE documents
+    SET status = 'succeeded', failure_reason = NULL, finished_at = now(), updated_at = now()
+    WHERE id = %(document_id)s AND generation = %(generation)s
+      AND %(next_stage)s::text IS NULL AND EXISTS (SELECT 1 FROM released)
+), events AS (
+    INSERT INTO stage_events (document_id, stage, generation, event, attempt, message_id, detail)
+    SELECT %(document_id)s, %(stage)s, %(generation)s, 'succeeded', %(attempt)s,
+           %(message_id)s, %(detail)s::jsonb
+    FROM released
+    UNION ALL
+    SELECT %(document_id)s, %(next_stage)s, %(generation)s, 'queued', NULL,
+           %(next_message_id)s, '{}'::jsonb
+    FROM released WHERE %(next_stage)s::text IS NOT NULL
+)
+SELECT count(*) FROM released
+"""
+"""Success as one statement, inside the transaction that stored the stage's output:
+the row ``succeeded`` (only while this attempt holds it), the next stage ``queued``
+for its message (or the document ``succeeded`` after the last stage), and the events.
+Returns 1, or 0 when the attempt lost its hold (the caller then rolls back)."""
 
 
 def current(message: StageMessage) -> Select[str, int]:
@@ -313,14 +338,6 @@ def dead_letter(
         error_message=failure.reason,
         traceback=trace,
         attempts=attempts,
-    )
-
-
-def document_processing(document_id: uuid.UUID) -> Update:
-    return (
-        update(Document)
-        .where(Document.id == document_id, Document.status == "pending")
-        .values(status="processing", updated_at=func.now())
     )
 
 

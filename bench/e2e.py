@@ -1,0 +1,144 @@
+"""End-to-end benchmark: documents/s through all five stages, beside a raw Dramatiq chain.
+
+    uv run python bench/e2e.py [--documents 2000] [--runs 3] [--processes 2] [--threads 4]
+
+Each run loads K documents (4 KiB of text) with their validate messages while no worker
+runs, then starts the workers and times until every document has succeeded. Three
+variants, alternated in each run, with the same broker, processes and threads:
+
+- ``floor``: a raw chain of five Dramatiq actors that only send the next message;
+- ``noop``: the pipeline's executor, stage rows, events and messages, stages doing no work;
+- ``real``: the pipeline as deployed (``pipeline worker``).
+
+Prints the median documents/s of each, the ratios, and each stage's p50 duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from common import PYTHON, REDIS_URL, ROOT, clear_namespace, median, process, scratch_database
+from sqlalchemy import create_engine, text
+
+from pipeline.broker import make_broker
+from pipeline.messages import StageMessage
+from pipeline.services import stage_rows
+from pipeline.services.dispatch import Dispatcher
+from pipeline.settings import Settings, to_sqlalchemy_url
+from pipeline.stages import STAGES
+
+BODY = (" ".join(["river delta harbour glacier tide estuary basin current."] * 80))[:4096]
+
+
+def load_documents(settings: Settings, count: int) -> None:
+    """K accepted documents and their validate messages, as the API would leave them."""
+    engine = create_engine(settings.sqlalchemy_url)
+    dispatcher = Dispatcher(make_broker(settings))
+    envelopes = []
+    with engine.begin() as conn:
+        for i in range(count):
+            document_id = uuid.uuid4()
+            envelope = dispatcher.build(StageMessage(document_id, "validate", 1))
+            data = f"Document {i}. {BODY}".encode()
+            conn.exec_driver_sql(stage_rows.ACCEPT_SQL, {
+                "id": document_id, "tenant": "default", "filename": f"bench-{i}.txt",
+                "declared": "text/plain", "size": len(data), "sha256": "0" * 64, "key": None,
+                "data": data, "grace": "10 minutes", "message_id": envelope.message_id,
+                "stages": list(STAGES), "first_stage": "validate", "accepted": "{}",
+            })
+            envelopes.append(envelope)
+    for envelope in envelopes:
+        dispatcher.send(envelope)
+    engine.dispose()
+
+
+def load_floor(settings: Settings, count: int) -> None:
+    dispatcher = Dispatcher(make_broker(settings))
+    for _ in range(count):
+        dispatcher.send(dispatcher.build(StageMessage(uuid.uuid4(), "validate", 1)))
+
+
+def succeeded(database_url: str) -> int:
+    engine = create_engine(to_sqlalchemy_url(database_url))
+    with engine.connect() as conn:
+        value = conn.execute(text("SELECT count(*) FROM documents WHERE status = 'succeeded'"))
+        result = int(value.scalar_one())
+    engine.dispose()
+    return result
+
+
+def stage_p50(database_url: str) -> dict[str, float]:
+    engine = create_engine(to_sqlalchemy_url(database_url))
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) "
+            "FROM stage_runs GROUP BY stage")).all()
+    engine.dispose()
+    return {stage: float(p50 or 0) for stage, p50 in rows}
+
+
+def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> dict[str, Any]:
+    namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
+    with scratch_database("e2e") as database_url:
+        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
+               "PIPELINE_REDIS_NAMESPACE": namespace, "PIPELINE_LOG_FORMAT": "json",
+               "PIPELINE_DB_POOL_SIZE": str(threads + 2), "PYTHONPATH": str(ROOT / "bench")}
+        settings = Settings.from_env(env)
+        if kind == "floor":
+            load_floor(settings, documents)
+            module = "floor_chain"
+        else:
+            load_documents(settings, documents)
+            module = "noop_worker" if kind == "noop" else "pipeline.actors.worker"
+        client = redis.Redis.from_url(REDIS_URL)
+        counter = f"{namespace}:floor-done"
+        args = [PYTHON, "-m", "dramatiq", module, "-p", str(processes), "-t", str(threads),
+                "-Q", *STAGES]
+        started = time.monotonic()
+        with process(args, env, logs / f"{kind}.log"):
+            while True:
+                done = (int(client.get(counter) or 0) if kind == "floor"
+                        else succeeded(database_url))
+                if done >= documents:
+                    break
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+        p50 = stage_p50(database_url) if kind != "floor" else {}
+    clear_namespace(namespace)
+    return {"docs_per_s": documents / elapsed, "seconds": elapsed, "p50": p50}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    options = parser.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    results: dict[str, list[dict[str, Any]]] = {"floor": [], "noop": [], "real": []}
+    for _ in range(options.runs):
+        for kind in results:
+            results[kind].append(run(kind, options.documents, options.processes,
+                                     options.threads, logs))
+            print(kind, f"{results[kind][-1]['docs_per_s']:.0f} docs/s", flush=True)
+    rates = {kind: median([r["docs_per_s"] for r in runs]) for kind, runs in results.items()}
+    print("\n| variant | documents/s |\n|---|---|")
+    for kind, rate in rates.items():
+        print(f"| {kind} | {rate:.0f} |")
+    print(f"\nnoop / floor = {rates['noop'] / rates['floor']:.2f}; real = {rates['real']:.0f} docs/s "
+          f"(median of {options.runs} runs of {options.documents} documents, "
+          f"{options.processes} processes x {options.threads} threads)")
+    p50 = results["real"][-1]["p50"]
+    print("real stage p50 ms: " + ", ".join(f"{s} {p50.get(s, 0):.1f}" for s in STAGES))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The end-to-end floor: a raw Dramatiq chain of five actors that only send the next message.
+
+Same RedisBroker, encoder and middleware as the pipeline (``pipeline.broker``); no
+Postgres at all. The last actor counts finished chains in Redis.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from pipeline.broker import make_broker
+from pipeline.settings import Settings
+from pipeline.stages import STAGES
+
+settings = Settings.from_env()
+broker = make_broker(settings)
+COUNTER = f"{settings.redis_namespace}:floor-done"
+actors: dict[str, dramatiq.Actor[[dict[str, object]], None]] = {}
+
+
+def _declare(position: int) -> None:
+    stage = STAGES[position]
+
+    def step(payload: dict[str, object]) -> None:
+        if position + 1 < len(STAGES):
+            actors[STAGES[position + 1]].send({**payload, "stage": STAGES[position + 1]})
+        else:
+            broker.client.incr(COUNTER)
+
+    step.__name__ = f"floor_{stage}"
+    actors[stage] = dramatiq.actor(actor_name=stage, queue_name=stage, broker=broker)(step)
+
+
+for _position in range(len(STAGES)):
+    _declare(_position)
