@@ -47,12 +47,24 @@ def load_documents(settings: Settings, count: int) -> None:
             document_id = uuid.uuid4()
             envelope = dispatcher.build(StageMessage(document_id, "validate", 1))
             data = f"Document {i}. {BODY}".encode()
-            conn.exec_driver_sql(stage_rows.ACCEPT_SQL, {
-                "id": document_id, "tenant": "default", "filename": f"bench-{i}.txt",
-                "declared": "text/plain", "size": len(data), "sha256": "0" * 64, "key": None,
-                "data": data, "grace": "10 minutes", "message_id": envelope.message_id,
-                "stages": list(STAGES), "first_stage": "validate", "accepted": "{}",
-            })
+            conn.exec_driver_sql(
+                stage_rows.ACCEPT_SQL,
+                {
+                    "id": document_id,
+                    "tenant": "default",
+                    "filename": f"bench-{i}.txt",
+                    "declared": "text/plain",
+                    "size": len(data),
+                    "sha256": "0" * 64,
+                    "key": None,
+                    "data": data,
+                    "grace": "10 minutes",
+                    "message_id": envelope.message_id,
+                    "stages": list(STAGES),
+                    "first_stage": "validate",
+                    "accepted": "{}",
+                },
+            )
             envelopes.append(envelope)
     for envelope in envelopes:
         dispatcher.send(envelope)
@@ -77,9 +89,12 @@ def succeeded(database_url: str) -> int:
 def stage_p50(database_url: str) -> dict[str, float]:
     engine = create_engine(to_sqlalchemy_url(database_url))
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) "
-            "FROM stage_runs GROUP BY stage")).all()
+        rows = conn.execute(
+            text(
+                "SELECT stage, percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) "
+                "FROM stage_runs GROUP BY stage"
+            )
+        ).all()
     engine.dispose()
     return {stage: float(p50 or 0) for stage, p50 in rows}
 
@@ -87,9 +102,15 @@ def stage_p50(database_url: str) -> dict[str, float]:
 def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> dict[str, Any]:
     namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
     with scratch_database("e2e") as database_url:
-        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-               "PIPELINE_REDIS_NAMESPACE": namespace, "PIPELINE_LOG_FORMAT": "json",
-               "PIPELINE_DB_POOL_SIZE": str(threads + 2), "PYTHONPATH": str(ROOT / "bench")}
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "PIPELINE_REDIS_NAMESPACE": namespace,
+            "PIPELINE_LOG_FORMAT": "json",
+            "PIPELINE_DB_POOL_SIZE": str(threads + 2),
+            "PYTHONPATH": str(ROOT / "bench"),
+        }
         settings = Settings.from_env(env)
         if kind == "floor":
             load_floor(settings, documents)
@@ -99,13 +120,22 @@ def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> 
             module = "noop_worker" if kind == "noop" else "pipeline.actors.worker"
         client = redis.Redis.from_url(REDIS_URL)
         counter = f"{namespace}:floor-done"
-        args = [PYTHON, "-m", "dramatiq", module, "-p", str(processes), "-t", str(threads),
-                "-Q", *STAGES]
+        args = [
+            PYTHON,
+            "-m",
+            "dramatiq",
+            module,
+            "-p",
+            str(processes),
+            "-t",
+            str(threads),
+            "-Q",
+            *STAGES,
+        ]
         started = time.monotonic()
         with process(args, env, logs / f"{kind}.log"):
             while True:
-                done = (int(client.get(counter) or 0) if kind == "floor"
-                        else succeeded(database_url))
+                done = int(client.get(counter) or 0) if kind == "floor" else succeeded(database_url)
                 if done >= documents:
                     break
                 time.sleep(0.05)
@@ -126,16 +156,20 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {"floor": [], "noop": [], "real": []}
     for _ in range(options.runs):
         for kind in results:
-            results[kind].append(run(kind, options.documents, options.processes,
-                                     options.threads, logs))
+            results[kind].append(
+                run(kind, options.documents, options.processes, options.threads, logs)
+            )
             print(kind, f"{results[kind][-1]['docs_per_s']:.0f} docs/s", flush=True)
     rates = {kind: median([r["docs_per_s"] for r in runs]) for kind, runs in results.items()}
     print("\n| variant | documents/s |\n|---|---|")
     for kind, rate in rates.items():
         print(f"| {kind} | {rate:.0f} |")
-    print(f"\nnoop / floor = {rates['noop'] / rates['floor']:.2f}; real = {rates['real']:.0f} docs/s "
-          f"(median of {options.runs} runs of {options.documents} documents, "
-          f"{options.processes} processes x {options.threads} threads)")
+    ratio = rates["noop"] / rates["floor"]
+    print(
+        f"\nnoop / floor = {ratio:.2f}; real = {rates['real']:.0f} docs/s "
+        f"(median of {options.runs} runs of {options.documents} documents, "
+        f"{options.processes} processes x {options.threads} threads)"
+    )
     p50 = results["real"][-1]["p50"]
     print("real stage p50 ms: " + ", ".join(f"{s} {p50.get(s, 0):.1f}" for s in STAGES))
 

@@ -67,9 +67,15 @@ async def upload(request: Request[object, object, object]) -> dict[str, str]:
             "VALUES (%s, NULL, 1, 'accepted', NULL), (%s, 'validate', 1, 'queued', %s)",
             (document_id, document_id, message_id),
         )
-    message = {"queue_name": "validate", "actor_name": "validate", "message_id": message_id,
-               "args": [{"document_id": str(document_id), "stage": "validate", "generation": 1}],
-               "kwargs": {}, "options": {}, "message_timestamp": 0}
+    message = {
+        "queue_name": "validate",
+        "actor_name": "validate",
+        "message_id": message_id,
+        "args": [{"document_id": str(document_id), "stage": "validate", "generation": 1}],
+        "kwargs": {},
+        "options": {},
+        "message_timestamp": 0,
+    }
     client: aioredis.Redis = state["redis"]  # type: ignore[assignment]
     await client.rpush(f"{NAMESPACE}:floor", json.dumps(message))
     return {"id": str(document_id), "status": "pending"}

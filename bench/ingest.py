@@ -19,15 +19,34 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from common import PYTHON, REDIS_URL, ROOT, clear_namespace, free_port, median, process
-from common import scratch_database, wait_http
+from common import (
+    PYTHON,
+    REDIS_URL,
+    ROOT,
+    clear_namespace,
+    free_port,
+    median,
+    process,
+    scratch_database,
+    wait_http,
+)
 
 
 def run_wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-s", str(ROOT / "bench" / "post.lua"), url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench" / "post.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -41,19 +60,46 @@ def run_wrk(url: str, seconds: int, connections: int) -> tuple[float, float, flo
     return rate, percentile("50"), percentile("99")
 
 
-def measure(kind: str, database_url: str, seconds: int, connections: int, logs: Path
-            ) -> tuple[float, float, float]:
+def measure(
+    kind: str, database_url: str, seconds: int, connections: int, logs: Path
+) -> tuple[float, float, float]:
     port = free_port()
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-           "PIPELINE_REDIS_NAMESPACE": namespace, "PIPELINE_LOG_FORMAT": "json",
-           "PYTHONPATH": str(ROOT / "bench")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "PIPELINE_REDIS_NAMESPACE": namespace,
+        "PIPELINE_LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT / "bench"),
+    }
     if kind == "pipeline":
-        args = [PYTHON, "-m", "pipeline", "--log-level", "WARNING", "api", "--port", str(port),
-                "--workers", "2"]
+        args = [
+            PYTHON,
+            "-m",
+            "pipeline",
+            "--log-level",
+            "WARNING",
+            "api",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ]
     else:
-        args = [PYTHON, "-m", "uvicorn", "floor_app:app", "--port", str(port), "--workers", "2",
-                "--log-level", "warning", "--no-access-log"]
+        args = [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "floor_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
     with process(args, env, logs / f"{kind}.log"):
         wait_http(f"http://127.0.0.1:{port}/health")
         run_wrk(f"http://127.0.0.1:{port}", 2, connections)  # warm-up
@@ -77,15 +123,19 @@ def main() -> None:
                     measure(kind, database_url, options.seconds, options.connections, logs)
                 )
                 print(kind, results[kind][-1], flush=True)
-    summary = {kind: tuple(median([r[i] for r in runs]) for i in range(3))
-               for kind, runs in results.items()}
+    summary = {
+        kind: tuple(median([r[i] for r in runs]) for i in range(3))
+        for kind, runs in results.items()
+    }
     ratio = summary["pipeline"][0] / summary["floor"][0]
-    print(f"\n| | uploads/s | p50 ms | p99 ms |\n|---|---|---|---|")
+    print("\n| | uploads/s | p50 ms | p99 ms |\n|---|---|---|---|")
     for kind in ("pipeline", "floor"):
         rate, p50, p99 = summary[kind]
         print(f"| {kind} | {rate:.0f} | {p50:.1f} | {p99:.1f} |")
-    print(f"\npipeline / floor = {ratio:.2f} (median of {options.runs} runs, "
-          f"{options.seconds} s each, {options.connections} connections)")
+    print(
+        f"\npipeline / floor = {ratio:.2f} (median of {options.runs} runs, "
+        f"{options.seconds} s each, {options.connections} connections)"
+    )
 
 
 if __name__ == "__main__":

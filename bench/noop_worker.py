@@ -27,8 +27,9 @@ class NoopHandler:
     def compute(self, data: None) -> None:
         return None
 
-    def store(self, conn: Connection, document_id: uuid.UUID, generation: int, result: None
-              ) -> dict[str, Any]:
+    def store(
+        self, conn: Connection, document_id: uuid.UUID, generation: int, result: None
+    ) -> dict[str, Any]:
         return {}
 
 
