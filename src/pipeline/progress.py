@@ -29,13 +29,19 @@ def report_progress(current: int, total: int) -> None:
 
 @contextlib.contextmanager
 def reporting_to(write: Reporter, min_interval: float = 0.5) -> Iterator[None]:
-    """Send progress reports to ``write``, throttled; the last report is always written."""
-    last = [0.0]
+    """Send progress reports to ``write``, at most once per ``min_interval``.
+
+    A stage that finishes within ``min_interval`` writes nothing (its row says
+    ``succeeded`` soon enough); a longer one writes as it goes, and its last report.
+    """
+    last = [time.monotonic()]
+    wrote = [False]
 
     def throttled(current: int, total: int) -> None:
         now = time.monotonic()
-        if current >= total or now - last[0] >= min_interval:
+        if now - last[0] >= min_interval or (current >= total and wrote[0]):
             last[0] = now
+            wrote[0] = True
             write(current, total)
 
     token = _reporter.set(throttled)

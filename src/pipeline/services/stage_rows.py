@@ -105,7 +105,7 @@ WITH released AS (
     UPDATE stage_runs
     SET status = 'succeeded', finished_at = now(), duration_ms = %(duration_ms)s,
         deadline_at = NULL, error_type = NULL, error_message = NULL, error_transient = NULL,
-        updated_at = now()
+        progress_current = progress_total, updated_at = now()
     WHERE document_id = %(document_id)s AND stage = %(stage)s AND generation = %(generation)s
       AND status = 'running' AND attempts = %(attempt)s
     RETURNING document_id
