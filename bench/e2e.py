@@ -145,6 +145,41 @@ def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> 
     return {"docs_per_s": documents / elapsed, "seconds": elapsed, "p50": p50}
 
 
+def run_stages(database_url: str, documents: int, *, processes: int, threads: int) -> float:
+    """Documents/s of the real pipeline for a batch loaded into an existing database."""
+    namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "PIPELINE_REDIS_NAMESPACE": namespace,
+        "PIPELINE_LOG_FORMAT": "json",
+        "PIPELINE_DB_POOL_SIZE": str(threads + 2),
+    }
+    before = succeeded(database_url)
+    load_documents(Settings.from_env(env), documents)
+    args = [
+        PYTHON,
+        "-m",
+        "dramatiq",
+        "pipeline.actors.worker",
+        "-p",
+        str(processes),
+        "-t",
+        str(threads),
+        "-Q",
+        *STAGES,
+    ]
+    started = time.monotonic()
+    logs = Path(tempfile.mkdtemp(prefix="bench-stages-"))
+    with process(args, env, logs / "worker.log"):
+        while succeeded(database_url) < before + documents:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    clear_namespace(namespace)
+    return documents / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=2000)

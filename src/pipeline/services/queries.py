@@ -134,39 +134,53 @@ def _stage(row: Row[*tuple[Any, ...]]) -> StageView:
         progress = Progress(row.progress_current or 0, row.progress_total)
     return StageView(
         stage=row.stage,
-        status=row.status,
+        status=row.stage_status,
         attempts=row.attempts,
-        generation=row.generation,
+        generation=row.stage_generation,
         queued_at=row.queued_at,
         started_at=row.started_at,
-        finished_at=row.finished_at,
+        finished_at=row.stage_finished_at,
         duration_ms=row.duration_ms,
         last_error=error,
         progress=progress,
     )
 
 
+_STAGE_COLUMNS = (
+    StageRun.stage,
+    StageRun.status.label("stage_status"),
+    StageRun.attempts,
+    StageRun.generation.label("stage_generation"),
+    StageRun.queued_at,
+    StageRun.started_at,
+    StageRun.finished_at.label("stage_finished_at"),
+    StageRun.duration_ms,
+    StageRun.error_type,
+    StageRun.error_message,
+    StageRun.error_transient,
+    StageRun.progress_current,
+    StageRun.progress_total,
+)
+
+
 async def get_document(
     engine: AsyncEngine, document_id: uuid.UUID, tenant: str = "default"
 ) -> DocumentView | None:
+    """The document and its stage rows in one round trip (one row per stage)."""
+    query = (
+        select(*_DOCUMENT_COLUMNS, *_STAGE_COLUMNS)
+        .outerjoin(StageRun, StageRun.document_id == Document.id)
+        .where(Document.id == document_id, Document.tenant == tenant)
+        .order_by(StageRun.position)
+    )
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(*_DOCUMENT_COLUMNS).where(
-                    Document.id == document_id, Document.tenant == tenant
-                )
-            )
-        ).one_or_none()
-        if row is None:
-            return None
-        stage_rows = (
-            await conn.execute(
-                select(StageRun)
-                .where(StageRun.document_id == document_id)
-                .order_by(StageRun.position)
-            )
-        ).all()
-    return _document(row, [_stage(stage) for stage in stage_rows])
+        await conn.execution_options(isolation_level="AUTOCOMMIT")  # one statement: no BEGIN
+        rows = (await conn.execute(query)).all()
+    if not rows:
+        return None
+    document = {column.key: getattr(rows[0], column.key) for column in _DOCUMENT_COLUMNS}
+    stages = [_stage(row) for row in rows if row.stage is not None]
+    return DocumentView(**document, links=links(document["id"]), stages=stages)
 
 
 async def list_documents(
@@ -186,6 +200,7 @@ async def list_documents(
         query = query.where(tuple_(Document.created_at, Document.id) < (created_at, last_id))
     query = query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit + 1)
     async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
         rows = (await conn.execute(query)).all()
     items = [_document(row, None) for row in rows[:limit]]
     next_cursor = None
