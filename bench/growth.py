@@ -72,9 +72,9 @@ def fill(database_url: str, count: int) -> float:
     return time.monotonic() - started
 
 
-def wrk_latency(args: list[str]) -> tuple[float, float, float]:
+def wrk_latency(args: list[str], connections: int = 16) -> tuple[float, float, float]:
     out = subprocess.run(
-        ["wrk", "-t2", "-c16", "-d10s", "--latency", *args],
+        ["wrk", "-t2", f"-c{connections}", "-d10s", "--latency", *args],
         capture_output=True,
         text=True,
         check=True,
