@@ -35,6 +35,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     embed_dimensions: int = 256
     embed_batch_size: int = 64
     db_pool_size: int = 8
+    api_db_pool_size: int = 20
+    """Connections per API process: about as many as requests in flight, since a request
+    that waits for a connection waits in an unfair queue (it showed as p99 spikes)."""
     db_pre_ping: bool = False
     """Test every pooled connection before use (one round trip per checkout). Off: a
     connection Postgres dropped fails once, SQLAlchemy then refreshes the whole pool,
@@ -79,6 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             embed_dimensions=_int(env, "PIPELINE_EMBED_DIMENSIONS", 256, minimum=8),
             embed_batch_size=_int(env, "PIPELINE_EMBED_BATCH_SIZE", 64, minimum=1),
             db_pool_size=_int(env, "PIPELINE_DB_POOL_SIZE", 8, minimum=1),
+            api_db_pool_size=_int(env, "PIPELINE_API_DB_POOL_SIZE", 20, minimum=1),
             db_pre_ping=env.get("PIPELINE_DB_PRE_PING", "").lower() in ("1", "true", "yes"),
             queued_grace_ms=_seconds_ms(env, "PIPELINE_QUEUED_GRACE_S", 60_000),
             running_slack_ms=_seconds_ms(env, "PIPELINE_RUNNING_SLACK_S", 30_000),
