@@ -1,8 +1,8 @@
 """Every write to ``stage_runs``, and the events and dead letters that go with them.
 
-The executor, the upload service and the reconciler build their statements here and
-run them in their own transactions (sync or async), so the state machine of a stage
-row is defined in one module:
+The executor, the upload service, the reconciler and the operator services (replay,
+rerun) take their statements from here and run them in their own transactions (sync or
+async), so the state machine of a stage row is defined in one module:
 
     pending ──► queued ──► running ──► succeeded
                   ▲           │  │
@@ -11,6 +11,10 @@ row is defined in one module:
 
 Writes that end an attempt are fenced on (generation, status ``running``, attempt
 number): an attempt that lost its row to a newer one cannot overwrite it.
+
+The three writes every document makes (``ACCEPT_SQL``, ``CLAIM_SQL``, ``SUCCEED_SQL``)
+are plain SQL, one round trip each, because they are the hot path (see
+``docs/benchmarks.md``); the rarer ones are SQLAlchemy statement builders.
 """
 
 from __future__ import annotations
