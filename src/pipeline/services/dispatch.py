@@ -7,6 +7,7 @@ after a commit leaves the row ``queued`` with a deadline; the reconciler re-send
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 from pipeline.messages import StageMessage
+
+logger = logging.getLogger(__name__)
 
 
 class Dispatcher:
@@ -38,6 +41,23 @@ class Dispatcher:
 
     def send(self, message: dramatiq.Message[Any]) -> None:
         self.broker.enqueue(message)
+
+    def send_after_commit(self, message: dramatiq.Message[Any]) -> bool:
+        """Send a message whose stage row is already committed; never raises.
+
+        A failed send is logged and left to the reconciler, which re-sends any row
+        that waits past its deadline. Returns whether the send went through.
+        """
+        try:
+            self.send(message)
+        except Exception:
+            logger.exception(
+                "could not send %s message %s; the reconciler will re-send it",
+                message.queue_name,
+                message.message_id,
+            )
+            return False
+        return True
 
     def ping(self) -> None:
         """Raise if the broker's Redis does not answer."""

@@ -247,17 +247,8 @@ class StageExecutor:
                 and self.faults.drop_send(message.stage, _filename(conn, message))
             )
         if envelope is not None and not drop:
-            self.send(envelope)
+            self.dispatcher.send_after_commit(envelope)
         return Outcome.SUCCEEDED
-
-    def send(self, envelope: dramatiq.Message[Any]) -> None:
-        """Send after commit; on failure the row stays queued and the reconciler re-sends."""
-        try:
-            self.dispatcher.send(envelope)
-        except Exception:
-            logger.exception(
-                "could not send %s message %s", envelope.queue_name, envelope.message_id
-            )
 
     # -- fail ----------------------------------------------------------------------------
 

@@ -78,10 +78,7 @@ class Reconciler:
         with self.engine.begin() as conn:
             resend, stalled = sweep_jobs(conn, self.grace)
         for job_id in resend:
-            try:
-                self.dispatcher.send(job_message(job_id))
-            except Exception:
-                logger.exception("could not re-send operation job %s", job_id)
+            self.dispatcher.send_after_commit(job_message(job_id))
         return len(resend), stalled
 
     def _resend_batch(self) -> int:
@@ -101,11 +98,8 @@ class Reconciler:
                 conn.execute(stage_rows.event(message, "resent", None, envelope.message_id, detail))
                 envelopes.append(envelope)
         for envelope in envelopes:
-            try:
-                self.dispatcher.send(envelope)
-            except Exception:
-                # The row keeps its new deadline; the next sweep tries again.
-                logger.exception("could not re-send %s message", envelope.queue_name)
+            # On failure the row keeps its new deadline: the next sweep tries again.
+            self.dispatcher.send_after_commit(envelope)
         return len(envelopes)
 
     def _finish_documents(self) -> int:

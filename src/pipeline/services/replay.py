@@ -129,15 +129,8 @@ class ReplayService:
                 )
             )
             _audit(conn, letter, "replayed", envelope.message_id, detail)
-        self._send(envelope)
+        self.dispatcher.send_after_commit(envelope)
         return _outcome(letter, "replayed", "re-sent", envelope.message_id)
-
-    def _send(self, envelope: dramatiq.Message[Any]) -> None:
-        try:
-            self.dispatcher.send(envelope)
-        except Exception:
-            # The stage row is queued with a deadline: the reconciler re-sends it.
-            logger.exception("replay: could not send %s", envelope.message_id)
 
     # -- discard -------------------------------------------------------------------------
 

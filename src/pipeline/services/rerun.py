@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
 
-import dramatiq
 from sqlalchemy import Connection, Engine, exists, select, update
 
 from pipeline.db.models import DeadLetter, Document, StageRun
@@ -177,7 +176,7 @@ class RerunService:
                     },
                 )
             )
-        self._send(envelope)
+        self.dispatcher.send_after_commit(envelope)
         return _item(
             document_id,
             from_stage,
@@ -185,12 +184,6 @@ class RerunService:
             f"generation {generation} → {generation + 1}",
             envelope.message_id,
         )
-
-    def _send(self, envelope: dramatiq.Message[Any]) -> None:
-        try:
-            self.dispatcher.send(envelope)
-        except Exception:
-            logger.exception("rerun: could not send %s", envelope.message_id)
 
 
 def _earlier_stages_refusal(conn: Connection, document_id: uuid.UUID, position: int) -> str | None:
