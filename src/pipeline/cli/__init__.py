@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.db import db
+from pipeline.cli.errors import PipelineGroup
 from pipeline.cli.ingest import ingest
 from pipeline.cli.reconciler import reconciler
 from pipeline.cli.replay import replay
@@ -15,7 +16,7 @@ from pipeline.cli.up import demo, up
 from pipeline.logs import configure_logging
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
     """An event-driven document-ingestion pipeline on Dramatiq and Postgres."""
