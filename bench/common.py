@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import statistics
@@ -96,3 +97,59 @@ def median(values: list[float]) -> float:
 
 
 PYTHON = sys.executable
+
+
+def bench_env(database_url: str, namespace: str, *, pool_size: int | None = None) -> dict[str, str]:
+    """The environment of a benchmarked process: its database, Redis namespace, JSON logs."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "PIPELINE_REDIS_NAMESPACE": namespace,
+        "PIPELINE_LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT / "bench"),
+    }
+    if pool_size is not None:
+        env["PIPELINE_DB_POOL_SIZE"] = str(pool_size)
+    return env
+
+
+def dramatiq_args(module: str, processes: int, threads: int) -> list[str]:
+    """`dramatiq MODULE` consuming every stage queue."""
+    from pipeline.stages import STAGES
+
+    return [
+        PYTHON,
+        "-m",
+        "dramatiq",
+        module,
+        "-p",
+        str(processes),
+        "-t",
+        str(threads),
+        "-Q",
+        *STAGES,
+    ]
+
+
+def wrk(args: list[str], *, connections: int, seconds: int) -> tuple[float, float, float]:
+    """Run wrk; returns requests/s, p50 ms and p99 ms, and fails on any non-2xx answer."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} failed requests:\n{out}")
+
+    def ms(label: str) -> float:
+        found = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        assert found is not None, out
+        value, unit = found.groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rate is not None, out
+    return float(rate.group(1)), ms("50"), ms("99")

@@ -16,7 +16,6 @@ Prints the median documents/s of each, the ratios, and each stage's p50 duration
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import uuid
@@ -24,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from common import PYTHON, REDIS_URL, ROOT, clear_namespace, median, process, scratch_database
+from common import (
+    REDIS_URL,
+    bench_env,
+    clear_namespace,
+    dramatiq_args,
+    median,
+    process,
+    scratch_database,
+)
 from sqlalchemy import create_engine, text
 
 from pipeline.broker import make_broker
@@ -100,79 +107,49 @@ def stage_p50(database_url: str) -> dict[str, float]:
 
 
 def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> dict[str, Any]:
-    namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
     with scratch_database("e2e") as database_url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": REDIS_URL,
-            "PIPELINE_REDIS_NAMESPACE": namespace,
-            "PIPELINE_LOG_FORMAT": "json",
-            "PIPELINE_DB_POOL_SIZE": str(threads + 2),
-            "PYTHONPATH": str(ROOT / "bench"),
-        }
-        settings = Settings.from_env(env)
         if kind == "floor":
-            load_floor(settings, documents)
-            module = "floor_chain"
-        else:
-            load_documents(settings, documents)
-            module = "noop_worker" if kind == "noop" else "pipeline.actors.worker"
-        client = redis.Redis.from_url(REDIS_URL)
-        counter = f"{namespace}:floor-done"
-        args = [
-            PYTHON,
-            "-m",
-            "dramatiq",
-            module,
-            "-p",
-            str(processes),
-            "-t",
-            str(threads),
-            "-Q",
-            *STAGES,
-        ]
-        started = time.monotonic()
-        with process(args, env, logs / f"{kind}.log"):
-            while True:
-                done = int(client.get(counter) or 0) if kind == "floor" else succeeded(database_url)
-                if done >= documents:
-                    break
-                time.sleep(0.05)
-            elapsed = time.monotonic() - started
-        p50 = stage_p50(database_url) if kind != "floor" else {}
-    clear_namespace(namespace)
-    return {"docs_per_s": documents / elapsed, "seconds": elapsed, "p50": p50}
+            namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
+            env = bench_env(database_url, namespace, pool_size=threads + 2)
+            load_floor(Settings.from_env(env), documents)
+            client = redis.Redis.from_url(REDIS_URL)
+            counter = f"{namespace}:floor-done"
+            started = time.monotonic()
+            with process(dramatiq_args("floor_chain", processes, threads), env, logs / "floor.log"):
+                while int(client.get(counter) or 0) < documents:
+                    time.sleep(0.05)
+                elapsed = time.monotonic() - started
+            clear_namespace(namespace)
+            return {"docs_per_s": documents / elapsed, "p50": {}}
+        module = "noop_worker" if kind == "noop" else "pipeline.actors.worker"
+        rate = run_stages(
+            database_url,
+            documents,
+            processes=processes,
+            threads=threads,
+            module=module,
+            log=logs / f"{kind}.log",
+        )
+        return {"docs_per_s": rate, "p50": stage_p50(database_url)}
 
 
-def run_stages(database_url: str, documents: int, *, processes: int, threads: int) -> float:
-    """Documents/s of the real pipeline for a batch loaded into an existing database."""
+def run_stages(
+    database_url: str,
+    documents: int,
+    *,
+    processes: int,
+    threads: int,
+    module: str = "pipeline.actors.worker",
+    log: Path | None = None,
+) -> float:
+    """Documents/s of a worker module for a batch loaded into a (possibly full) database."""
     namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "PIPELINE_REDIS_NAMESPACE": namespace,
-        "PIPELINE_LOG_FORMAT": "json",
-        "PIPELINE_DB_POOL_SIZE": str(threads + 2),
-    }
+    env = bench_env(database_url, namespace, pool_size=threads + 2)
     before = succeeded(database_url)
     load_documents(Settings.from_env(env), documents)
-    args = [
-        PYTHON,
-        "-m",
-        "dramatiq",
-        "pipeline.actors.worker",
-        "-p",
-        str(processes),
-        "-t",
-        str(threads),
-        "-Q",
-        *STAGES,
-    ]
+    log = log or Path(tempfile.mkdtemp(prefix="bench-stages-")) / "worker.log"
     started = time.monotonic()
-    logs = Path(tempfile.mkdtemp(prefix="bench-stages-"))
-    with process(args, env, logs / "worker.log"):
+    with process(dramatiq_args(module, processes, threads), env, log):
         while succeeded(database_url) < before + documents:
             time.sleep(0.05)
         elapsed = time.monotonic() - started

@@ -14,9 +14,6 @@ for a batch loaded into a database that already holds SMALL, then LARGE, documen
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import tempfile
 import time
 import uuid
@@ -24,13 +21,14 @@ from pathlib import Path
 
 from common import (
     PYTHON,
-    REDIS_URL,
     ROOT,
+    bench_env,
     clear_namespace,
     free_port,
     process,
     scratch_database,
     wait_http,
+    wrk,
 )
 from e2e import run_stages
 from sqlalchemy import create_engine, text
@@ -73,19 +71,7 @@ def fill(database_url: str, count: int) -> float:
 
 
 def wrk_latency(args: list[str], connections: int = 16) -> tuple[float, float, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", "-d10s", "--latency", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-    def ms(label: str) -> float:
-        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return rate, ms("50"), ms("99")
+    return wrk(args, connections=connections, seconds=10)
 
 
 def lookups(count: int) -> None:
@@ -104,13 +90,7 @@ def lookups(count: int) -> None:
         id_file.write_text("\n".join(str(i) for i in ids) + "\n")
         port = free_port()
         namespace = f"bench-{uuid.uuid4().hex[:6]}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": REDIS_URL,
-            "PIPELINE_REDIS_NAMESPACE": namespace,
-            "PIPELINE_LOG_FORMAT": "json",
-        }
+        env = bench_env(database_url, namespace)
         args = [
             PYTHON,
             "-m",

@@ -12,52 +12,22 @@ raw-body uploads). Prints the median of each and the ratio. Needs `wrk`
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 from common import (
     PYTHON,
-    REDIS_URL,
     ROOT,
+    bench_env,
     clear_namespace,
     free_port,
     median,
     process,
     scratch_database,
     wait_http,
+    wrk,
 )
-
-
-def run_wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(ROOT / "bench" / "post.lua"),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"{non2xx.group(1)} failed requests:\n{out}")
-
-    def percentile(label: str) -> float:
-        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return rate, percentile("50"), percentile("99")
 
 
 def measure(
@@ -65,14 +35,7 @@ def measure(
 ) -> tuple[float, float, float]:
     port = free_port()
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "PIPELINE_REDIS_NAMESPACE": namespace,
-        "PIPELINE_LOG_FORMAT": "json",
-        "PYTHONPATH": str(ROOT / "bench"),
-    }
+    env = bench_env(database_url, namespace)
     if kind == "pipeline":
         args = [
             PYTHON,
@@ -102,8 +65,9 @@ def measure(
         ]
     with process(args, env, logs / f"{kind}.log"):
         wait_http(f"http://127.0.0.1:{port}/health")
-        run_wrk(f"http://127.0.0.1:{port}", 2, connections)  # warm-up
-        result = run_wrk(f"http://127.0.0.1:{port}", seconds, connections)
+        script = ["-s", str(ROOT / "bench" / "post.lua"), f"http://127.0.0.1:{port}"]
+        wrk(script, connections=connections, seconds=2)  # warm-up
+        result = wrk(script, connections=connections, seconds=seconds)
     clear_namespace(namespace)
     return result
 

@@ -10,17 +10,21 @@ its worker processes after each batch. Flat after warm-up means no leak per docu
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from common import PYTHON, REDIS_URL, clear_namespace, process, scratch_database
+from common import (
+    bench_env,
+    clear_namespace,
+    dramatiq_args,
+    process,
+    scratch_database,
+)
 from e2e import load_documents, succeeded
 
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
 
 
 def rss_mib(pid: int) -> float:
@@ -45,27 +49,9 @@ def main() -> None:
     namespace = f"bench-mem-{uuid.uuid4().hex[:6]}"
     logs = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     with scratch_database("memory") as database_url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": REDIS_URL,
-            "PIPELINE_REDIS_NAMESPACE": namespace,
-            "PIPELINE_LOG_FORMAT": "json",
-            "PIPELINE_DB_POOL_SIZE": "6",
-        }
+        env = bench_env(database_url, namespace, pool_size=6)
         settings = Settings.from_env(env)
-        args = [
-            PYTHON,
-            "-m",
-            "dramatiq",
-            "pipeline.actors.worker",
-            "-p",
-            "2",
-            "-t",
-            "4",
-            "-Q",
-            *STAGES,
-        ]
+        args = dramatiq_args("pipeline.actors.worker", 2, 4)
         with process(args, env, logs / "worker.log") as main_process:
             time.sleep(3)
             workers = [
