@@ -10,7 +10,12 @@ from pathlib import Path
 import click
 import httpx
 
+from pipeline.filenames import for_terminal
+
 TERMINAL = frozenset({"succeeded", "failed"})
+LOCAL_KEY_FILE = Path(".pipeline") / "api-key"
+"""Where ``pipeline up`` leaves its key; used when no key is given."""
+MAX_RATE_LIMITED_WAITS = 100
 
 
 @click.command()
@@ -18,23 +23,34 @@ TERMINAL = frozenset({"succeeded", "failed"})
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="PIPELINE_URL")
 @click.option("--wait", is_flag=True, help="Follow the documents until every one is done.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
-def ingest(paths: tuple[Path, ...], url: str, wait: bool, timeout: float) -> None:
+@click.option(
+    "--api-key",
+    envvar="PIPELINE_API_KEY",
+    default=None,
+    help="The API key (scopes ingest, and read for --wait); default: PIPELINE_API_KEY, "
+    "else .pipeline/api-key (written by `pipeline up`).",
+)
+def ingest(
+    paths: tuple[Path, ...], url: str, wait: bool, timeout: float, api_key: str | None
+) -> None:
     """Upload PATHS (files, or folders of files) to the API.
 
-    Exits non-zero if an upload is refused or, with --wait, if a document fails.
+    Exits non-zero if an upload is refused or, with --wait, if a document fails. Waits
+    out the API's rate limit (429) as it asks; a refused key (401, 403) stops at once.
     """
     files = sorted({file for path in paths for file in _files(path)})
     refused = 0
     ids: dict[str, Path] = {}
-    with httpx.Client(base_url=url, timeout=60.0) as client:
+    headers = _auth_headers(api_key)
+    with httpx.Client(base_url=url, timeout=60.0, headers=headers) as client:
         for file in files:
             document_id, problem = _upload(client, file)
             if document_id is None:
                 refused += 1
-                click.echo(f"refused  {file}: {problem}", err=True)
+                click.echo(f"refused  {for_terminal(str(file))}: {for_terminal(problem)}", err=True)
             else:
                 ids[document_id] = file
-                click.echo(f"accepted {file} -> {document_id}")
+                click.echo(f"accepted {for_terminal(str(file))} -> {document_id}")
         failed = _follow(client, ids, timeout) if wait and ids else 0
     if refused or failed:
         raise SystemExit(1)
@@ -46,10 +62,44 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    if api_key is None and LOCAL_KEY_FILE.is_file():
+        api_key = LOCAL_KEY_FILE.read_text().strip()
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _refuse_key(response: httpx.Response) -> None:
+    """A key the API does not accept fails every request alike: stop at the first."""
+    if response.status_code in (401, 403):
+        raise click.ClickException(
+            f"the API refused the key ({response.status_code}): {_detail(response)}; "
+            "pass --api-key or set PIPELINE_API_KEY (`pipeline keys create` makes one)"
+        )
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(0.1, float(response.headers.get("retry-after", "1")))
+    except ValueError:  # an HTTP date, from something between us and the API
+        return 1.0
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text
+
+
 def _upload(client: httpx.Client, file: Path) -> tuple[str | None, str]:
     content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    with file.open("rb") as handle:
-        response = client.post("/documents", files={"file": (file.name, handle, content_type)})
+    for _ in range(MAX_RATE_LIMITED_WAITS):
+        with file.open("rb") as handle:
+            response = client.post("/documents", files={"file": (file.name, handle, content_type)})
+        if response.status_code != 429:
+            break
+        time.sleep(_retry_after(response))  # the key's upload rate limit
+    _refuse_key(response)
     if response.status_code == 202:
         return str(response.json()["id"]), ""
     try:
@@ -66,13 +116,15 @@ def _follow(client: httpx.Client, ids: dict[str, Path], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for document_id in list(pending):
-            document = client.get(f"/documents/{document_id}").json()
+            answer = client.get(f"/documents/{document_id}")
+            _refuse_key(answer)
+            document = answer.json()
             status = document.get("status")
             if status in TERMINAL:
                 file = pending.pop(document_id)
                 outcomes[status] += 1
                 reason = f": {document.get('failure_reason')}" if status == "failed" else ""
-                click.echo(f"{status:9} {file}{reason}")
+                click.echo(f"{status:9} {for_terminal(str(file) + reason)}")
         done = len(ids) - len(pending)
         click.echo(
             f"progress: {done}/{len(ids)} done "

@@ -7,14 +7,13 @@ type the pipeline can never read.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from typing import Any, Final
 
 import msgspec
 from litestar import Request
 from litestar.datastructures import UploadFile
 
+from pipeline.filenames import sanitise_filename
 from pipeline.http.problems import Problem
 
 MULTIPART: Final = "multipart/form-data"
@@ -35,7 +34,6 @@ ACCEPTABLE_TYPES: Final = frozenset(
         "binary/octet-stream",
     }
 )
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RawUpload(msgspec.Struct, frozen=True):
@@ -70,6 +68,7 @@ async def read_upload(
         )
     if not data:
         raise Problem(422, "the uploaded file is empty")
+    # The one place a client's file name enters the pipeline: sanitised here, once.
     return RawUpload(filename=sanitise_filename(name), declared_type=declared, data=data)
 
 
@@ -82,13 +81,3 @@ def _normalise_type(value: str | None) -> str | None:
         return None
     media_type = value.split(";", 1)[0].strip().lower()
     return media_type or None
-
-
-def sanitise_filename(name: str | None) -> str:
-    """A display name safe to store and echo: no directories, no control characters."""
-    if not name:
-        return "upload"
-    name = unicodedata.normalize("NFC", name)
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL.sub("", name).strip().strip(".")
-    return name[:255] or "upload"
