@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
 from pipeline.faults import FaultSpec, parse_faults
+from pipeline.processing import limits
 from pipeline.stages import DEFAULT_POLICIES, STAGES, StageName, StagePolicy
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 MIB: Final = 1024 * 1024
+AuthMode = Literal["required", "disabled"]
+AUTH_MODES: Final = ("required", "disabled")
 
 
 class SettingsError(ValueError):
@@ -52,10 +55,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Hard limit for one sandboxed parse (PDF, DOCX, HTML); the child is killed after it."""
     parser_memory_mb: int = 1024
     """Address-space cap of the sandboxed parser process."""
+    max_text_chars: int = limits.DEFAULT_MAX_TEXT_CHARS
+    """Longest text one document may yield; longer is refused at extract (permanently)."""
+    max_pdf_pages: int = limits.DEFAULT_MAX_PDF_PAGES
+    """Most pages a PDF may have; checked right after opening it."""
+    docx_max_expanded_mb: int = limits.DEFAULT_DOCX_MAX_EXPANDED_MB
+    """Sum of the declared uncompressed sizes of a DOCX package's parts (zip bombs)."""
+    docx_max_part_mb: int = limits.DEFAULT_DOCX_MAX_PART_MB
+    """Uncompressed size of one DOCX part, declared or really decompressed."""
+    docx_max_parts: int = limits.DEFAULT_DOCX_MAX_PARTS
+    """Entries a DOCX package may have."""
+    docx_max_ratio: int = limits.DEFAULT_DOCX_MAX_RATIO
+    """Largest uncompressed-to-compressed ratio of a DOCX part above 1 MiB."""
     admin_sync_limit: int = 100
     """Admin requests selecting more items than this run as a background job (202)."""
     confirm_threshold: int = 100
     """CLI bulk actions above this many items ask for confirmation (unless --yes)."""
+    auth: AuthMode = "required"
+    """``disabled`` lets every request act as tenant ``default`` with every scope: only for
+    a laptop (``pipeline up --no-auth``), and the API says so loudly when it starts."""
+    auth_cache_ms: int = 5_000
+    """How long an API process trusts a key it verified (0: ask Postgres every time);
+    a revoked key stops working within this window."""
+    ingest_rate_per_s: float = 50.0
+    """Sustained uploads per second per key (0: unlimited); a key's own limit overrides it."""
+    ingest_burst: int = 100
+    """Uploads a key may send at once before the sustained rate applies."""
+    metrics_public: bool = False
+    """Serve ``/metrics`` without a key (for a scraper on a trusted network)."""
     faults: tuple[FaultSpec, ...] = ()
     policies: dict[StageName, StagePolicy] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_POLICIES)
@@ -90,8 +117,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             reconciler_batch_size=_int(env, "PIPELINE_RECONCILER_BATCH_SIZE", 500, minimum=1),
             parser_time_limit_ms=_seconds_ms(env, "PIPELINE_PARSER_TIME_LIMIT_S", 30_000),
             parser_memory_mb=_int(env, "PIPELINE_PARSER_MEMORY_MB", 1024, minimum=64),
+            max_text_chars=_int(
+                env, "PIPELINE_MAX_TEXT_CHARS", limits.DEFAULT_MAX_TEXT_CHARS, minimum=1
+            ),
+            max_pdf_pages=_int(
+                env, "PIPELINE_MAX_PDF_PAGES", limits.DEFAULT_MAX_PDF_PAGES, minimum=1
+            ),
+            docx_max_expanded_mb=_int(
+                env, "PIPELINE_DOCX_MAX_EXPANDED_MB", limits.DEFAULT_DOCX_MAX_EXPANDED_MB, minimum=1
+            ),
+            docx_max_part_mb=_int(
+                env, "PIPELINE_DOCX_MAX_PART_MB", limits.DEFAULT_DOCX_MAX_PART_MB, minimum=1
+            ),
+            docx_max_parts=_int(
+                env, "PIPELINE_DOCX_MAX_PARTS", limits.DEFAULT_DOCX_MAX_PARTS, minimum=1
+            ),
+            docx_max_ratio=_int(
+                env, "PIPELINE_DOCX_MAX_RATIO", limits.DEFAULT_DOCX_MAX_RATIO, minimum=2
+            ),
             admin_sync_limit=_int(env, "PIPELINE_ADMIN_SYNC_LIMIT", 100, minimum=0),
             confirm_threshold=_int(env, "PIPELINE_CONFIRM_THRESHOLD", 100, minimum=0),
+            auth=_auth_mode(env),
+            auth_cache_ms=_seconds_ms(env, "PIPELINE_AUTH_CACHE_S", 5_000, allow_zero=True),
+            ingest_rate_per_s=_float(env, "PIPELINE_INGEST_RATE_PER_S", 50.0, minimum=0.0),
+            ingest_burst=_int(env, "PIPELINE_INGEST_BURST", 100, minimum=1),
+            metrics_public=_bool(env, "PIPELINE_METRICS_PUBLIC", default=False),
             faults=_faults(env),
             policies={stage: _policy(env, stage) for stage in STAGES},
         )
@@ -119,6 +169,40 @@ def _faults(env: Mapping[str, str]) -> tuple[FaultSpec, ...]:
         raise SettingsError(str(error)) from None
 
 
+def _auth_mode(env: Mapping[str, str]) -> AuthMode:
+    """Authentication is on unless switched off by name: a typo must not turn it off."""
+    raw = env.get("PIPELINE_AUTH", "").strip().lower() or "required"
+    if raw == "required":
+        return "required"
+    if raw == "disabled":
+        return "disabled"
+    raise SettingsError(f"PIPELINE_AUTH must be one of {', '.join(AUTH_MODES)}, not {raw!r}")
+
+
+def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not value >= minimum or value == float("inf"):  # also refuses nan
+        raise SettingsError(f"{name} must be a finite number of at least {minimum:g}, not {raw!r}")
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -132,7 +216,9 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     return value
 
 
-def _seconds_ms(env: Mapping[str, str], name: str, default_ms: int) -> int:
+def _seconds_ms(
+    env: Mapping[str, str], name: str, default_ms: int, *, allow_zero: bool = False
+) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default_ms
@@ -140,7 +226,9 @@ def _seconds_ms(env: Mapping[str, str], name: str, default_ms: int) -> int:
         seconds = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if seconds <= 0:
+    if allow_zero and seconds == 0:
+        return 0
+    if not seconds > 0:
         raise SettingsError(f"{name} must be positive, not {raw!r}")
     return max(1, round(seconds * 1000))
 

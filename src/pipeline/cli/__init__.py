@@ -7,6 +7,7 @@ import click
 from pipeline.cli.db import db
 from pipeline.cli.errors import PipelineGroup
 from pipeline.cli.ingest import ingest
+from pipeline.cli.keys import keys
 from pipeline.cli.reconciler import reconciler
 from pipeline.cli.replay import replay
 from pipeline.cli.rerun import rerun
@@ -23,5 +24,5 @@ def main(log_level: str) -> None:
     configure_logging(log_level.upper())
 
 
-for command in (api, worker, reconciler, db, ingest, replay, rerun, status, up, demo):
+for command in (api, worker, reconciler, db, ingest, keys, replay, rerun, status, up, demo):
     main.add_command(command)

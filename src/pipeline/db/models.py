@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     Computed,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -46,6 +47,8 @@ STAGE_STATUSES: Final = ("pending", "queued", "running", "retrying", "succeeded"
 DEAD_LETTER_STATUSES: Final = ("dead", "replayed", "discarded")
 JOB_KINDS: Final = ("replay", "discard", "rerun")
 JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed")
+SCOPES: Final = ("ingest", "read", "admin")
+"""What an API key may do: upload; read documents, chunks and search; operate."""
 TEXT_SEARCH_CONFIG: Final = "english"
 """The Postgres text-search configuration used to build and query ``chunks.tsv``."""
 
@@ -68,9 +71,12 @@ class Document(Base):
     __table_args__ = (
         CheckConstraint(_one_of("status", DOCUMENT_STATUSES), name="status"),
         UniqueConstraint("tenant", "idempotency_key", name="uq_documents_tenant_idempotency_key"),
-        # GET /documents: newest first, optionally filtered by status, keyset-paginated.
-        Index("ix_documents_created", "created_at", "id"),
-        Index("ix_documents_status_created", "status", "created_at", "id"),
+        # GET /documents: a tenant's documents newest first, optionally filtered by
+        # status, keyset-paginated; the tenant comes before the time, so a small
+        # tenant's page never walks a big tenant's rows. Status leads the second index
+        # because the reconciler finds unfinished documents of every tenant by it.
+        Index("ix_documents_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_documents_status_tenant_created", "status", "tenant", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -272,6 +278,8 @@ class OperationJob(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200), server_default="default")
+    """The tenant whose key made the job: it acts on that tenant's items, and only it sees it."""
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), server_default="queued")
     request: Mapped[dict[str, Any]]
@@ -287,3 +295,37 @@ class OperationJob(Base):
     heartbeat_at: Mapped[datetime | None]
     """Updated as the job makes progress; a running job without one for long is dead."""
     finished_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """An API key: who (tenant) may do what (scopes), stored as a hash.
+
+    A key is ``pk_<prefix>_<secret>``. ``prefix`` is public: it finds the row and names
+    the key in logs and the CLI. Only the SHA-256 of the whole key is stored. The
+    secret is 256 random bits, so a fast hash is right: there is nothing to guess that
+    a slow, salted hash (as for passwords) would protect better, and verifying stays a
+    microsecond on the upload path.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(
+            f"cardinality(scopes) > 0 AND scopes <@ ARRAY[{', '.join(repr(s) for s in SCOPES)}]"
+            "::text[]",
+            name="scopes",
+        ),
+        CheckConstraint("rate_limit_per_s >= 0", name="rate_limit_per_s"),
+        Index("ix_api_keys_tenant", "tenant"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    """SHA-256 of the whole key."""
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    rate_limit_per_s: Mapped[float | None] = mapped_column(Double)
+    """Uploads per second for this key; null: the settings' default; 0: unlimited."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
