@@ -1,7 +1,9 @@
 """In-process pipeline for integration tests: real Postgres, real Redis, real Dramatiq.
 
 One broker, one executor and one Dramatiq worker serve the whole session; the API
-runs in Litestar's test client against the same database and broker.
+runs in Litestar's test client against the same database and broker. The client
+sends an API key of tenant ``default`` with every scope; :func:`make_key` and
+:class:`AsKey` make requests as other tenants or with fewer scopes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
+import httpx
 import pytest
 from dramatiq import Worker
 from litestar.testing import TestClient
@@ -26,6 +29,7 @@ from pipeline.services.dispatch import Dispatcher
 from pipeline.services.executor import StageExecutor
 from pipeline.services.handlers import make_handlers
 from pipeline.services.jobs import JobRunner
+from pipeline.services.keys import create_key
 from pipeline.services.replay import ReplayService
 from pipeline.services.rerun import RerunService
 from pipeline.settings import Settings
@@ -98,15 +102,72 @@ def _clear_faults(faults: FaultPlan) -> Iterator[None]:
     faults.clear()
 
 
+TEST_RATE_PER_S = 10_000.0
+"""The session key's upload limit: far above what the tests send, but still checked."""
+
+
+def make_key(
+    engine: Engine,
+    tenant: str = "default",
+    scopes: str = "ingest,read,admin",
+    *,
+    rate_limit_per_s: float | None = TEST_RATE_PER_S,
+    name: str | None = "tests",
+) -> str:
+    """A new API key (stored hashed, like ``pipeline keys create`` stores it)."""
+    with engine.begin() as conn:
+        created = create_key(
+            conn, tenant=tenant, scopes=scopes, name=name, rate_limit_per_s=rate_limit_per_s
+        )
+    return created.key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture(scope="session")
-def client(settings: Settings, broker: dramatiq.Broker) -> Iterator[TestClient[Any]]:
+def api_key(engine: Engine) -> str:
+    """Tenant ``default``, every scope: what the session's ``client`` sends."""
+    return make_key(engine)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, broker: dramatiq.Broker, api_key: str) -> Iterator[TestClient[Any]]:
     app = create_app(settings, dispatcher=Dispatcher(broker))
     with TestClient(app) as client:
+        client.headers.update(bearer(api_key))
         yield client
 
 
+class AsKey:
+    """The session's client sending another key in place of its own (None: no key at all)."""
+
+    def __init__(self, client: TestClient[Any], key: str | None) -> None:
+        self.client = client
+        self.key = key
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Credentials given in ``headers`` are sent as given; else this key (or none)."""
+        given = {name.lower() for name in kwargs.get("headers") or {}}
+        request = self.client.build_request(method, url, **kwargs)
+        if not given & {"authorization", "x-api-key"}:
+            request.headers.pop("authorization", None)
+            if self.key is not None:
+                request.headers.update(bearer(self.key))
+        elif "authorization" not in given:
+            request.headers.pop("authorization", None)  # only the X-API-Key given
+        return self.client.send(request)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+
 def wait_for_document(
-    client: TestClient[Any], document_id: str, timeout: float = 30.0
+    client: TestClient[Any] | AsKey, document_id: str, timeout: float = 30.0
 ) -> dict[str, Any]:
     """Poll the API until the document is succeeded or failed."""
     deadline = time.monotonic() + timeout
@@ -120,7 +181,7 @@ def wait_for_document(
 
 
 def upload(
-    client: TestClient[Any],
+    client: TestClient[Any] | AsKey,
     data: bytes,
     filename: str = "doc.txt",
     content_type: str = "text/plain",

@@ -17,7 +17,7 @@ from pipeline.http.app import create_app
 from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
-from .conftest import events, upload, wait_for_document
+from .conftest import bearer, events, upload, wait_for_document
 from .faults import Fault, FaultPlan
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
@@ -374,13 +374,14 @@ def test_bulk_rerun_by_filter_and_ids(client: TestClient[Any], engine: Engine, w
 
 
 def test_big_replay_runs_as_a_background_job(
-    settings: Settings, broker: dramatiq.Broker, client: TestClient[Any]
+    settings: Settings, broker: dramatiq.Broker, client: TestClient[Any], api_key: str
 ) -> None:
     letters = [dead_png(client)[1] for _ in range(3)]
     small = create_app(
         msgspec.structs.replace(settings, admin_sync_limit=2), dispatcher=Dispatcher(broker)
     )
     with TestClient(small) as admin:
+        admin.headers.update(bearer(api_key))
         dry = admin.post("/dead-letters/replay", json={"ids": letters, "dry_run": True})
         assert dry.status_code == 200, dry.text  # dry runs always answer at once
         assert dry.json()["matched"] == 3
@@ -427,6 +428,7 @@ def test_big_discard_by_filter_runs_as_a_background_job(
     client: TestClient[Any],
     engine: Engine,
     worker: Any,
+    api_key: str,
 ) -> None:
     start = db_now(engine).astimezone(UTC).replace(tzinfo=None).isoformat()  # naive: UTC
     letters = {dead_png(client)[1] for _ in range(3)}
@@ -438,6 +440,7 @@ def test_big_discard_by_filter_runs_as_a_background_job(
         "reason": "junk uploads",
     }
     with TestClient(small) as admin:
+        admin.headers.update(bearer(api_key))
         response = admin.post("/dead-letters/discard", json=body)
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
@@ -462,12 +465,13 @@ class UnreachableBroker(Dispatcher):
 
 
 def test_job_that_cannot_be_queued_is_503(
-    settings: Settings, broker: dramatiq.Broker, client: TestClient[Any]
+    settings: Settings, broker: dramatiq.Broker, client: TestClient[Any], api_key: str
 ) -> None:
     app = create_app(
         msgspec.structs.replace(settings, admin_sync_limit=0), dispatcher=UnreachableBroker(broker)
     )
     with TestClient(app) as admin:
+        admin.headers.update(bearer(api_key))
         response = admin.post("/dead-letters/discard", json={"ids": [str(uuid.uuid4())]})
         problem = assert_problem(response, 503, "could not be queued")
         job = admin.get(f"/operations/{problem['job_id']}").json()

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
 
-from .conftest import upload, wait_for_document
+from .conftest import bearer, upload, wait_for_document
 
 TEXT = b"Plain text about glaciers.\n\nA second paragraph about fjords."
 
@@ -181,9 +181,10 @@ def test_health_ready_and_schema(client: TestClient[Any]) -> None:
     assert "multipart/form-data" in schema["paths"]["/documents"]["post"]["requestBody"]["content"]
 
 
-def test_database_down_is_503_not_500() -> None:
+def test_database_down_is_503_not_500(api_key: str) -> None:
     unreachable = Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
     with TestClient(create_app(unreachable)) as down:
+        down.headers.update(bearer(api_key))  # checking the key needs the database too
         response = upload(down, TEXT)
         assert_problem(response, 503, "database is unavailable")
         assert response.headers["retry-after"] == "5"

@@ -28,7 +28,7 @@ from pipeline.messages import StageMessage
 from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
-from .conftest import events, upload
+from .conftest import bearer, events, upload
 from .processes import Processes, wait_until
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def stack_env(
 
 
 @pytest.fixture
-def make_stack(settings: Settings, engine: Engine, tmp_path: Path) -> Iterator[Any]:
+def make_stack(settings: Settings, engine: Engine, tmp_path: Path, api_key: str) -> Iterator[Any]:
     created: list[tuple[Processes, TestClient[Any]]] = []
 
     def make(faults: list[dict[str, Any]] | None = None, **extra: str) -> Stack:
@@ -148,6 +148,7 @@ def make_stack(settings: Settings, engine: Engine, tmp_path: Path) -> Iterator[A
         stack_settings = Settings.from_env(env)
         client = TestClient(create_app(stack_settings))
         client.__enter__()
+        client.headers.update(bearer(api_key))
         processes = Processes(env, tmp_path)
         created.append((processes, client))
         return Stack(env, client, processes, engine, stack_settings)

@@ -118,6 +118,12 @@ DRY_RUN_OPTION: Final = click.option(
 REASON_OPTION: Final = click.option(
     "--reason", metavar="TEXT", default=None, help="Why, for the audit trail."
 )
+TENANT_OPTION: Final = click.option(
+    "--tenant",
+    default=None,
+    metavar="TENANT",
+    help="Only this tenant's documents (default: every tenant's; the CLI is not tenant-bound).",
+)
 YES_OPTION: Final = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask for confirmation of a large selection."
 )

@@ -22,6 +22,7 @@ from pipeline.cli.output import (
     LETTER_ID,
     LIMIT_OPTION,
     REASON_OPTION,
+    TENANT_OPTION,
     YES_OPTION,
     broker_for,
     confirm_bulk,
@@ -133,6 +134,7 @@ def replay() -> None:
 
 @replay.command("list")
 @letter_filters("Letters in this state (default: any).")
+@TENANT_OPTION
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -151,10 +153,15 @@ def list_command(
     until: datetime | None,
     document: uuid.UUID | None,
     status: LetterStatus | None,
+    tenant: str | None,
     limit: int,
     output: str,
 ) -> None:
-    """List dead letters, newest first."""
+    """List dead letters, newest first.
+
+    Every tenant's, and letters that name no document (poison messages), which only
+    the CLI shows; --tenant narrows to one tenant's documents.
+    """
     letter_filter = make_filter(
         stage=stage,
         error_type=error_type,
@@ -169,7 +176,7 @@ def list_command(
     with database(settings, "replay list") as engine, engine.connect() as conn:
         while len(letters) < limit:
             size = min(limit - len(letters), PAGE_SIZE)
-            page = list_letters(conn, letter_filter, limit=size, cursor=cursor)
+            page = list_letters(conn, letter_filter, limit=size, cursor=cursor, tenant=tenant)
             letters.extend(page.items)
             cursor = page.next_cursor
             if cursor is None:
@@ -342,6 +349,7 @@ def _service(settings: Settings, engine: Engine, broker: PipelineRedisBroker) ->
 @click.argument("ids", nargs=-1, metavar="[ID]...", type=LETTER_ID)
 @click.option("--all", "select_all", is_flag=True, help="Every letter the filters match.")
 @letter_filters("With --all: letters in this state (default: dead).")
+@TENANT_OPTION
 @DRY_RUN_OPTION
 @rate_option("replays")
 @LIMIT_OPTION
@@ -357,6 +365,7 @@ def run_command(
     until: datetime | None,
     document: uuid.UUID | None,
     status: LetterStatus | None,
+    tenant: str | None,
     dry_run: bool,
     rate: float | None,
     limit: int | None,
@@ -383,7 +392,9 @@ def run_command(
     settings = load_settings()
     with database(settings, "replay run") as engine, broker_for(settings) as broker:
         service = _service(settings, engine, broker)
-        if not _selected(service, selection, "replay", settings, yes=yes, dry_run=dry_run):
+        if not _selected(
+            service, selection, "replay", settings, yes=yes, dry_run=dry_run, tenant=tenant
+        ):
             return
         report = run_with_progress(
             "replaying",
@@ -395,6 +406,7 @@ def run_command(
                 rate=rate,
                 reason=reason,
                 force=force,
+                tenant=tenant,
             ),
         )
     finish(report, describe_letter, done="replayed", would="would replay")
@@ -404,6 +416,7 @@ def run_command(
 @click.argument("ids", nargs=-1, metavar="[ID]...", type=LETTER_ID)
 @click.option("--all", "select_all", is_flag=True, help="Every letter the filters match.")
 @letter_filters("With --all: letters in this state (default: dead).")
+@TENANT_OPTION
 @DRY_RUN_OPTION
 @LIMIT_OPTION
 @REASON_OPTION
@@ -418,6 +431,7 @@ def discard_command(
     until: datetime | None,
     document: uuid.UUID | None,
     status: LetterStatus | None,
+    tenant: str | None,
     dry_run: bool,
     limit: int | None,
     reason: str | None,
@@ -442,7 +456,9 @@ def discard_command(
     settings = load_settings()
     with database(settings, "replay discard") as engine, broker_for(settings) as broker:
         service = _service(settings, engine, broker)
-        if not _selected(service, selection, "discard", settings, yes=yes, dry_run=dry_run):
+        if not _selected(
+            service, selection, "discard", settings, yes=yes, dry_run=dry_run, tenant=tenant
+        ):
             return
         report = run_with_progress(
             "discarding",
@@ -453,6 +469,7 @@ def discard_command(
                 dry_run=dry_run,
                 reason=reason,
                 force=force,
+                tenant=tenant,
             ),
         )
     finish(report, describe_letter, done="discarded", would="would discard")
@@ -466,13 +483,14 @@ def _selected(
     *,
     yes: bool,
     dry_run: bool,
+    tenant: str | None,
 ) -> bool:
     """Count the selection (False if empty) and confirm a large one.
 
     The service is then called with the selection itself, not the ids counted here,
     so that the audit trail records the filter the operator gave.
     """
-    count = len(service.select(selection))
+    count = len(service.select(selection, tenant))
     if count == 0:
         click.echo("no dead letters match")
         return False

@@ -18,6 +18,7 @@ from pipeline.cli.output import (
     DRY_RUN_OPTION,
     LIMIT_OPTION,
     REASON_OPTION,
+    TENANT_OPTION,
     YES_OPTION,
     broker_for,
     confirm_bulk,
@@ -54,6 +55,7 @@ DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
 )
 @click.option("--since", type=TIME, help="Documents uploaded at or after TIME.")
 @click.option("--until", type=TIME, help="Documents uploaded before TIME.")
+@TENANT_OPTION
 @DRY_RUN_OPTION
 @rate_option("re-runs")
 @LIMIT_OPTION
@@ -66,6 +68,7 @@ def rerun(
     stage: StageName | None,
     since: datetime | None,
     until: datetime | None,
+    tenant: str | None,
     dry_run: bool,
     rate: float | None,
     limit: int | None,
@@ -93,7 +96,7 @@ def rerun(
         service = RerunService(engine, Dispatcher(broker), settings)
         # Counted only to confirm: the service gets the selection itself, so that
         # the audit trail records the filter the operator gave.
-        count = len(service.select(selection))
+        count = len(service.select(selection, tenant))
         if count == 0:
             click.echo("no documents match")
             return
@@ -114,6 +117,7 @@ def rerun(
                 dry_run=dry_run,
                 rate=rate,
                 reason=reason,
+                tenant=tenant,
             ),
         )
     finish(report, describe_document, done="re-ran", would="would rerun")

@@ -11,6 +11,7 @@ import uvicorn
 
 from pipeline.logs import uvicorn_log_config
 from pipeline.services.jobs import OPERATIONS_QUEUE
+from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
 
@@ -26,6 +27,15 @@ from pipeline.stages import STAGES
 )
 def api(host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve the HTTP API."""
+    settings = Settings.from_env()  # a bad setting (say PIPELINE_AUTH=bogus) stops it here
+    if settings.auth == "disabled":
+        click.secho(
+            "api: WARNING: authentication is DISABLED (PIPELINE_AUTH=disabled): every "
+            "request acts as tenant 'default' with every scope",
+            fg="red",
+            bold=True,
+            err=True,
+        )
     uvicorn.run(
         "pipeline.http.app:create_app_from_env",
         factory=True,

@@ -6,6 +6,10 @@ sync engine. A replay, discard or rerun that selects at most ``admin_sync_limit`
 items (or is a dry run) runs during the request and answers 200 with its report;
 a bigger one is recorded as an operation job, carried out by a worker on the
 ``operations`` queue, and answered 202 with a link to poll.
+
+Every endpoint needs the ``admin`` scope and acts for the key's tenant only: its
+documents, their dead letters and its jobs. Anything else answers exactly like an id
+that does not exist (404, or "skipped: no such ..." in a bulk report).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from sqlalchemy import Connection
 
+from pipeline.http.auth import access
 from pipeline.http.documents import parse_id
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
@@ -31,6 +36,7 @@ from pipeline.services import dead_letters
 from pipeline.services.cursors import InvalidCursor
 from pipeline.services.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
 from pipeline.services.jobs import JobView, create_job, get_job, job_message
+from pipeline.services.keys import Principal
 from pipeline.services.operations import OperationReport, Operator
 from pipeline.services.requests import (
     DiscardRequest,
@@ -41,6 +47,7 @@ from pipeline.services.requests import (
     RerunRequest,
 )
 from pipeline.services.rerun import DocumentFilter, DocumentSelection
+from pipeline.services.text import NO_NUL
 from pipeline.stages import StageName
 
 logger = logging.getLogger(__name__)
@@ -103,10 +110,10 @@ BULK_RESPONSES = {
 }
 
 
-def operator_of(request: Request[Any, Any, Any]) -> Operator:
-    # No authentication yet (a later issue): the audit trail records the client address.
+def operator_of(request: Request[Any, Any, Any], principal: Principal) -> Operator:
+    """The audit trail's "who": the key (tenant and prefix) and the client address."""
     host = request.client.host if request.client else None
-    return Operator(name=host or "unknown", via="api")
+    return Operator(name=f"{principal.label}@{host or 'unknown'}", via="api")
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -152,26 +159,32 @@ async def _run_or_queue(
     kind: OperationKind,
     body: OperationRequest,
     operator: Operator,
+    tenant: str,
     select: Callable[[], list[uuid.UUID]],
     run: Callable[[], OperationReport],
 ) -> Response[OperationReport | JobAccepted]:
-    """Run the action now if it is small (or a dry run), else queue it as a job."""
+    """Run the action now if it is small (or a dry run), else queue it as ``tenant``'s job."""
     if not body.dry_run:
         total = len(await anyio.to_thread.run_sync(select))
         rate = getattr(body, "rate", None)
         paced_seconds = total / rate if rate else 0.0
         if total > api.settings.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
-            return await _queue(api, kind, body, operator, total)
+            return await _queue(api, kind, body, operator, tenant, total)
     report = await anyio.to_thread.run_sync(run)
     return Response(report, status_code=200)
 
 
 async def _queue(
-    api: ApiState, kind: OperationKind, body: OperationRequest, operator: Operator, total: int
+    api: ApiState,
+    kind: OperationKind,
+    body: OperationRequest,
+    operator: Operator,
+    tenant: str,
+    total: int,
 ) -> Response[OperationReport | JobAccepted]:
     def record() -> uuid.UUID:
         with api.sync_engine.begin() as conn:
-            return create_job(conn, kind, body, operator)
+            return create_job(conn, kind, body, operator, tenant)
 
     job_id = await anyio.to_thread.run_sync(record)
     # Sent only once the job is committed, so the worker always finds it.
@@ -203,9 +216,11 @@ class DeadLetterController(Controller):
     async def list_letters(
         self,
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         stage: Annotated[StageName | None, QueryParameter(name="stage", required=False)] = None,
         error_type: Annotated[
-            str | None, QueryParameter(name="error_type", required=False, max_length=255)
+            str | None,
+            QueryParameter(name="error_type", required=False, max_length=255, pattern=NO_NUL),
         ] = None,
         since: Annotated[
             datetime | None,
@@ -235,7 +250,9 @@ class DeadLetterController(Controller):
         try:
             return await _read(
                 api,
-                lambda conn: dead_letters.list_letters(conn, selection, limit=limit, cursor=cursor),
+                lambda conn: dead_letters.list_letters(
+                    conn, selection, limit=limit, cursor=cursor, tenant=principal.tenant
+                ),
             )
         except InvalidCursor as error:
             raise Problem(422, str(error)) from None
@@ -246,13 +263,18 @@ class DeadLetterController(Controller):
         responses={404: NOT_FOUND},
     )
     async def get_letter(
-        self, api: NamedDependency[ApiState], letter_id: Annotated[str, PathParameter()]
+        self,
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        letter_id: Annotated[str, PathParameter()],
     ) -> LetterDetail:
         try:
             parsed = uuid.UUID(letter_id)
         except ValueError:
             raise Problem(404, f"no dead letter with id {letter_id!r}") from None
-        letter = await _read(api, lambda conn: dead_letters.get_letter(conn, parsed))
+        letter = await _read(
+            api, lambda conn: dead_letters.get_letter(conn, parsed, tenant=principal.tenant)
+        )
         if letter is None:
             raise Problem(404, f"no dead letter with id {letter_id!r}")
         return letter
@@ -271,17 +293,20 @@ class DeadLetterController(Controller):
         self,
         request: Request[Any, Any, Any],
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         data: JSONBody[ReplayRequest],
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
-        operator = operator_of(request)
+        operator = operator_of(request, principal)
         selection = body.selection()
+        tenant = principal.tenant
         return await _run_or_queue(
             api,
             "replay",
             body,
             operator,
-            lambda: api.replay.select(selection),
+            tenant,
+            lambda: api.replay.select(selection, tenant),
             lambda: api.replay.replay(
                 selection,
                 operator,
@@ -289,6 +314,7 @@ class DeadLetterController(Controller):
                 rate=body.rate,
                 reason=body.reason,
                 force=body.force,
+                tenant=tenant,
             ),
         )
 
@@ -305,19 +331,27 @@ class DeadLetterController(Controller):
         self,
         request: Request[Any, Any, Any],
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         data: JSONBody[DiscardRequest],
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
-        operator = operator_of(request)
+        operator = operator_of(request, principal)
         selection = body.selection()
+        tenant = principal.tenant
         return await _run_or_queue(
             api,
             "discard",
             body,
             operator,
-            lambda: api.replay.select(selection),
+            tenant,
+            lambda: api.replay.select(selection, tenant),
             lambda: api.replay.discard(
-                selection, operator, dry_run=body.dry_run, reason=body.reason, force=body.force
+                selection,
+                operator,
+                dry_run=body.dry_run,
+                reason=body.reason,
+                force=body.force,
+                tenant=tenant,
             ),
         )
 
@@ -341,11 +375,12 @@ class RerunController(Controller):
         self,
         request: Request[Any, Any, Any],
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         document_id: Annotated[str, PathParameter()],
         data: JSONBody[DocumentRerunBody],
     ) -> OperationReport:
         parsed = parse_id(document_id)
-        operator = operator_of(request)
+        operator = operator_of(request, principal)
         report = await anyio.to_thread.run_sync(
             lambda: api.rerun.rerun(
                 DocumentSelection(ids=[parsed]),
@@ -353,6 +388,7 @@ class RerunController(Controller):
                 operator,
                 dry_run=data.dry_run,
                 reason=data.reason,
+                tenant=principal.tenant,
             )
         )
         (item,) = report.items
@@ -376,17 +412,20 @@ class RerunController(Controller):
         self,
         request: Request[Any, Any, Any],
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         data: JSONBody[RerunRequest],
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_document_filter_utc(data.filter))
-        operator = operator_of(request)
+        operator = operator_of(request, principal)
         selection = body.selection()
+        tenant = principal.tenant
         return await _run_or_queue(
             api,
             "rerun",
             body,
             operator,
-            lambda: api.rerun.select(selection),
+            tenant,
+            lambda: api.rerun.select(selection, tenant),
             lambda: api.rerun.rerun(
                 selection,
                 body.from_stage,
@@ -394,6 +433,7 @@ class RerunController(Controller):
                 dry_run=body.dry_run,
                 rate=body.rate,
                 reason=body.reason,
+                tenant=tenant,
             ),
         )
 
@@ -407,10 +447,13 @@ class OperationController(Controller):
         responses={404: NOT_FOUND},
     )
     async def get_operation(
-        self, api: NamedDependency[ApiState], job_id: Annotated[str, PathParameter()]
+        self,
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        job_id: Annotated[str, PathParameter()],
     ) -> JobView:
         parsed = parse_job_id(job_id)
-        job = await _read(api, lambda conn: get_job(conn, parsed))
+        job = await _read(api, lambda conn: get_job(conn, parsed, principal.tenant))
         if job is None:
             raise Problem(404, f"no operation with id {job_id!r}")
         return job
@@ -420,5 +463,6 @@ admin_router = Router(
     path="/",
     route_handlers=[DeadLetterController, RerunController, OperationController],
     tags=["admin"],
+    **access("admin"),
 )
 """Every admin endpoint, registered in ``create_app``."""

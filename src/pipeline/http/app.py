@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -15,6 +16,12 @@ from litestar.plugins.prometheus import PrometheusConfig
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_async_engine, make_engine
 from pipeline.http.admin import admin_router
+from pipeline.http.auth import (
+    SECURITY_COMPONENTS,
+    make_guard,
+    provide_principal,
+    undeclared_routes,
+)
 from pipeline.http.documents import DocumentController
 from pipeline.http.health import health, ready
 from pipeline.http.monitoring import metrics, stages
@@ -22,10 +29,14 @@ from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.services.dispatch import AsyncSender, Dispatcher
+from pipeline.services.keys import Authenticator
+from pipeline.services.rate_limit import RateLimiter
 from pipeline.services.replay import ReplayService
 from pipeline.services.rerun import RerunService
 from pipeline.services.uploads import UploadService
 from pipeline.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024
 GC_GEN0_THRESHOLD = 20_000
@@ -39,6 +50,8 @@ HTTP_METRICS = PrometheusConfig(
 
 def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Litestar:
     """Build the app; the engine is created on startup and disposed on shutdown."""
+    if settings.auth == "disabled":
+        warn_auth_disabled()  # here, once per process, before anything is served
     holder: dict[str, ApiState] = {}
 
     @asynccontextmanager
@@ -55,6 +68,13 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
             sync_engine=sync_engine,
             replay=ReplayService(sync_engine, sender, settings),
             rerun=RerunService(sync_engine, sender, settings),
+            auth=Authenticator(engine, settings.auth_cache_ms / 1000),
+            limiter=RateLimiter(
+                async_sender.client,
+                settings.redis_namespace,
+                rate=settings.ingest_rate_per_s,
+                burst=settings.ingest_burst,
+            ),
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request
@@ -72,19 +92,45 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
     def provide_state() -> ApiState:
         return holder["state"]
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[DocumentController, search, health, ready, admin_router, stages, metrics],
         middleware=[HTTP_METRICS.middleware],
-        dependencies={"api": Provide(provide_state, sync_to_thread=False)},
+        guards=[make_guard(settings, lambda: holder["state"].auth)],
+        dependencies={
+            "api": Provide(provide_state, sync_to_thread=False),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+        },
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],
         request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         openapi_config=OpenAPIConfig(
             title="pipeline",
             version="0.1.0",
-            path="/schema",
+            components=SECURITY_COMPONENTS,
+            security=[{"bearer": []}, {"apiKey": []}],
+            openapi_router=Router(
+                "/schema", route_handlers=[], include_in_schema=False, opt={"access": "public"}
+            ),
             render_plugins=[SwaggerRenderPlugin()],
         ),
+    )
+    _check_access_declared(app)
+    return app
+
+
+def _check_access_declared(app: Litestar) -> None:
+    """Every route says who may call it: a route that forgot must not start open."""
+    handlers = [handler for route in app.routes for handler in getattr(route, "route_handlers", [])]
+    missing = undeclared_routes(handlers)
+    if missing:
+        raise RuntimeError(f"routes without an access declaration: {'; '.join(missing)}")
+
+
+def warn_auth_disabled() -> None:
+    logger.warning(
+        "AUTHENTICATION IS DISABLED (PIPELINE_AUTH=disabled): every request acts as tenant "
+        "'default' with every scope, without a key. Only for a laptop; never expose this "
+        "API to a network."
     )
 
 

@@ -12,11 +12,13 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
+from pipeline.http.auth import access, enforce_upload_rate
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.http.upload_body import read_upload
 from pipeline.services import queries
 from pipeline.services.cursors import InvalidCursor
+from pipeline.services.keys import Principal
 from pipeline.services.queries import ChunkList, DocumentLinks, DocumentPage, DocumentView
 from pipeline.services.uploads import IdempotencyConflict, Upload
 
@@ -66,12 +68,16 @@ class DocumentController(Controller):
         status_code=202,
         operation_class=UploadOperation,
         summary="Upload a document",
-        description="Stores the document and answers at once; processing runs in the background.",
+        description="Stores the document and answers at once; processing runs in the "
+        "background. Each API key may upload at its rate limit (`429` with `Retry-After` "
+        "beyond it).",
+        **access("ingest"),
     )
     async def upload(
         self,
         request: Request[Any, Any, Any],
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         filename: Annotated[
             str | None, QueryParameter(name="filename", required=False, max_length=1024)
         ] = None,
@@ -80,12 +86,14 @@ class DocumentController(Controller):
             HeaderParameter(name="Idempotency-Key", required=False, min_length=1, max_length=255),
         ] = None,
     ) -> Response[DocumentAccepted]:
+        await enforce_upload_rate(api.limiter, principal)  # before the body is read
         raw = await read_upload(request, filename, api.settings.max_upload_bytes)
         upload = Upload(
             filename=raw.filename,
             declared_type=raw.declared_type,
             data=raw.data,
             idempotency_key=idempotency_key,
+            tenant=principal.tenant,
         )
         try:
             accepted = await api.uploads.accept(upload)
@@ -104,10 +112,11 @@ class DocumentController(Controller):
             headers["Idempotent-Replayed"] = "true"
         return Response(body, status_code=202, headers=headers)
 
-    @get("/", summary="List documents, newest first")
+    @get("/", summary="List documents, newest first", **access("read"))
     async def list_documents(
         self,
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         status: Annotated[
             queries.DocumentStatus | None, QueryParameter(name="status", required=False)
         ] = None,
@@ -116,29 +125,35 @@ class DocumentController(Controller):
     ) -> DocumentPage:
         try:
             return await queries.list_documents(
-                api.engine, status=status, cursor=cursor, limit=limit
+                api.engine, status=status, cursor=cursor, limit=limit, tenant=principal.tenant
             )
         except InvalidCursor as error:
             raise Problem(422, str(error)) from None
 
-    @get("/{document_id:str}", summary="A document and each of its stage runs")
+    @get("/{document_id:str}", summary="A document and each of its stage runs", **access("read"))
     async def get_document(
-        self, api: NamedDependency[ApiState], document_id: Annotated[str, PathParameter()]
+        self,
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        document_id: Annotated[str, PathParameter()],
     ) -> DocumentView:
-        document = await queries.get_document(api.engine, parse_id(document_id))
+        document = await queries.get_document(
+            api.engine, parse_id(document_id), tenant=principal.tenant
+        )
         if document is None:
             raise Problem(404, f"no document with id {document_id!r}")
         return document
 
-    @get("/{document_id:str}/chunks", summary="A document's chunks, in order")
+    @get("/{document_id:str}/chunks", summary="A document's chunks, in order", **access("read"))
     async def get_chunks(
         self,
         api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
         document_id: Annotated[str, PathParameter()],
         embeddings: Annotated[bool, QueryParameter(name="embeddings")] = False,
     ) -> ChunkList:
         chunks = await queries.list_chunks(
-            api.engine, parse_id(document_id), with_embeddings=embeddings
+            api.engine, parse_id(document_id), with_embeddings=embeddings, tenant=principal.tenant
         )
         if chunks is None:
             raise Problem(404, f"no document with id {document_id!r}")

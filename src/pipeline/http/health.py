@@ -11,6 +11,7 @@ from litestar import get
 from litestar.di import NamedDependency
 from sqlalchemy import text
 
+from pipeline.http.auth import access
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 
@@ -22,12 +23,14 @@ class Health(msgspec.Struct, frozen=True):
     status: str
 
 
-@get("/health", tags=["health"], summary="Liveness")
+@get("/health", tags=["health"], summary="Liveness", **access("public"))
 async def health() -> Health:
     return Health(status="ok")
 
 
-@get("/ready", tags=["health"], summary="Readiness: Postgres and Redis reachable")
+@get(
+    "/ready", tags=["health"], summary="Readiness: Postgres and Redis reachable", **access("public")
+)
 async def ready(api: NamedDependency[ApiState]) -> Health:
     failures = []
     if not await _postgres_ok(api):

@@ -7,6 +7,7 @@ from litestar import Response, get
 from litestar.di import NamedDependency
 from prometheus_client import REGISTRY, generate_latest
 
+from pipeline.http.auth import access
 from pipeline.http.state import ApiState
 from pipeline.metrics import render_overview
 from pipeline.services.monitoring import Overview, overview, queue_depths
@@ -21,12 +22,25 @@ async def _overview(api: ApiState) -> Overview:
     return await anyio.to_thread.run_sync(read)
 
 
-@get("/stages", tags=["operations"], summary="Per-stage queue depth, work in flight, outcomes")
+@get(
+    "/stages",
+    tags=["operations"],
+    summary="Per-stage queue depth, work in flight, outcomes",
+    description="Counts over every tenant: they name no document.",
+    **access("admin"),
+)
 async def stages(api: NamedDependency[ApiState]) -> Overview:
     return await _overview(api)
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
+@get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    description="Needs the `admin` scope unless `PIPELINE_METRICS_PUBLIC=true`.",
+    include_in_schema=True,
+    **access("metrics"),
+)
 async def metrics(api: NamedDependency[ApiState]) -> Response[bytes]:
     body = generate_latest(REGISTRY) + render_overview(await _overview(api))
     return Response(body, media_type="text/plain; version=0.0.4")

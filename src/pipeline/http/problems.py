@@ -27,12 +27,20 @@ logger = logging.getLogger(__name__)
 class Problem(ProblemDetailsException):
     """An API error with a clear ``detail``; raise it from handlers."""
 
-    def __init__(self, status_code: int, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(
             status_code=status_code,
             detail=detail,
             title=_title(status_code),
             type_="about:blank",
+            headers=headers,
             extra=extra or None,
         )
 

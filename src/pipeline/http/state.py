@@ -8,6 +8,8 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.services.dispatch import Dispatcher
+from pipeline.services.keys import Authenticator
+from pipeline.services.rate_limit import RateLimiter
 from pipeline.services.replay import ReplayService
 from pipeline.services.rerun import RerunService
 from pipeline.services.uploads import UploadService
@@ -25,3 +27,7 @@ class ApiState:
     handlers call them through ``anyio.to_thread``."""
     replay: ReplayService
     rerun: RerunService
+    auth: Authenticator
+    """Verifies API keys, with a short in-process cache."""
+    limiter: RateLimiter
+    """Per-key upload rate limits, in Redis."""

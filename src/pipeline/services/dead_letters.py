@@ -1,4 +1,9 @@
-"""Reading dead letters: filtered, cursor-paginated lists and the whole of one letter."""
+"""Reading dead letters: filtered, cursor-paginated lists and the whole of one letter.
+
+A letter belongs to the tenant of its document. ``tenant=None`` (the trusted CLI)
+sees every letter; a tenant sees only its documents' letters, never those that name
+no document (poison messages), which only the CLI shows.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ from typing import Any, Literal
 import msgspec
 from sqlalchemy import Connection, Select, select, tuple_
 
-from pipeline.db.models import DeadLetter, StageEvent
+from pipeline.db.models import DeadLetter, Document, StageEvent
 from pipeline.services.cursors import decode_cursor, encode_cursor
 from pipeline.services.operations import TimeFilter
+from pipeline.services.text import PlainText
 from pipeline.stages import StageName
 
 LetterStatus = Literal["dead", "replayed", "discarded"]
@@ -21,7 +27,7 @@ class LetterFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_fields=
     """Which dead letters an operator means; every field narrows the selection."""
 
     stage: StageName | None = None
-    error_type: str | None = None
+    error_type: PlainText | None = None
     document_id: uuid.UUID | None = None
     status: LetterStatus | None = None
 
@@ -99,21 +105,35 @@ SUMMARY_COLUMNS = (
 )
 
 
-def matching(selection: LetterFilter, limit: int | None = None) -> Select[Any]:
+def of_tenant(tenant: str | None) -> list[Any]:
+    """The condition that keeps a tenant's letters (none: every letter)."""
+    if tenant is None:
+        return []
+    return [DeadLetter.document_id.in_(select(Document.id).where(Document.tenant == tenant))]
+
+
+def matching(
+    selection: LetterFilter, limit: int | None = None, *, tenant: str | None = None
+) -> Select[Any]:
     """Ids of the letters a filter selects, oldest first (the order bulk actions use)."""
     query = (
         select(DeadLetter.id)
-        .where(*selection.where())
+        .where(*selection.where(), *of_tenant(tenant))
         .order_by(DeadLetter.failed_at, DeadLetter.id)
     )
     return query.limit(limit) if limit is not None else query
 
 
 def list_letters(
-    conn: Connection, selection: LetterFilter, *, limit: int, cursor: str | None = None
+    conn: Connection,
+    selection: LetterFilter,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    tenant: str | None = None,
 ) -> LetterPage:
     """Newest first, keyset-paginated on (failed_at, id)."""
-    query = select(*SUMMARY_COLUMNS).where(*selection.where())
+    query = select(*SUMMARY_COLUMNS).where(*selection.where(), *of_tenant(tenant))
     if cursor is not None:
         failed_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(DeadLetter.failed_at, DeadLetter.id) < (failed_at, last_id))
@@ -126,14 +146,16 @@ def list_letters(
     return LetterPage(items=items, next_cursor=next_cursor)
 
 
-def get_letter(conn: Connection, letter_id: uuid.UUID) -> LetterDetail | None:
+def get_letter(
+    conn: Connection, letter_id: uuid.UUID, *, tenant: str | None = None
+) -> LetterDetail | None:
     row = conn.execute(
         select(
             *SUMMARY_COLUMNS,
             DeadLetter.message,
             DeadLetter.traceback,
             DeadLetter.replayed_message_id,
-        ).where(DeadLetter.id == letter_id)
+        ).where(DeadLetter.id == letter_id, *of_tenant(tenant))
     ).one_or_none()
     if row is None:
         return None

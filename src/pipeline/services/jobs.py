@@ -40,6 +40,8 @@ REQUEST_TYPES: dict[str, type[OperationRequest]] = {
 
 
 class JobView(msgspec.Struct, frozen=True):
+    """A job as its tenant sees it."""
+
     id: uuid.UUID
     kind: str
     status: str
@@ -55,12 +57,18 @@ class JobView(msgspec.Struct, frozen=True):
 
 
 def create_job(
-    conn: Connection, kind: OperationKind, request: OperationRequest, operator: Operator
+    conn: Connection,
+    kind: OperationKind,
+    request: OperationRequest,
+    operator: Operator,
+    tenant: str,
 ) -> uuid.UUID:
+    """Record a job for ``tenant``: it will act on that tenant's items only."""
     job_id = uuid.uuid4()
     conn.execute(
         insert(OperationJob).values(
             id=job_id,
+            tenant=tenant,
             kind=kind,
             request=msgspec.to_builtins(request),
             requested_by=f"{operator.via}:{operator.name}",
@@ -79,7 +87,11 @@ def job_message(job_id: uuid.UUID) -> dramatiq.Message[Any]:
     )
 
 
-def get_job(conn: Connection, job_id: uuid.UUID) -> JobView | None:
+def get_job(conn: Connection, job_id: uuid.UUID, tenant: str | None = None) -> JobView | None:
+    """The job; another tenant's job is, to this tenant, no job at all."""
+    conditions = [OperationJob.id == job_id]
+    if tenant is not None:
+        conditions.append(OperationJob.tenant == tenant)
     row = conn.execute(
         select(
             OperationJob.id,
@@ -94,7 +106,7 @@ def get_job(conn: Connection, job_id: uuid.UUID) -> JobView | None:
             OperationJob.started_at,
             OperationJob.finished_at,
             OperationJob.request,
-        ).where(OperationJob.id == job_id)
+        ).where(*conditions)
     ).one_or_none()
     return JobView(**row._asdict()) if row else None
 
@@ -113,7 +125,12 @@ class JobRunner:
                 update(OperationJob)
                 .where(OperationJob.id == job_id, OperationJob.status == "queued")
                 .values(status="running", started_at=func.now(), heartbeat_at=func.now())
-                .returning(OperationJob.kind, OperationJob.request, OperationJob.requested_by)
+                .returning(
+                    OperationJob.kind,
+                    OperationJob.request,
+                    OperationJob.requested_by,
+                    OperationJob.tenant,
+                )
             ).one_or_none()
         if row is None:
             logger.info("operation job %s is not queued; nothing to do", job_id)
@@ -122,7 +139,7 @@ class JobRunner:
         operator = Operator(name=name, via="api" if via == "api" else "cli")
         request = msgspec.convert(row.request, REQUEST_TYPES[row.kind])
         try:
-            result = self._dispatch(job_id, request, operator)
+            result = self._dispatch(job_id, request, operator, row.tenant)
         except Exception as error:
             logger.exception("operation job %s failed", job_id)
             self._finish(job_id, "failed", error=f"{type(error).__name__}: {error}")
@@ -130,13 +147,14 @@ class JobRunner:
         self._finish(job_id, "succeeded", total=result.matched)
 
     def _dispatch(
-        self, job_id: uuid.UUID, request: OperationRequest, operator: Operator
+        self, job_id: uuid.UUID, request: OperationRequest, operator: Operator, tenant: str
     ) -> OperationReport:
         hooks: dict[str, Any] = {
             "progress": self._progress(job_id),
             "on_selected": self._total(job_id),
             "dry_run": request.dry_run,
             "reason": request.reason,
+            "tenant": tenant,  # a job acts for the tenant whose key made it, and no other
         }
         if isinstance(request, ReplayRequest):
             return self.replay.replay(

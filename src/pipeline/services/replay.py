@@ -23,7 +23,7 @@ from sqlalchemy.engine import Row
 from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
 from pipeline.messages import StageMessage
 from pipeline.services import stage_rows
-from pipeline.services.dead_letters import LetterFilter, matching
+from pipeline.services.dead_letters import LetterFilter, matching, of_tenant
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.operations import (
     ItemOutcome,
@@ -62,12 +62,14 @@ class ReplayService:
         self.namespace = settings.redis_namespace
         self.sleep = sleep
 
-    def select(self, selection: LetterSelection) -> list[uuid.UUID]:
+    def select(self, selection: LetterSelection, tenant: str | None = None) -> list[uuid.UUID]:
+        """The letters to act on; explicit ids are checked (and tenant-bound) item by item."""
         if selection.ids is not None:
             return list(dict.fromkeys(selection.ids))[: selection.limit]
         assert selection.filter is not None
+        query = matching(selection.filter, selection.limit, tenant=tenant)
         with self.engine.connect() as conn:
-            return list(conn.execute(matching(selection.filter, selection.limit)).scalars())
+            return list(conn.execute(query).scalars())
 
     # -- replay --------------------------------------------------------------------------
 
@@ -82,28 +84,36 @@ class ReplayService:
         force: bool = False,
         progress: Progress | None = None,
         on_selected: Callable[[int], None] | None = None,
+        tenant: str | None = None,
     ) -> OperationReport:
+        """Replay the selected letters (only ``tenant``'s documents' letters, if given)."""
         pacer = Pacer(rate, sleep=self.sleep)
         detail = audit(operator, reason, selection.describe())
-        chosen = self.select(selection)
+        chosen = self.select(selection, tenant)
         if on_selected:
             on_selected(len(chosen))
         items = []
         for letter_id in chosen:
             if not dry_run:
                 pacer.wait()
-            item = self._replay_one(letter_id, detail, dry_run=dry_run, force=force)
+            item = self._replay_one(letter_id, detail, dry_run=dry_run, force=force, tenant=tenant)
             items.append(item)
             if progress:
                 progress(item)
         return report(dry_run, items)
 
     def _replay_one(
-        self, letter_id: uuid.UUID, detail: dict[str, Any], *, dry_run: bool, force: bool
+        self,
+        letter_id: uuid.UUID,
+        detail: dict[str, Any],
+        *,
+        dry_run: bool,
+        force: bool,
+        tenant: str | None,
     ) -> ItemOutcome:
         envelope = None
         with self.engine.begin() as conn:
-            letter = _lock_letter(conn, letter_id)
+            letter = _lock_letter(conn, letter_id, tenant)
             refusal = _refuse(letter, force, "replay")
             if refusal is None and letter is not None:
                 refusal = _stage_refusal(conn, letter)
@@ -144,15 +154,17 @@ class ReplayService:
         force: bool = False,
         progress: Progress | None = None,
         on_selected: Callable[[int], None] | None = None,
+        tenant: str | None = None,
     ) -> OperationReport:
+        """Discard the selected letters (only ``tenant``'s documents' letters, if given)."""
         detail = audit(operator, reason, selection.describe())
-        chosen = self.select(selection)
+        chosen = self.select(selection, tenant)
         if on_selected:
             on_selected(len(chosen))
         items = []
         for letter_id in chosen:
             with self.engine.begin() as conn:
-                letter = _lock_letter(conn, letter_id)
+                letter = _lock_letter(conn, letter_id, tenant)
                 refusal = _refuse(letter, force, "discard")
                 if refusal is not None or letter is None:
                     item = _skipped(letter_id, letter, refusal or "no such dead letter")
@@ -303,9 +315,12 @@ def _parse_entry(raw: bytes, redis_id: str) -> _Entry:
     )
 
 
-def _lock_letter(conn: Connection, letter_id: uuid.UUID) -> Row[Any] | None:
+def _lock_letter(conn: Connection, letter_id: uuid.UUID, tenant: str | None) -> Row[Any] | None:
+    """The letter, locked; another tenant's letter is, to that tenant, no letter at all."""
     return conn.execute(
-        select(DeadLetter).where(DeadLetter.id == letter_id).with_for_update()
+        select(DeadLetter)
+        .where(DeadLetter.id == letter_id, *of_tenant(tenant))
+        .with_for_update(of=DeadLetter)
     ).first()
 
 

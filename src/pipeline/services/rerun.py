@@ -81,13 +81,14 @@ class RerunService:
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
         self.sleep = sleep
 
-    def select(self, selection: DocumentSelection) -> list[uuid.UUID]:
+    def select(self, selection: DocumentSelection, tenant: str | None = None) -> list[uuid.UUID]:
+        """The documents to act on; explicit ids are checked (and tenant-bound) one by one."""
         if selection.ids is not None:
             return list(dict.fromkeys(selection.ids))[: selection.limit]
         assert selection.filter is not None
         query = (
             select(Document.id)
-            .where(*selection.filter.where())
+            .where(*selection.filter.where(), *_of_tenant(tenant))
             .order_by(Document.created_at, Document.id)
         )
         if selection.limit is not None:
@@ -106,17 +107,19 @@ class RerunService:
         reason: str | None = None,
         progress: Progress | None = None,
         on_selected: Callable[[int], None] | None = None,
+        tenant: str | None = None,
     ) -> OperationReport:
+        """Re-run the selected documents (only ``tenant``'s, if given)."""
         pacer = Pacer(rate, sleep=self.sleep)
         detail = {**audit(operator, reason, selection.describe()), "from_stage": from_stage}
-        chosen = self.select(selection)
+        chosen = self.select(selection, tenant)
         if on_selected:
             on_selected(len(chosen))
         items = []
         for document_id in chosen:
             if not dry_run:
                 pacer.wait()
-            item = self._rerun_one(document_id, from_stage, detail, dry_run=dry_run)
+            item = self._rerun_one(document_id, from_stage, detail, dry_run=dry_run, tenant=tenant)
             items.append(item)
             if progress:
                 progress(item)
@@ -129,11 +132,14 @@ class RerunService:
         detail: dict[str, Any],
         *,
         dry_run: bool,
+        tenant: str | None,
     ) -> ItemOutcome:
         position = STAGES.index(from_stage)
         with self.engine.begin() as conn:
             generation = conn.execute(
-                select(Document.generation).where(Document.id == document_id).with_for_update()
+                select(Document.generation)
+                .where(Document.id == document_id, *_of_tenant(tenant))
+                .with_for_update()
             ).scalar_one_or_none()
             if generation is None:
                 return ItemOutcome(id=document_id, action="skipped", detail="no such document")
@@ -184,6 +190,11 @@ class RerunService:
             f"generation {generation} → {generation + 1}",
             envelope.message_id,
         )
+
+
+def _of_tenant(tenant: str | None) -> list[Any]:
+    """Another tenant's document is, to this tenant, no document at all."""
+    return [] if tenant is None else [Document.tenant == tenant]
 
 
 def _earlier_stages_refusal(conn: Connection, document_id: uuid.UUID, position: int) -> str | None:
