@@ -1,4 +1,4 @@
-"""The real commands, as an operator runs them: db upgrade, api, worker, ingest."""
+"""The real commands, as an operator runs them: db upgrade, keys, api, worker, ingest."""
 
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ def cli_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def services(cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     subprocess.run([*PIPELINE, "db", "upgrade"], env=cli_env, check=True, timeout=60)
+    created = subprocess.run(
+        [*PIPELINE, "keys", "create", "--tenant", "cli-test", "--scope", "ingest,read"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    cli_env["PIPELINE_API_KEY"] = created.stdout.strip()  # `pipeline ingest` reads it
     port = free_port()
     logs = [(tmp_path / "api.log").open("w"), (tmp_path / "worker.log").open("w")]
     processes = [
@@ -94,8 +103,10 @@ def test_ingest_wait_reports_success_and_failure(
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.count("succeeded") == 2
-    hits = httpx.get(services + "/search", params={"q": "bioluminescent"}).json()["hits"]
-    assert [hit["filename"] for hit in hits] == ["b.txt"]
+    auth = {"Authorization": f"Bearer {cli_env['PIPELINE_API_KEY']}"}
+    hits = httpx.get(services + "/search", params={"q": "bioluminescent"}, headers=auth)
+    assert [hit["filename"] for hit in hits.json()["hits"]] == ["b.txt"]
+    assert httpx.get(services + "/search", params={"q": "bioluminescent"}).status_code == 401
 
     (tmp_path / "bad.dat").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(300))
     bad = subprocess.run(
@@ -116,3 +127,19 @@ def test_ingest_wait_reports_success_and_failure(
     )
     assert bad.returncode == 1
     assert "failed" in bad.stdout
+
+
+def test_ingest_with_a_refused_key_stops_with_one_line(
+    services: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("Some text.\n")
+    refused = subprocess.run(
+        [*PIPELINE, "ingest", str(tmp_path / "a.txt"), "--url", services],
+        env={**cli_env, "PIPELINE_API_KEY": "pk_0123456789ab_" + "A" * 43},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "the API refused the key (401)" in refused.stderr
+    assert "Traceback" not in refused.stderr

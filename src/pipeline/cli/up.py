@@ -41,11 +41,32 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+_no_auth = click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Switch authentication off (PIPELINE_AUTH=disabled): every request acts as "
+    "tenant 'default' with every scope. Only on a machine nobody else can reach.",
+)
+
+
 def _announce(info: StackInfo) -> None:
     where = {True: "embedded", False: "from the environment"}
     click.echo(f"pipeline is up: API {info.api_url}  (docs {info.api_url}/schema/swagger)")
     click.echo(f"  Postgres ({where[info.embedded_postgres]}): {info.database_url}")
     click.echo(f"  Redis    ({where[info.embedded_redis]}): {info.redis_url}")
+    if info.api_key is None:
+        click.secho(
+            "  WARNING: authentication is DISABLED (PIPELINE_AUTH=disabled): anyone who can "
+            f"reach {info.api_url} can upload, read and operate as tenant 'default'",
+            fg="red",
+            bold=True,
+        )
+        return
+    click.echo(f"  API key  (tenant default, every scope): {info.api_key}")
+    click.echo(
+        f"           also in {info.key_file}: "
+        f'curl -H "Authorization: Bearer $(cat {info.key_file})" {info.api_url}/documents'
+    )
 
 
 @click.command()
@@ -54,10 +75,14 @@ def _announce(info: StackInfo) -> None:
 @_port
 @click.option("--processes-per-stage", default=1, show_default=True, type=click.IntRange(min=1))
 @_threads
-def up(data_dir: Path, host: str, port: int, processes_per_stage: int, threads: int) -> None:
+@_no_auth
+def up(
+    data_dir: Path, host: str, port: int, processes_per_stage: int, threads: int, no_auth: bool
+) -> None:
     """Run the API, a worker group per stage and the reconciler, supervised.
 
     Without DATABASE_URL / REDIS_URL, starts embedded Postgres and Redis in DATA_DIR.
+    Prints an API key (tenant default, every scope), also written to DATA_DIR/api-key.
     A child that dies is restarted; Ctrl-C or SIGTERM stops everything cleanly.
     """
     options = StackOptions(
@@ -66,6 +91,7 @@ def up(data_dir: Path, host: str, port: int, processes_per_stage: int, threads: 
         port=port,
         processes_per_stage=processes_per_stage,
         threads=threads,
+        auth=not no_auth,
     )
     stack = LocalStack(options, echo=click.echo)
     stop = _stop_on_signals()
@@ -82,9 +108,14 @@ def up(data_dir: Path, host: str, port: int, processes_per_stage: int, threads: 
 @_threads
 @click.option("--keep", is_flag=True, help="Stay up after the demo (Ctrl-C to stop).")
 @click.option("--query", default="glacier", show_default=True, help="What to search for.")
-def demo(data_dir: Path, host: str, port: int, threads: int, keep: bool, query: str) -> None:
+@_no_auth
+def demo(
+    data_dir: Path, host: str, port: int, threads: int, keep: bool, query: str, no_auth: bool
+) -> None:
     """Start everything, ingest the bundled samples (every supported type), search them."""
-    options = StackOptions(data_dir=data_dir, host=host, port=port, threads=threads)
+    options = StackOptions(
+        data_dir=data_dir, host=host, port=port, threads=threads, auth=not no_auth
+    )
     quiet: list[str] = []
     stack = LocalStack(options, echo=quiet.append)  # child logs stay out of the demo's output
     stop = _stop_on_signals()
@@ -92,7 +123,7 @@ def demo(data_dir: Path, host: str, port: int, threads: int, keep: bool, query: 
     try:
         _announce(info)
         stack.wait_ready(info.api_url)
-        summary = run_demo(info.api_url, click.echo, query=query)
+        summary = run_demo(info.api_url, click.echo, query=query, api_key=info.api_key)
         click.echo(
             f"\n{summary.succeeded} of {summary.documents} documents succeeded "
             f"({summary.failed} failed) in {summary.seconds:g} s; "

@@ -36,9 +36,11 @@ def run_demo(
     *,
     query: str = "glacier",
     timeout: float = 120.0,
+    api_key: str | None = None,
 ) -> DemoSummary:
     started = time.monotonic()
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=api_url, timeout=30, headers=headers) as client:
         ids = {_upload(client, path): path.name for path in sample_files()}
         echo(f"uploaded {len(ids)} sample documents: {', '.join(sorted(ids.values()))}")
         documents = _follow(client, ids, echo, timeout)

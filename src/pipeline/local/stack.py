@@ -1,7 +1,14 @@
-"""The whole pipeline on one machine: servers, schema, api, a worker group per stage, reconciler."""
+"""The whole pipeline on one machine: servers, schema, api, a worker group per stage, reconciler.
+
+Authentication stays on: the stack makes an API key for tenant ``default`` with every
+scope (or reuses the one it made before, if it still works) and leaves it in
+``<data dir>/api-key``, readable by the user alone. ``auth=False`` (``--no-auth``)
+switches authentication off instead, which the API and the banner say loudly.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -12,9 +19,11 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from pipeline.db.engine import make_engine
 from pipeline.db.migrate import upgrade
 from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from pipeline.local.supervisor import ChildSpec, Supervisor
+from pipeline.services.keys import ALL_SCOPES, create_key, verify_key
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
@@ -29,6 +38,8 @@ class StackOptions(msgspec.Struct, frozen=True, kw_only=True):
     threads: int = 2
     metrics_port: int = 9191
     """Worker groups expose Prometheus metrics on consecutive ports from here (0: off)."""
+    auth: bool = True
+    """False: ``PIPELINE_AUTH=disabled`` for the API (``pipeline up --no-auth``)."""
 
 
 class StackInfo(msgspec.Struct, frozen=True):
@@ -37,6 +48,9 @@ class StackInfo(msgspec.Struct, frozen=True):
     redis_url: str
     embedded_postgres: bool
     embedded_redis: bool
+    api_key: str | None = None
+    """Tenant ``default``, every scope; None when authentication is disabled."""
+    key_file: Path | None = None
 
 
 class LocalStack:
@@ -64,8 +78,11 @@ class LocalStack:
                 env["DATABASE_URL"] = self.postgres.start()
             if embedded_redis:
                 env["REDIS_URL"] = self.redis.start()
+            if not self.options.auth:
+                env["PIPELINE_AUTH"] = "disabled"
             settings = Settings.from_env(env)
             upgrade(settings)
+            api_key = None if settings.auth == "disabled" else self._local_key(settings)
             self.supervisor = Supervisor(self._children(), env, echo=self.echo)
             self.supervisor.start()
         except BaseException:
@@ -77,7 +94,43 @@ class LocalStack:
             redis_url=env["REDIS_URL"],
             embedded_postgres=embedded_postgres,
             embedded_redis=embedded_redis,
+            api_key=api_key,
+            key_file=self.key_file if api_key else None,
         )
+
+    @property
+    def key_file(self) -> Path:
+        return self.options.data_dir / "api-key"
+
+    def _local_key(self, settings: Settings) -> str:
+        """The key in ``key_file`` if it still opens everything, else a new one written there."""
+        engine = make_engine(settings, application_name="pipeline-up")
+        try:
+            with engine.begin() as conn:
+                known = self._read_key_file()
+                principal = verify_key(conn, known) if known else None
+                if principal and principal.tenant == "default" and principal.scopes == ALL_SCOPES:
+                    return known
+                created = create_key(
+                    conn, tenant="default", scopes=sorted(ALL_SCOPES), name="pipeline up (local)"
+                )
+        finally:
+            engine.dispose()
+        self._write_key_file(created.key)
+        return created.key
+
+    def _read_key_file(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.key_file.read_text().strip()
+        return ""
+
+    def _write_key_file(self, key: str) -> None:
+        """Readable by the user alone (0600), like an SSH key."""
+        self.key_file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key + "\n")
+        self.key_file.chmod(0o600)  # if it existed with looser bits
 
     def _children(self) -> list[ChildSpec]:
         options = self.options
