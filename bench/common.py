@@ -1,4 +1,10 @@
-"""Shared pieces of the benchmarks: a scratch database, servers, process handling."""
+"""Shared pieces of the benchmarks: a scratch database, servers, process handling.
+
+Every scratch database gets an API key (tenant ``default``, every scope) whose rate
+limit is far above what a benchmark sends: the limiter's Redis round trip is still
+measured, its throttling never. It is exported as ``PIPELINE_API_KEY`` for as long as
+the database lives, and :func:`wrk` sends it with every request.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +26,16 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from pipeline.db.engine import make_engine
 from pipeline.db.migrate import upgrade
+from pipeline.services.keys import create_key
 from pipeline.settings import Settings, to_sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+BENCH_RATE_PER_S = 1_000_000.0
+"""The benchmark key's upload limit: checked on every upload, never reached."""
 
 
 @contextlib.contextmanager
@@ -42,12 +52,31 @@ def scratch_database(label: str) -> Iterator[str]:
         .replace("postgresql+psycopg://", "postgresql://")
     )
     try:
-        upgrade(Settings(database_url=url))
+        settings = Settings(database_url=url)
+        upgrade(settings)
+        os.environ["PIPELINE_API_KEY"] = bench_key(settings)
         yield url
     finally:
+        os.environ.pop("PIPELINE_API_KEY", None)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def bench_key(settings: Settings) -> str:
+    engine = make_engine(settings, application_name="bench")
+    try:
+        with engine.begin() as conn:
+            scopes = ["ingest", "read", "admin"]
+            return create_key(
+                conn,
+                tenant="default",
+                scopes=scopes,
+                name="bench",
+                rate_limit_per_s=BENCH_RATE_PER_S,
+            ).key
+    finally:
+        engine.dispose()
 
 
 def clear_namespace(namespace: str) -> None:
@@ -133,9 +162,14 @@ def dramatiq_args(module: str, processes: int, threads: int) -> list[str]:
 
 
 def wrk(args: list[str], *, connections: int, seconds: int) -> tuple[float, float, float]:
-    """Run wrk; returns requests/s, p50 ms and p99 ms, and fails on any non-2xx answer."""
+    """Run wrk; returns requests/s, p50 ms and p99 ms, and fails on any non-2xx answer.
+
+    Sends the scratch database's API key (``PIPELINE_API_KEY``) when there is one.
+    """
+    key = os.environ.get("PIPELINE_API_KEY")
+    auth = ["-H", f"Authorization: Bearer {key}"] if key else []
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", *args],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", *auth, *args],
         capture_output=True,
         text=True,
         check=True,

@@ -101,3 +101,13 @@ def test_kubernetes_api_probes_and_reconciler() -> None:
     assert reconciler["spec"]["replicas"] == 2  # one sweeps, one stands by
     (job,) = load_all(k8s / "migrate-job.yaml")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
+
+
+def test_deployments_require_api_keys() -> None:
+    api = compose()["services"]["api"]["environment"]
+    assert api["PIPELINE_AUTH"] == "required"
+    assert api["DATABASE_URL"].startswith("postgresql://")  # the shared settings are kept
+    documents = load_all(ROOT / "deploy" / "k8s" / "config.yaml")
+    config = next(doc for doc in documents if doc["kind"] == "ConfigMap")["data"]
+    assert config["PIPELINE_AUTH"] == "required"
+    assert config["PIPELINE_METRICS_PUBLIC"] == "false"
