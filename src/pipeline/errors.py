@@ -52,3 +52,15 @@ class EncryptedContent(PermanentError):
 
 class ContentTooLarge(PermanentError):
     """The document exceeds a size policy."""
+
+
+class ArchiveTooLarge(ContentTooLarge):
+    """A DOCX (ZIP) package expands past a limit: a zip bomb, or something like one."""
+
+
+class TooManyPages(ContentTooLarge):
+    """A PDF has more pages than the page limit allows."""
+
+
+class TextTooLong(ContentTooLarge):
+    """A document yields more text than the later stages are allowed to process."""

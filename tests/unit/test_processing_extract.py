@@ -20,9 +20,9 @@ from processing_golden import (
 
 from pipeline.errors import ContentTooLarge, CorruptContent, EmptyContent, PipelineError
 from pipeline.processing.extract import Extracted, PageSpan, extract
-from pipeline.processing.extract import docx as docx_module
 from pipeline.processing.extract.html import html_blocks
 from pipeline.processing.extract.normalize import clean_block, clean_preformatted
+from pipeline.processing.limits import DocxLimits, ExtractLimits
 from pipeline.processing.sniff import sniff
 
 EXTRACT_CASES = case_files("extract")
@@ -99,8 +99,8 @@ def test_blank_pdf_page_has_an_empty_span(monkeypatch: pytest.MonkeyPatch) -> No
     from pipeline.processing.extract import pdf as pdf_module
 
     pages = ["", "First.", "", "Second."]
-    monkeypatch.setattr(pdf_module, "_read_pages", lambda _data: pages)
-    result = pdf_module.extract_pdf(b"")
+    monkeypatch.setattr(pdf_module, "_read_pages", lambda _data, _max_pages: pages)
+    result = pdf_module.extract_pdf(b"", 10)
     assert result.text == "First.\n\nSecond."
     assert result.pages == [
         PageSpan(number=1, start=0, end=0),
@@ -118,18 +118,18 @@ def _docx_with(document_xml: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def test_docx_decompressed_size_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docx_decompressed_size_is_capped() -> None:
     data = (FIXTURES / "extract" / "docx_report.docx").read_bytes()
-    monkeypatch.setattr(docx_module, "MAX_DOCUMENT_XML_BYTES", 1000)
-    with pytest.raises(ContentTooLarge, match="larger than"):
-        extract(data, "docx", None)
+    limits = ExtractLimits(docx=DocxLimits(max_part_bytes=1000))
+    with pytest.raises(ContentTooLarge, match="expands to more than 1000 bytes"):
+        extract(data, "docx", None, limits)
 
 
-def test_docx_zip_bomb_is_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docx_zip_bomb_is_refused_before_parsing() -> None:
     bomb = _docx_with(b"<w:document>" + b" " * 200_000 + b"</w:document>")
-    monkeypatch.setattr(docx_module, "MAX_DOCUMENT_XML_BYTES", 100_000)
-    with pytest.raises(ContentTooLarge):
-        extract(bomb, "docx", None)
+    limits = ExtractLimits(docx=DocxLimits(max_expanded_bytes=100_000))
+    with pytest.raises(ContentTooLarge, match="zip bomb"):
+        extract(bomb, "docx", None, limits)
 
 
 @pytest.mark.parametrize(

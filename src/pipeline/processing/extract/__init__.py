@@ -23,16 +23,19 @@ from __future__ import annotations
 
 from typing import Final
 
-from pipeline.errors import EmptyContent
+from pipeline.errors import EmptyContent, TextTooLong
 from pipeline.processing.extract.docx import extract_docx
 from pipeline.processing.extract.html import extract_html
 from pipeline.processing.extract.markdown import extract_markdown
 from pipeline.processing.extract.pdf import PDFIUM_LOCK, extract_pdf
-from pipeline.processing.extract.plain import extract_plain
+from pipeline.processing.extract.plain import extract_plain, read_text
 from pipeline.processing.extract.result import Extracted, PageSpan
 from pipeline.processing.kinds import DocumentKind
+from pipeline.processing.limits import ExtractLimits
 
-__all__ = ["PDFIUM_LOCK", "Extracted", "PageSpan", "extract"]
+__all__ = ["DEFAULT_LIMITS", "PDFIUM_LOCK", "ExtractLimits", "Extracted", "PageSpan", "extract"]
+
+DEFAULT_LIMITS: Final = ExtractLimits()
 
 _EMPTY_REASONS: Final[dict[DocumentKind, str]] = {
     "pdf": (
@@ -46,7 +49,12 @@ _EMPTY_REASONS: Final[dict[DocumentKind, str]] = {
 }
 
 
-def extract(data: bytes, kind: DocumentKind, encoding: str | None) -> Extracted:
+def extract(
+    data: bytes,
+    kind: DocumentKind,
+    encoding: str | None,
+    limits: ExtractLimits = DEFAULT_LIMITS,
+) -> Extracted:
     """Extract normalised text from ``data`` of a known ``kind``.
 
     ``encoding`` is the one validation found for text kinds (``None`` to detect
@@ -56,18 +64,37 @@ def extract(data: bytes, kind: DocumentKind, encoding: str | None) -> Extracted:
         EmptyContent: nothing readable was found.
         CorruptContent: the parser could not read the bytes.
         EncryptedContent: a password-protected PDF.
-        ContentTooLarge: a DOCX whose text part decompresses beyond the cap.
+        TooManyPages: a PDF over ``limits.max_pdf_pages``.
+        ArchiveTooLarge: a DOCX over one of ``limits.docx``.
+        TextTooLong: more text than ``limits.max_text_chars``.
     """
     if kind == "pdf":
-        result = extract_pdf(data)
+        result = extract_pdf(data, limits.max_pdf_pages)
     elif kind == "docx":
-        result = Extracted(text=extract_docx(data))
+        result = Extracted(text=extract_docx(data, limits.docx))
     elif kind == "html":
         result = Extracted(text=extract_html(data, encoding))
-    elif kind == "markdown":
-        result = Extracted(text=extract_markdown(data, encoding))
     else:
-        result = Extracted(text=extract_plain(data, encoding))
+        # Measured once decoded too, before the cleaning that costs time and memory
+        # in proportion to it (a 50 MB one-line file is refused in a fraction of a second).
+        text = read_text(data, encoding)
+        check_text_length(len(text), limits.max_text_chars)
+        body = extract_markdown(text) if kind == "markdown" else extract_plain(text)
+        result = Extracted(text=body)
+    check_text_length(len(result.text), limits.max_text_chars)
     if not result.text:
         raise EmptyContent(_EMPTY_REASONS[kind])
     return result
+
+
+def check_text_length(length: int, max_chars: int) -> None:
+    """Refuse text longer than ``max_chars`` characters.
+
+    Raises:
+        TextTooLong: with the length and the limit in the reason.
+    """
+    if length > max_chars:
+        raise TextTooLong(
+            f"the document's text is {length:,} characters long, more than the limit of "
+            f"{max_chars:,}; split it into smaller documents"
+        )

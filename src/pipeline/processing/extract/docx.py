@@ -9,8 +9,12 @@ table row becomes one block with its cells joined by `` | ``. Deleted revisions
 ``mc:Fallback`` duplicates of text boxes are skipped.
 
 The XML parser never resolves entities, loads DTDs or uses the network (XXE, and
-"billion laughs" against entity expansion), and the decompressed size of the part
-is capped before parsing (ZIP bombs).
+"billion laughs" against entity expansion), and refuses elements nested deeper than
+libxml2's default 256 levels (so the recursive walk below stays shallow). Against ZIP
+bombs the archive's directory is checked before anything is decompressed (number of
+parts, their declared sizes, their compression ratios: see
+:class:`~pipeline.processing.limits.DocxLimits`), and the one part that is read is
+decompressed in slices against the same limits, because a directory can lie.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
-from typing import Final
+from typing import IO, Final
 
 from lxml import etree
 
-from pipeline.errors import ContentTooLarge, CorruptContent
+from pipeline.errors import ArchiveTooLarge, CorruptContent
 from pipeline.processing.extract.normalize import clean_block, join_blocks
+from pipeline.processing.limits import RATIO_GRACE_BYTES, DocxLimits, human_size
 
-#: Refuse a ``word/document.xml`` that decompresses to more than this.
-MAX_DOCUMENT_XML_BYTES: Final = 64 * 1024 * 1024
+#: ``word/document.xml`` is decompressed this many bytes at a time.
+READ_SLICE_BYTES: Final = 1024 * 1024
+_SHOWN_NAME_CHARS: Final = 80
+# libxml2's nesting limit without XML_PARSE_HUGE, reported as ERR_RESOURCE_LIMIT.
+_XML_MAX_DEPTH: Final = 256
 
 _DOCUMENT_PART: Final = "word/document.xml"
 # Transitional and Strict OOXML use different namespaces for the same vocabulary.
@@ -109,19 +117,18 @@ def _table_rows(table: etree._Element) -> list[str]:
     return rows
 
 
-def _read_document_xml(data: bytes) -> bytes:
+def _read_document_xml(data: bytes, limits: DocxLimits) -> bytes:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_directory(archive.infolist(), limits)
             try:
                 info = archive.getinfo(_DOCUMENT_PART)
             except KeyError:
                 raise CorruptContent(
                     "DOCX is missing word/document.xml; re-save it from a word processor"
                 ) from None
-            if info.file_size > MAX_DOCUMENT_XML_BYTES:
-                raise ContentTooLarge(_too_large_reason())
             with archive.open(info) as part:
-                xml = part.read(MAX_DOCUMENT_XML_BYTES + 1)
+                return read_capped(part, info, limits)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         raise CorruptContent(
             f"DOCX is corrupt or unreadable ({exc}); re-save it and upload it again"
@@ -130,19 +137,73 @@ def _read_document_xml(data: bytes) -> bytes:
         raise CorruptContent(
             f"DOCX cannot be read ({exc}); re-save it without encryption or special compression"
         ) from exc
-    if len(xml) > MAX_DOCUMENT_XML_BYTES:
-        raise ContentTooLarge(_too_large_reason())
-    return xml
 
 
-def _too_large_reason() -> str:
-    limit = MAX_DOCUMENT_XML_BYTES // (1024 * 1024)
-    return f"DOCX text part is larger than {limit} MiB once decompressed; split the document"
+def check_directory(infos: list[zipfile.ZipInfo], limits: DocxLimits) -> None:
+    """Refuse an archive whose directory promises more than ``limits`` allow.
+
+    Costs nothing but arithmetic on the directory: no part is decompressed.
+
+    Raises:
+        ArchiveTooLarge: too many parts, too large in total or in one part, or a part
+            compressed suspiciously well.
+    """
+    if len(infos) > limits.max_parts:
+        raise ArchiveTooLarge(
+            f"DOCX has {len(infos)} parts, more than the limit of {limits.max_parts}; "
+            "it is not an ordinary Word document (zip bomb?)"
+        )
+    total = sum(info.file_size for info in infos)
+    if total > limits.max_expanded_bytes:
+        raise ArchiveTooLarge(_expands_reason(limits.max_expanded_bytes))
+    for info in infos:
+        _check_part(info.filename, info.file_size, info.compress_size, limits)
 
 
-def extract_docx(data: bytes) -> str:
-    """Text of a DOCX document (see module docstring)."""
-    xml = _read_document_xml(data)
+def _check_part(name: str, expanded: int, compressed: int, limits: DocxLimits) -> None:
+    """Refuse one part that expands (or has expanded so far) past ``limits``."""
+    if expanded > limits.max_part_bytes:
+        raise ArchiveTooLarge(
+            f"DOCX part {_shown(name)} expands to more than "
+            f"{human_size(limits.max_part_bytes)} when decompressed (zip bomb?); "
+            "split the document"
+        )
+    if expanded > RATIO_GRACE_BYTES and expanded > limits.max_ratio * max(compressed, 1):
+        raise ArchiveTooLarge(
+            f"DOCX part {_shown(name)} is compressed more than {limits.max_ratio}:1 "
+            "(zip bomb?); re-save it from a word processor"
+        )
+
+
+def read_capped(part: IO[bytes], info: zipfile.ZipInfo, limits: DocxLimits) -> bytes:
+    """The part's bytes, decompressed in slices against the limits as they grow.
+
+    The directory's sizes were checked already, but they are whatever the archive
+    says: this bounds what is really decompressed, whatever it said.
+    """
+    pieces: list[bytes] = []
+    size = 0
+    while piece := part.read(READ_SLICE_BYTES):
+        size += len(piece)
+        _check_part(info.filename, size, info.compress_size, limits)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def _expands_reason(limit: int) -> str:
+    return (
+        f"DOCX expands to more than {human_size(limit)} when decompressed (zip bomb?); "
+        "split the document"
+    )
+
+
+def _shown(name: str) -> str:
+    """A part name fit for a reason: printable and short (it comes from the upload)."""
+    printable = "".join(ch if ch.isprintable() else "?" for ch in name[:_SHOWN_NAME_CHARS])
+    return repr(printable + ("..." if len(name) > _SHOWN_NAME_CHARS else ""))
+
+
+def _parse(xml: bytes) -> etree._Element:
     parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -152,13 +213,28 @@ def extract_docx(data: bytes) -> str:
         remove_pis=True,
     )
     try:
-        root = etree.fromstring(xml, parser)
+        return etree.fromstring(xml, parser)
     except etree.XMLSyntaxError as exc:
+        if any(entry.type_name == "ERR_RESOURCE_LIMIT" for entry in parser.error_log):
+            raise CorruptContent(
+                f"DOCX nests elements too deeply to be read (over {_XML_MAX_DEPTH} levels); "
+                "re-save it from a word processor"
+            ) from exc
         line, _column = exc.position
         raise CorruptContent(
             f"DOCX is corrupt: its document.xml is not well-formed XML (line {line}); "
             "re-save it from a word processor"
         ) from exc
+
+
+def extract_docx(data: bytes, limits: DocxLimits) -> str:
+    """Text of a DOCX document (see module docstring).
+
+    Raises:
+        ArchiveTooLarge: the package breaks one of ``limits``.
+        CorruptContent: not a readable DOCX, or nested too deeply.
+    """
+    root = _parse(_read_document_xml(data, limits))
     body = next((el for el in root if _name(el) == ("w", "body")), None)
     if _name(root) != ("w", "document") or body is None:
         raise CorruptContent("DOCX is corrupt: its document.xml has no document body; re-save it")

@@ -19,7 +19,6 @@ from markdown_it.token import Token
 
 from pipeline.processing.extract.html import html_blocks
 from pipeline.processing.extract.normalize import clean_block, clean_preformatted, join_blocks
-from pipeline.processing.extract.plain import read_text
 
 # Shared: parse() keeps its state per call; the instance is never mutated after this.
 # GFM tables and strikethrough are common enough in the wild to be worth enabling.
@@ -65,6 +64,6 @@ def markdown_blocks(source: str) -> list[str]:
     return blocks
 
 
-def extract_markdown(data: bytes, encoding: str | None) -> str:
-    """Text of a Markdown document (see module docstring)."""
-    return join_blocks(markdown_blocks(read_text(data, encoding)))
+def extract_markdown(source: str) -> str:
+    """Text of a Markdown document, already decoded (see module docstring)."""
+    return join_blocks(markdown_blocks(source))

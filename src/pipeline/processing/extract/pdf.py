@@ -10,6 +10,11 @@ waiting for the garbage collector.
 A PDF has no paragraph structure, only positioned lines, so each page's lines
 are joined into one block per run of non-blank lines; pages are separated by a
 blank line, and :class:`PageSpan` records where each page lies in the text.
+
+The page count is checked against a limit right after opening, before any page is
+loaded: thousands of trivial pages cost little to upload and a lot to read. What
+PDFium does inside one page (nested objects, huge content streams) is bounded by
+the sandbox's time limit and memory cap, not here.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Final
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from pipeline.errors import CorruptContent, EncryptedContent
+from pipeline.errors import CorruptContent, EncryptedContent, TooManyPages
 from pipeline.processing.extract.normalize import clean_block, join_blocks, split_paragraphs
 from pipeline.processing.extract.result import Extracted, PageSpan
 from pipeline.progress import report_progress
@@ -62,12 +67,21 @@ def _open(data: bytes) -> pdfium.PdfDocument:
         ) from exc
 
 
-def _read_pages(data: bytes) -> list[str]:
+def _check_pages(total: int, max_pages: int) -> None:
+    if total > max_pages:
+        raise TooManyPages(
+            f"PDF has {total} pages, more than the limit of {max_pages}; "
+            "split it into smaller files"
+        )
+
+
+def _read_pages(data: bytes, max_pages: int) -> list[str]:
     with PDFIUM_LOCK:
         document = _open(data)
         try:
             texts: list[str] = []
             total = len(document)
+            _check_pages(total, max_pages)
             for index in range(total):
                 report_progress(index, total)
                 page = document[index]
@@ -89,12 +103,17 @@ def _read_pages(data: bytes) -> list[str]:
             document.close()
 
 
-def extract_pdf(data: bytes) -> Extracted:
-    """Text of a PDF with one :class:`PageSpan` per page (1-based page numbers)."""
+def extract_pdf(data: bytes, max_pages: int) -> Extracted:
+    """Text of a PDF with one :class:`PageSpan` per page (1-based page numbers).
+
+    Raises:
+        TooManyPages: more than ``max_pages`` pages.
+        EncryptedContent, CorruptContent: PDFium cannot open or read it.
+    """
     parts: list[str] = []
     pages: list[PageSpan] = []
     offset = 0
-    for number, raw in enumerate(_read_pages(data), start=1):
+    for number, raw in enumerate(_read_pages(data, max_pages), start=1):
         text = _page_text(raw)
         if not text:
             pages.append(PageSpan(number=number, start=offset, end=offset))

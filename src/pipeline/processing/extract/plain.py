@@ -17,7 +17,6 @@ def read_text(data: bytes, encoding: str | None) -> str:
     return decode_text(data).text
 
 
-def extract_plain(data: bytes, encoding: str | None) -> str:
-    """Text of a plain-text document, one block per paragraph."""
-    text = read_text(data, encoding)
+def extract_plain(text: str) -> str:
+    """Text of a plain-text document (already decoded), one block per paragraph."""
     return join_blocks(clean_block(paragraph) for paragraph in split_paragraphs(text))

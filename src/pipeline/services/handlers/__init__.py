@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.faults import Faults
 from pipeline.processing.chunk import ChunkPolicy
 from pipeline.processing.embed import Embedder, HashingEmbedder
+from pipeline.processing.limits import MIB, DocxLimits, ExtractLimits
 from pipeline.processing.validate import ValidationPolicy
 from pipeline.services.handlers.base import AnyHandler, StageHandler
 from pipeline.services.handlers.chunk import ChunkHandler
@@ -16,7 +17,14 @@ from pipeline.services.sandbox import Sandbox, SandboxLimits
 from pipeline.settings import Settings
 from pipeline.stages import StageName
 
-__all__ = ["AnyHandler", "StageHandler", "make_embedder", "make_handlers", "make_sandbox"]
+__all__ = [
+    "AnyHandler",
+    "StageHandler",
+    "make_embedder",
+    "make_extract_limits",
+    "make_handlers",
+    "make_sandbox",
+]
 
 
 def make_embedder(settings: Settings) -> Embedder:
@@ -30,6 +38,20 @@ def make_sandbox(settings: Settings) -> Sandbox:
     return Sandbox(limits)
 
 
+def make_extract_limits(settings: Settings) -> ExtractLimits:
+    """The hostile-input limits of extraction, from settings."""
+    return ExtractLimits(
+        max_text_chars=settings.max_text_chars,
+        max_pdf_pages=settings.max_pdf_pages,
+        docx=DocxLimits(
+            max_expanded_bytes=settings.docx_max_expanded_mb * MIB,
+            max_part_bytes=settings.docx_max_part_mb * MIB,
+            max_parts=settings.docx_max_parts,
+            max_ratio=settings.docx_max_ratio,
+        ),
+    )
+
+
 def make_handlers(
     settings: Settings, *, faults: Faults | None = None, sandbox: bool = True
 ) -> dict[StageName, AnyHandler]:
@@ -37,7 +59,9 @@ def make_handlers(
     faults = faults if faults is not None else Faults(settings.faults)
     return {
         "validate": ValidateHandler(ValidationPolicy(max_bytes=settings.max_upload_bytes)),
-        "extract": ExtractHandler(make_sandbox(settings) if sandbox else None, faults),
+        "extract": ExtractHandler(
+            make_sandbox(settings) if sandbox else None, faults, make_extract_limits(settings)
+        ),
         "chunk": ChunkHandler(
             ChunkPolicy(
                 target_tokens=settings.chunk_target_tokens,

@@ -13,6 +13,7 @@ from pipeline.db.models import Document, DocumentText
 from pipeline.faults import Faults
 from pipeline.processing.extract import Extracted, extract
 from pipeline.processing.kinds import DocumentKind
+from pipeline.processing.limits import ExtractLimits
 from pipeline.services.handlers.storage import MissingInput, load_blob
 from pipeline.services.sandbox import Sandbox, never_returns
 
@@ -29,9 +30,10 @@ class ExtractInput(msgspec.Struct, frozen=True):
 
 
 class ExtractHandler:
-    def __init__(self, sandbox: Sandbox | None, faults: Faults) -> None:
+    def __init__(self, sandbox: Sandbox | None, faults: Faults, limits: ExtractLimits) -> None:
         self.sandbox = sandbox
         self.faults = faults
+        self.limits = limits
 
     def load(self, conn: Connection, document_id: uuid.UUID) -> ExtractInput:
         row = conn.execute(
@@ -48,10 +50,12 @@ class ExtractHandler:
 
     def compute(self, data: ExtractInput) -> Extracted:
         if self.sandbox is None or data.kind not in SANDBOXED:
-            return extract(data.data, data.kind, data.encoding)
+            return extract(data.data, data.kind, data.encoding, self.limits)
         if data.hang:
             self.sandbox.run(never_returns, data.data)
-        return self.sandbox.run(extract, data.data, data.kind, data.encoding)
+        # The limits travel with the call: they are checked in the child, so an
+        # oversized result is refused there and never pickled back.
+        return self.sandbox.run(extract, data.data, data.kind, data.encoding, self.limits)
 
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: Extracted
