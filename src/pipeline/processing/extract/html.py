@@ -6,11 +6,17 @@ nesting-depth limit (a page nested deeper than it is refused as corrupt rather
 than silently truncated). Boilerplate (scripts, navigation, site header/footer, forms,
 hidden elements) is removed, then the main content (``<main>``/``<article>`` when
 present, else ``<body>``) is walked iteratively into blocks.
+
+Every pass over the tree is top-down and linear in its size: nothing asks each
+element for its ancestors, and removed text is joined once per parent, because a
+hostile page of a few megabytes has hundreds of thousands of elements, and anything
+quadratic in them would run into the sandbox's time limit instead of finishing.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Final
 
 from lxml import etree
@@ -54,7 +60,8 @@ def _text_content(element: etree._Element) -> str:
     return "".join(text for text in element.itertext() if isinstance(text, str))
 
 
-def _is_boilerplate(element: etree._Element) -> bool:
+def _is_boilerplate(element: etree._Element, sectioned: bool) -> bool:
+    """Whether ``element`` is page chrome; ``sectioned``: it is inside a sectioning element."""
     tag = _tag(element)
     if not tag or tag in _DROP_TAGS:
         return True
@@ -64,34 +71,72 @@ def _is_boilerplate(element: etree._Element) -> bool:
         return True
     if element.get("hidden") is not None or _HIDDEN_STYLE.search(element.get("style") or ""):
         return True
-    if tag in ("header", "footer"):
-        return not any(_tag(a) in _SECTIONING for a in element.iterancestors())
-    return False
+    return tag in ("header", "footer") and not sectioned
 
 
-def _drop(element: etree._Element) -> None:
-    """Remove ``element`` and its subtree, keeping the text that follows it."""
-    parent = element.getparent()
-    if parent is None:
+def _prune(root: etree._Element) -> None:
+    """Remove the boilerplate subtrees below ``root``, keeping the text that follows each.
+
+    One top-down pass that carries "inside a sectioning element" down the tree, and
+    never enters a subtree it removes.
+    """
+    stack: list[tuple[etree._Element, bool]] = [(root, False)]
+    while stack:
+        element, sectioned = stack.pop()
+        inner = sectioned or _tag(element) in _SECTIONING
+        doomed = [child for child in element if _is_boilerplate(child, inner)]
+        if doomed:
+            _remove_children(element, doomed)
+        stack.extend((child, inner) for child in element)
+
+
+def _remove_children(parent: etree._Element, doomed: list[etree._Element]) -> None:
+    """Remove ``doomed`` children of ``parent``; their tails join the text before them.
+
+    The text is gathered per run and joined once (appending tail after tail to the
+    same string would be quadratic in a run of thousands of removed siblings).
+    """
+    doomed_set = set(doomed)
+    anchor: etree._Element | None = None  # None: the text goes to parent.text
+    pieces = [parent.text or ""]
+    for child in list(parent):
+        if child in doomed_set:
+            pieces.append(child.tail or "")
+            parent.remove(child)
+            continue
+        _set_leading_text(parent, anchor, pieces)
+        anchor, pieces = child, [child.tail or ""]
+    _set_leading_text(parent, anchor, pieces)
+
+
+def _set_leading_text(
+    parent: etree._Element, anchor: etree._Element | None, pieces: list[str]
+) -> None:
+    if len(pieces) == 1:  # nothing was removed after the anchor
         return
-    if element.tail:
-        previous = element.getprevious()
-        if previous is not None:
-            previous.tail = (previous.tail or "") + element.tail
+    if anchor is None:
+        parent.text = "".join(pieces)
+    else:
+        anchor.tail = "".join(pieces)
+
+
+def _outermost(root: etree._Element, wanted: str) -> list[etree._Element]:
+    """Elements that are ``wanted`` (``main`` also by role) and not inside another one."""
+    found: list[etree._Element] = []
+    stack = [root]
+    while stack:
+        element = stack.pop()
+        if _tag(element) == wanted or (wanted == "main" and element.get("role") == "main"):
+            found.append(element)
         else:
-            parent.text = (parent.text or "") + element.tail
-    parent.remove(element)
+            stack.extend(reversed(element))
+    return found
 
 
 def _content_roots(root: etree._Element) -> list[etree._Element]:
     """``<main>`` (or role=main) elements, else ``<article>`` ones, else the body."""
     for wanted in ("main", "article"):
-        found = [
-            el
-            for el in root.iter()
-            if _tag(el) == wanted or (wanted == "main" and el.get("role") == "main")
-        ]
-        outermost = [el for el in found if not any(a in found for a in el.iterancestors())]
+        outermost = _outermost(root, wanted)
         if outermost:
             return outermost
     body = root.find("body")
@@ -157,10 +202,8 @@ def _table_blocks(table: etree._Element, depth: int) -> list[str]:
     if depth >= MAX_TABLE_NESTING:
         return [clean_block(_text_content(table))]
     blocks: list[str] = []
-    for element in table.iter("caption", "tr"):
-        if next(element.iterancestors("table"), None) is not table:
-            continue  # belongs to a nested table, rendered inside its cell
-        if element.tag == "caption":
+    for element in _own_rows(table):
+        if _tag(element) == "caption":
             blocks.append(" ".join(_blocks_of(element, depth + 1)))
             continue
         cells = [
@@ -169,6 +212,20 @@ def _table_blocks(table: etree._Element, depth: int) -> list[str]:
         if any(cells):
             blocks.append(clean_block(" | ".join(cells)))
     return blocks
+
+
+def _own_rows(table: etree._Element) -> Iterator[etree._Element]:
+    """The captions and rows of ``table``, in order, not those of tables nested in it
+    (they are rendered inside their cells)."""
+    stack = list(reversed(table))
+    while stack:
+        element = stack.pop()
+        tag = _tag(element)
+        if tag == "table":
+            continue
+        if tag in ("caption", "tr"):
+            yield element
+        stack.extend(reversed(element))
 
 
 def _parse(markup: str) -> etree._Element | None:
@@ -211,8 +268,7 @@ def html_blocks(markup: str) -> list[str]:
     if root is None:
         return []
     title = clean_block(root.findtext(".//title") or "")
-    for element in [el for el in root.iter() if _is_boilerplate(el)]:
-        _drop(element)
+    _prune(root)
     blocks = [block for scope in _content_roots(root) for block in _blocks_of(scope)]
     if not blocks and title:
         return [title]
