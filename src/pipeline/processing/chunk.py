@@ -24,12 +24,13 @@ Offsets index the input string (``text == source[start:end]``); ordinals start a
 from __future__ import annotations
 
 import re
+from array import array
 from bisect import bisect_left
 from typing import Final, NamedTuple
 
 import msgspec
 
-from pipeline.processing.tokens import token_spans
+from pipeline.processing.tokens import TOKEN_PATTERN
 
 _PARAGRAPH_BREAK: Final = re.compile(r"\n\s*\n")
 # Sentence-final punctuation, closing quotes/brackets, then whitespace; group 1
@@ -99,11 +100,19 @@ def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 class _Tokens:
-    """Token offsets of the whole text, for counting and window splitting."""
+    """Token offsets of the whole text, for counting and window splitting.
+
+    Kept in two machine-integer arrays (16 bytes a token) rather than a list of
+    tuples (about 120 bytes a token): a long document has millions of tokens.
+    """
 
     def __init__(self, text: str) -> None:
-        self.spans = token_spans(text)
-        self.starts = [start for start, _ in self.spans]
+        self.starts = array("q")
+        self.ends = array("q")
+        for match in TOKEN_PATTERN.finditer(text):
+            start, end = match.span()
+            self.starts.append(start)
+            self.ends.append(end)
 
     def index_range(self, start: int, end: int) -> tuple[int, int]:
         return bisect_left(self.starts, start), bisect_left(self.starts, end)
@@ -122,8 +131,8 @@ def _units(text: str, tokens: _Tokens, target: int) -> list[_Unit]:
             base, extra = divmod(count, windows)
             for window in range(windows):
                 size = base + (1 if window < extra else 0)
-                start = tokens.spans[first][0]
-                units.append(_Unit(start, tokens.spans[first + size - 1][1], size, paragraph))
+                start = tokens.starts[first]
+                units.append(_Unit(start, tokens.ends[first + size - 1], size, paragraph))
                 first += size
     return units
 
