@@ -9,6 +9,12 @@ sentence an operator or a client can act on, never a traceback.
 
 from __future__ import annotations
 
+TOO_DEEP_REASON = (
+    "the document nests structures too deeply to be processed (recursion limit); "
+    "re-save it from the program that made it"
+)
+"""Why a ``RecursionError`` is permanent: the same input recurses as deep every time."""
+
 
 class PipelineError(Exception):
     """Base class for the errors this package raises on purpose."""

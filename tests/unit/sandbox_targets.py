@@ -57,3 +57,8 @@ class _Unpicklable(Exception):
 
 def fail_unpicklable() -> None:
     raise _Unpicklable("needs", "two arguments")
+
+
+def recurse(depth: int) -> int:
+    """Recurse without end: stands in for a parser walking absurdly nested input."""
+    return recurse(depth + 1) + 1

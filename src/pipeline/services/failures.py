@@ -10,7 +10,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from pipeline.errors import StageError
+from pipeline.errors import TOO_DEEP_REASON, StageError
 from pipeline.stages import StagePolicy
 
 
@@ -51,6 +51,8 @@ def classify(error: BaseException, policy: StagePolicy) -> Failure:
     kind = type(error).__name__
     if isinstance(error, StageError):
         return Failure(kind, error.reason, error.transient)
+    if isinstance(error, RecursionError):  # the same input recurses as deep next time
+        return Failure(kind, TOO_DEEP_REASON, transient=False)
     if isinstance(error, TimeLimitExceeded):
         seconds = policy.time_limit_ms / 1000
         return Failure(kind, f"timed out after {seconds:g} s", transient=True)

@@ -42,7 +42,10 @@ Outcomes, and why each is transient (retried) or permanent:
   same memory next time;
 * the child died without answering (``SIGSEGV``, ``SIGABRT``, ``SIGXCPU``, an exit):
   :class:`ParserCrashed`, *permanent*: a parser that crashes on a file crashes on it
-  every time, and retrying would only crash more processes;
+  every time, and retrying would only crash more processes. PDFium does not raise
+  when an allocation fails under the cap, it aborts: ``SIGABRT`` says so in the reason;
+* ``RecursionError``: :class:`ParserTooDeep`, *permanent*: the same nesting exhausts
+  the same stack next time;
 * any other exception: :class:`~pipeline.errors.TransientError`, as for every error
   nobody anticipated (see :mod:`pipeline.services.failures`).
 
@@ -69,13 +72,20 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 
 import msgspec
 
-from pipeline.errors import ContentTooLarge, CorruptContent, PipelineError, TransientError
+from pipeline.errors import (
+    TOO_DEEP_REASON,
+    ContentTooLarge,
+    CorruptContent,
+    PipelineError,
+    TransientError,
+)
 from pipeline.progress import report_progress, reporting_to
 
 __all__ = [
     "ParserCrashed",
     "ParserMemoryExceeded",
     "ParserTimeout",
+    "ParserTooDeep",
     "Sandbox",
     "SandboxLimits",
     "never_returns",
@@ -116,6 +126,10 @@ class ParserMemoryExceeded(ContentTooLarge):
 
 class ParserCrashed(CorruptContent):
     """The parser process died without answering (a signal or an exit)."""
+
+
+class ParserTooDeep(CorruptContent):
+    """The parser recursed past Python's recursion limit (absurdly nested input)."""
 
 
 class SandboxLimits(msgspec.Struct, frozen=True):
@@ -178,6 +192,7 @@ class Sandbox:
             ParserTimeout: the deadline passed; the child was killed.
             ParserMemoryExceeded: ``fn`` ran out of memory under the cap.
             ParserCrashed: the child died without answering.
+            ParserTooDeep: ``fn`` raised ``RecursionError``.
             TransientError: ``fn`` raised any other exception.
         """
         seconds, memory_mb = self._limits.seconds, self._limits.memory_mb
@@ -209,7 +224,7 @@ class Sandbox:
         if answer is None:
             if exitcode == -signal.SIGALRM:  # the child's own deadline backstop fired
                 raise ParserTimeout(_timeout_reason(seconds))
-            raise ParserCrashed(_crash_reason(exitcode))
+            raise ParserCrashed(_crash_reason(exitcode, memory_mb))
         return cast(T, _unpack(answer, memory_mb, process.name))
 
 
@@ -267,6 +282,8 @@ def _unpack(answer: bytes, memory_mb: int, name: str) -> Any:
         raise ParserMemoryExceeded(f"parsing needs more than {memory_mb} MiB of memory")
     if tag == _RAISED and isinstance(value, PipelineError):
         raise value
+    if tag == _RAISED and isinstance(value, RecursionError):
+        raise ParserTooDeep(TOO_DEEP_REASON)
     if tag == _RAISED:
         kind, message = type(value).__name__, str(value)
     else:
@@ -285,7 +302,7 @@ def _timeout_reason(seconds: float) -> str:
     return f"parsing did not finish within {seconds:g} s (hard limit); the parser was stopped"
 
 
-def _crash_reason(exitcode: int | None) -> str:
+def _crash_reason(exitcode: int | None, memory_mb: int) -> str:
     if exitcode is None:
         return "the parser crashed on this file (its exit status is unknown)"
     if exitcode < 0:
@@ -294,7 +311,12 @@ def _crash_reason(exitcode: int | None) -> str:
             name = signal.Signals(number).name
         except ValueError:
             name = "unknown signal"
-        return f"the parser crashed (signal {number}, {name}) on this file"
+        reason = f"the parser crashed (signal {number}, {name}) on this file"
+        if number == signal.SIGABRT:
+            # What PDFium (C++) does when an allocation fails under RLIMIT_AS: it
+            # aborts rather than raising, so the cap shows up as a crash.
+            reason += f"; it probably ran out of its {memory_mb} MiB memory cap"
+        return reason
     return f"the parser crashed (exit code {exitcode}) on this file"
 
 
