@@ -14,11 +14,12 @@ import msgspec
 from pipeline.services.dead_letters import LetterFilter
 from pipeline.services.replay import LetterSelection
 from pipeline.services.rerun import DocumentFilter, DocumentSelection
+from pipeline.services.text import NO_NUL
 from pipeline.stages import StageName
 
 Rate = Annotated[float, msgspec.Meta(gt=0, le=10_000)]
 Limit = Annotated[int, msgspec.Meta(ge=1)]
-Reason = Annotated[str, msgspec.Meta(max_length=1000)]
+Reason = Annotated[str, msgspec.Meta(max_length=1000, pattern=NO_NUL)]
 
 
 class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
