@@ -407,8 +407,8 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
     document_id = failed_document(client, faults, "lost-job.txt")
     letter_id = letter_of(engine, document_id)["id"]
     with engine.begin() as conn:  # a job whose message never reached Redis
-        lost = create_job(conn, "discard", DiscardRequest(ids=[letter_id]), ME)
-        stalled = create_job(conn, "discard", DiscardRequest(ids=[letter_id]), ME)
+        lost = create_job(conn, "discard", DiscardRequest(ids=[letter_id]), ME, "default")
+        stalled = create_job(conn, "discard", DiscardRequest(ids=[letter_id]), ME, "default")
         conn.execute(
             text(
                 "UPDATE operation_jobs SET dispatched_at = now() - interval '1 hour' WHERE id = :id"
