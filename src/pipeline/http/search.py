@@ -21,9 +21,7 @@ from pipeline.services.text import NO_NUL
 async def search(
     api: NamedDependency[ApiState],
     principal: NamedDependency[Principal],
-    q: Annotated[
-        str, QueryParameter(name="q", min_length=1, max_length=1000, pattern=NO_NUL)
-    ],
+    q: Annotated[str, QueryParameter(name="q", min_length=1, max_length=1000, pattern=NO_NUL)],
     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=100)] = 10,
 ) -> SearchResults:
     if not q.strip():
