@@ -75,8 +75,15 @@ class PipelineRedisBroker(RedisBroker):
             self.do_nack(queue_name, redis_id)
         message_id = redis_id or hashlib.sha256(data).hexdigest()[:32]
         logger.error("undecodable message %s on %s: %s", message_id, queue_name, reason)
-        if self.on_poison is not None:
+        if self.on_poison is None:
+            return
+        try:
             self.on_poison(queue_name, message_id, data, reason)
+        except Exception:
+            # The message is already in Redis's dead-letter set. Raising here would stop
+            # the consumer, and the messages it had prefetched would wait for this worker
+            # to die: a forged message must not be able to do that.
+            logger.exception("could not record undecodable message %s", message_id)
 
     def _find_redis_id(self, queue_name: str, data: bytes) -> str | None:
         found = _REDIS_ID.search(data)

@@ -129,7 +129,7 @@ def test_duplicate_and_stale_messages_are_dropped_with_a_reason(
     )
     payload = {"document_id": document_id, "stage": "chunk", "generation": 1}
     assert executor.execute("chunk", payload, delivery) is Outcome.DROPPED
-    stale = {**payload, "generation": 0}
+    stale = {**payload, "generation": 2}  # not the generation the document is at
     assert executor.execute("chunk", stale, delivery) is Outcome.DROPPED
     dropped = [
         e["detail"]["reason"] for e in events(engine, document_id) if e["event"] == "dropped"

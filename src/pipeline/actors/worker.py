@@ -57,8 +57,7 @@ if os.environ.get("dramatiq_prom_port"):  # noqa: SIM112 - Dramatiq names it so
 
 
 def _undecodable(queue_name: str, message_id: str, data: bytes, reason: str) -> None:
-    raw = data[:65536].decode("utf-8", errors="backslashreplace")
-    delivery = Delivery(message_id, "<undecodable>", queue_name, {"raw": raw})
+    delivery = Delivery.undecodable(queue_name, message_id, data)
     executor.poison(delivery, "UndecodableMessage", reason, None)
 
 
