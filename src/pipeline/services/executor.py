@@ -15,6 +15,11 @@ Each delivery of a stage message runs through :meth:`StageExecutor.execute`:
    ``dead`` with a dead letter and a failed document.
 
 Every transition appends to ``stage_events``.
+
+Round trips and connection checkouts are the cost of a stage (``docs/benchmarks.md``),
+so a delivery checks out one autocommit connection for its claim, load and completion:
+the claim and the loads are single statements that need no ``BEGIN``/``COMMIT`` of
+their own, and the completion is the one explicit transaction.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, Protocol
 
 import dramatiq
 import msgspec
+import psycopg
 from dramatiq.common import compute_backoff
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import Connection, Engine, func, select
@@ -118,34 +124,59 @@ class StageExecutor:
             return Outcome.DEAD
 
         update_log_context(document_id=message.document_id)
-        attempt = self._claim(message, delivery)
-        if isinstance(attempt, Outcome):
-            return attempt
+        try:
+            with self.autocommit.connect() as conn:
+                return self._run(conn, message, delivery)
+        except _UnknownDocument:
+            reason = f"document {message.document_id} does not exist"
+            self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
+            return Outcome.DEAD
+        except _Failed as failed:
+            # Outside the delivery's connection: it may be the thing that broke.
+            try:
+                policy = self.policies[stage]
+                failure = classify(failed.error, policy)
+                return self._fail(failed.attempt, failure, failed.error, failed.started)
+            except _LostHold:
+                return self._superseded(failed.attempt)
+        except _LostHold as lost:
+            return self._superseded(lost.attempt)
+
+    def _run(self, conn: Connection, message: StageMessage, delivery: Delivery) -> Outcome:
+        """Claim, work and complete on one connection; failures leave as ``_Failed``."""
+        attempt = self._claim(conn, message, delivery)
+        if attempt is None:
+            self._drop(conn, message, delivery)
+            return Outcome.DROPPED
         update_log_context(attempt=attempt.number)
         started = time.monotonic()
-        policy = self.policies[stage]
         try:
-            try:
-                if attempt.number > policy.max_attempts:
-                    raise _CrashLoop(attempt.number - 1)
-                return self._complete(attempt, self._work(attempt), started)
-            except _LostHold:
-                raise
-            except (Exception, TimeLimitExceeded) as error:
-                return self._fail(attempt, classify(error, policy), error, started)
+            if attempt.number > self.policies[message.stage].max_attempts:
+                raise _CrashLoop(attempt.number - 1)
+            return self._complete(conn, attempt, self._work(conn, attempt), started)
         except _LostHold:
-            self._record(
-                attempt.message,
-                "superseded",
-                attempt.number,
-                attempt.message_id,
-                {"reason": "the attempt no longer held the stage when it finished"},
-            )
-            return Outcome.DROPPED
+            raise
+        except (Exception, TimeLimitExceeded) as error:
+            if isinstance(error, psycopg.OperationalError):
+                # Raised by psycopg's own transaction block, so SQLAlchemy has not seen
+                # it: do not let a broken connection go back to the pool.
+                conn.invalidate()
+            raise _Failed(attempt, error, started) from error
+
+    def _superseded(self, attempt: Attempt) -> Outcome:
+        self._record(
+            attempt.message,
+            "superseded",
+            attempt.number,
+            attempt.message_id,
+            {"reason": "the attempt no longer held the stage when it finished"},
+        )
+        return Outcome.DROPPED
 
     # -- claim ---------------------------------------------------------------------------
 
-    def _claim(self, message: StageMessage, delivery: Delivery) -> Attempt | Outcome:
+    def _claim(self, conn: Connection, message: StageMessage, delivery: Delivery) -> Attempt | None:
+        """Take the stage row for this delivery, or ``None`` for a duplicate or stale one."""
         deadline = timedelta(milliseconds=self.policies[message.stage].time_limit_ms) + self.slack
         params = {
             "document_id": message.document_id,
@@ -156,17 +187,9 @@ class StageExecutor:
             "worker": self.worker_id,
             "detail": self._claimed_detail,
         }
-        with self.autocommit.connect() as conn:
-            number = conn.exec_driver_sql(stage_rows.CLAIM_SQL, params).scalar()
+        number = conn.exec_driver_sql(stage_rows.CLAIM_SQL, params).scalar()
         if number is None:
-            try:
-                with self.engine.begin() as conn:
-                    self._drop(conn, message, delivery)
-            except _UnknownDocument:
-                reason = f"document {message.document_id} does not exist"
-                self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
-                return Outcome.DEAD
-            return Outcome.DROPPED
+            return None
         return Attempt(
             message=message,
             number=int(number),
@@ -175,6 +198,7 @@ class StageExecutor:
         )
 
     def _drop(self, conn: Connection, message: StageMessage, delivery: Delivery) -> None:
+        """Record why a delivery was not claimed (autocommit: one read, one insert)."""
         row = conn.execute(stage_rows.current(message)).one_or_none()
         if row is None:
             if not _exists(conn, message):
@@ -196,15 +220,12 @@ class StageExecutor:
 
     # -- work ----------------------------------------------------------------------------
 
-    def _work(self, attempt: Attempt) -> object:
+    def _work(self, conn: Connection, attempt: Attempt) -> object:
         message = attempt.message
         handler = self.handlers[message.stage]
-        with self.autocommit.connect() as conn:
-            data = handler.load(conn, message.document_id)
-            if self.faults:
-                filename = _filename(conn, message)
+        data = handler.load(conn, message.document_id)
         if self.faults:
-            self.faults.before_compute(message.stage, filename, attempt.number)
+            self.faults.before_compute(message.stage, _filename(conn, message), attempt.number)
         with reporting_to(lambda current, total: self._progress(attempt, current, total)):
             return handler.compute(data)
 
@@ -217,35 +238,39 @@ class StageExecutor:
 
     # -- complete ------------------------------------------------------------------------
 
-    def _complete(self, attempt: Attempt, result: object, started: float) -> Outcome:
+    def _complete(
+        self, conn: Connection, attempt: Attempt, result: object, started: float
+    ) -> Outcome:
         message = attempt.message
         following = next_stage(message.stage)
         outgoing = following and StageMessage(message.document_id, following, message.generation)
         envelope = self.dispatcher.build(outgoing) if outgoing else None
+        drop = (
+            envelope is not None
+            and bool(self.faults)
+            and self.faults.drop_send(message.stage, _filename(conn, message))
+        )
         duration_ms = _elapsed_ms(started)
-        with self.engine.begin() as conn:
+        params = {
+            "document_id": message.document_id,
+            "stage": message.stage,
+            "generation": message.generation,
+            "attempt": attempt.number,
+            "duration_ms": duration_ms,
+            "message_id": attempt.message_id,
+            "next_stage": following,
+            "next_message_id": envelope.message_id if envelope else None,
+            "grace": self.grace,
+        }
+        # The connection is in autocommit mode; psycopg's transaction block makes the
+        # output and the success one transaction (SQLAlchemy's begin() cannot here).
+        with _driver(conn).transaction():
             summary = self.handlers[message.stage].store(
                 conn, message.document_id, message.generation, result
             )
-            params = {
-                "document_id": message.document_id,
-                "stage": message.stage,
-                "generation": message.generation,
-                "attempt": attempt.number,
-                "duration_ms": duration_ms,
-                "message_id": attempt.message_id,
-                "detail": _JSON.encode({**summary, "duration_ms": duration_ms}).decode(),
-                "next_stage": following,
-                "next_message_id": envelope.message_id if envelope else None,
-                "grace": self.grace,
-            }
+            params["detail"] = _JSON.encode({**summary, "duration_ms": duration_ms}).decode()
             if not conn.exec_driver_sql(stage_rows.SUCCEED_SQL, params).scalar():
-                raise _LostHold
-            drop = (
-                envelope is not None
-                and bool(self.faults)
-                and self.faults.drop_send(message.stage, _filename(conn, message))
-            )
+                raise _LostHold(attempt)  # rolls back the output with the transaction
         if envelope is not None and not drop:
             self.dispatcher.send_after_commit(envelope)
         return Outcome.SUCCEEDED
@@ -337,7 +362,7 @@ class StageExecutor:
         self, conn: Connection, attempt: Attempt, status: str, duration_ms: int, **changes: Any
     ) -> None:
         if conn.execute(stage_rows.release(attempt, status, duration_ms, **changes)).rowcount != 1:
-            raise _LostHold
+            raise _LostHold(attempt)
 
     # -- records -------------------------------------------------------------------------
 
@@ -368,7 +393,7 @@ class StageExecutor:
                 stage_rows.dead_letter(
                     delivery,
                     failure=Failure(error_type=error_type, reason=reason, transient=False),
-                    attempts=1 + int(delivery.message.get("options", {}).get("retries", 0)),
+                    attempts=_delivered_times(delivery),
                     stage_message=message,
                     document_known=known,
                     stage=stage,
@@ -382,6 +407,20 @@ _JSON = msgspec.json.Encoder()
 
 class _LostHold(Exception):
     """The attempt no longer holds its row; the transaction that noticed rolls back."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__(attempt.message.stage)
+        self.attempt = attempt
+
+
+class _Failed(Exception):
+    """An attempt's work or completion raised; carries what ``_fail`` needs."""
+
+    def __init__(self, attempt: Attempt, error: BaseException, started: float) -> None:
+        super().__init__(type(error).__name__)
+        self.attempt = attempt
+        self.error = error
+        self.started = started
 
 
 class _UnknownDocument(Exception):
@@ -400,6 +439,13 @@ class _CrashLoop(StageError):
         )
 
 
+def _driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under ``conn``, for a transaction on an autocommit connection."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
+
+
 def _exists(conn: Connection, message: StageMessage) -> bool:
     found = conn.execute(select(Document.id).where(Document.id == message.document_id))
     return found.scalar_one_or_none() is not None
@@ -409,6 +455,15 @@ def _filename(conn: Connection, message: StageMessage) -> str:
     return conn.execute(
         select(Document.filename).where(Document.id == message.document_id)
     ).scalar_one()
+
+
+def _delivered_times(delivery: Delivery) -> int:
+    """How often Dramatiq delivered this message, from its options (which may be forged)."""
+    options = delivery.message.get("options")
+    retries = options.get("retries") if isinstance(options, dict) else None
+    if isinstance(retries, int) and not isinstance(retries, bool) and 0 <= retries < 2**31:
+        return 1 + retries
+    return 1
 
 
 def _format_traceback(error: BaseException) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import msgspec
+import psycopg
 import redis
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.exc import DBAPIError
@@ -56,7 +57,7 @@ def classify(error: BaseException, policy: StagePolicy) -> Failure:
     if isinstance(error, TimeLimitExceeded):
         seconds = policy.time_limit_ms / 1000
         return Failure(kind, f"timed out after {seconds:g} s", transient=True)
-    if isinstance(error, DBAPIError | PoolTimeout):
+    if isinstance(error, DBAPIError | PoolTimeout | psycopg.Error):
         return Failure(kind, f"database error: {_first_line(error)}", transient=True)
     if isinstance(error, redis.RedisError):
         return Failure(kind, f"redis error: {_first_line(error)}", transient=True)

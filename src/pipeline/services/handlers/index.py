@@ -70,7 +70,8 @@ class IndexHandler:
         conn.execute(delete(Chunk).where(Chunk.document_id == document_id))
         if result:
             conn.execute(
-                insert(Chunk),
+                # inline: no RETURNING of the new ids, which nothing reads.
+                insert(Chunk).inline(),
                 [{"document_id": document_id, **msgspec.structs.asdict(row)} for row in result],
             )
         return {"chunks": len(result)}
