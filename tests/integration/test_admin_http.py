@@ -504,6 +504,7 @@ LETTER_ID = "00000000-0000-0000-0000-000000000001"
         ("/dead-letters/replay", {"ids": [LETTER_ID], "rate": 0}, "rate"),
         ("/dead-letters/replay", {"ids": ["not-a-uuid"]}, "ids[0]"),
         ("/dead-letters/replay", {"ids": [LETTER_ID], "limit": 0}, "limit"),
+        ("/dead-letters/replay", {"filter": {"stage": "extract"}, "limit": 2**63}, "limit"),
         ("/dead-letters/replay", {"ids": LETTER_ID}, "ids"),
         ("/dead-letters/discard", {"ids": [LETTER_ID], "filter": {}}, "give either ids"),
         ("/dead-letters/discard", {"ids": [LETTER_ID], "rate": 1}, "unknown field `rate`"),

@@ -71,12 +71,13 @@ class Forger:
     def message(self, queue: str, payload: dict[str, Any], **envelope: Any) -> str:
         """A well-formed Dramatiq JSON message whose one argument is ``payload``."""
         redis_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
+        options = {"redis_message_id": redis_id, **envelope.pop("options", {})}
         fields = {
             "queue_name": queue,
             "actor_name": queue,
             "args": [payload],
             "kwargs": {},
-            "options": {"redis_message_id": redis_id},
+            "options": options,
             "message_id": message_id,
             "message_timestamp": int(time.time() * 1000),
             **envelope,
@@ -110,7 +111,7 @@ def letters(engine: Engine, message_ids: list[str]) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT message_id, error_type, error_message, document_id, message "
+                "SELECT message_id, error_type, error_message, document_id, message, attempts "
                 "FROM dead_letters WHERE message_id = ANY(:ids)"
             ),
             {"ids": message_ids},
@@ -195,6 +196,11 @@ def test_forged_messages_change_nothing_outside_the_documents_state_machine(
         ),
     }
     unknown = forger.message("validate", naming_victim("validate", document_id=str(uuid.uuid4())))
+    forged_retries = forger.message(
+        "validate",
+        naming_victim("validate", document_id=str(uuid.uuid4())),
+        options={"retries": "lots"},
+    )
     envelope_tampered = forger.raw(
         "extract",
         msgspec.json.encode(
@@ -210,7 +216,7 @@ def test_forged_messages_change_nothing_outside_the_documents_state_machine(
             }
         ),
     )
-    letter_ids = [*invalid, unknown, pickled, envelope_tampered]
+    letter_ids = [*invalid, unknown, forged_retries, pickled, envelope_tampered]
 
     processes.worker()
     try:
@@ -233,6 +239,8 @@ def test_forged_messages_change_nothing_outside_the_documents_state_machine(
     assert found[pickled].error_type == "UndecodableMessage"
     assert found[envelope_tampered].error_type == "UndecodableMessage"
     assert found[unknown].error_type == "UnknownDocument"
+    assert found[forged_retries].error_type == "UnknownDocument"
+    assert found[forged_retries].attempts == 1  # a forged retry count is not believed
     for message_id, reason in invalid.items():
         assert found[message_id].error_type == "InvalidMessage", found[message_id]
         assert reason in found[message_id].error_message

@@ -227,7 +227,8 @@ def test_duplicate_and_stale_deliveries_leave_one_effect(make_stack: Any) -> Non
         )
     dispatcher.send(envelope)
     dispatcher.send(envelope)  # the same message twice, as at-least-once delivery may
-    dispatcher.send(dispatcher.build(StageMessage(uuid.UUID(document_id), "validate", 0)))
+    # generations start at 1, so the one that does not match is a later one
+    dispatcher.send(dispatcher.build(StageMessage(uuid.UUID(document_id), "validate", 2)))
     stack.processes.worker()
     stack.wait_done([document_id])
     assert stack.status(document_id) == "succeeded"
@@ -237,7 +238,7 @@ def test_duplicate_and_stale_deliveries_leave_one_effect(make_stack: Any) -> Non
     ]
     assert len(dropped) == 2, dropped
     assert any(reason.startswith("duplicate") for reason in dropped)
-    assert any(reason.startswith("stale message: generation 0") for reason in dropped)
+    assert any(reason.startswith("stale message: generation 2") for reason in dropped)
 
 
 def test_reconciler_recovers_sends_dropped_after_commit(make_stack: Any) -> None:

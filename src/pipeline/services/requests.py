@@ -18,7 +18,8 @@ from pipeline.services.text import NO_NUL
 from pipeline.stages import StageName
 
 Rate = Annotated[float, msgspec.Meta(gt=0, le=10_000)]
-Limit = Annotated[int, msgspec.Meta(ge=1)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+"""Bounded so a huge number is a 422, not a database overflow (found by the fuzzer)."""
 Reason = Annotated[str, msgspec.Meta(max_length=1000, pattern=NO_NUL)]
 
 
