@@ -32,7 +32,9 @@ from common import (
     process,
     scratch_database,
 )
+from cpu import CpuSample, per_document_ms, sample
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from pipeline.broker import make_broker
 from pipeline.messages import StageMessage
@@ -115,14 +117,17 @@ def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> 
             client = redis.Redis.from_url(REDIS_URL)
             counter = f"{namespace}:floor-done"
             started = time.monotonic()
-            with process(dramatiq_args("floor_chain", processes, threads), env, logs / "floor.log"):
+            args = dramatiq_args("floor_chain", processes, threads)
+            with process(args, env, logs / "floor.log") as proc:
+                first = sample(proc.pid, _name(database_url))
                 while int(client.get(counter) or 0) < documents:
                     time.sleep(0.05)
                 elapsed = time.monotonic() - started
+                used = sample(proc.pid, _name(database_url)) - first
             clear_namespace(namespace)
-            return {"docs_per_s": documents / elapsed, "p50": {}}
+            return {"docs_per_s": documents / elapsed, "p50": {}, "cpu": _cpu(used, documents)}
         module = "noop_worker" if kind == "noop" else "pipeline.actors.worker"
-        rate = run_stages(
+        rate, used = run_stages(
             database_url,
             documents,
             processes=processes,
@@ -130,7 +135,19 @@ def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> 
             module=module,
             log=logs / f"{kind}.log",
         )
-        return {"docs_per_s": rate, "p50": stage_p50(database_url)}
+        return {
+            "docs_per_s": rate,
+            "p50": stage_p50(database_url),
+            "cpu": _cpu(used, documents),
+        }
+
+
+def _name(database_url: str) -> str:
+    return str(make_url(database_url).database)
+
+
+def _cpu(used: CpuSample, documents: int) -> dict[str, float]:
+    return per_document_ms(used, documents)
 
 
 def run_stages(
@@ -141,20 +158,23 @@ def run_stages(
     threads: int,
     module: str = "pipeline.actors.worker",
     log: Path | None = None,
-) -> float:
-    """Documents/s of a worker module for a batch loaded into a (possibly full) database."""
+) -> tuple[float, CpuSample]:
+    """Documents/s of a worker module for a batch loaded into a (possibly full) database,
+    and the CPU the workers, their Postgres backends and Redis used meanwhile."""
     namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
     env = bench_env(database_url, namespace, pool_size=threads + 2)
     before = succeeded(database_url)
     load_documents(Settings.from_env(env), documents)
     log = log or Path(tempfile.mkdtemp(prefix="bench-stages-")) / "worker.log"
     started = time.monotonic()
-    with process(dramatiq_args(module, processes, threads), env, log):
+    with process(dramatiq_args(module, processes, threads), env, log) as proc:
+        first = sample(proc.pid, _name(database_url))
         while succeeded(database_url) < before + documents:
             time.sleep(0.05)
         elapsed = time.monotonic() - started
+        used = sample(proc.pid, _name(database_url)) - first
     clear_namespace(namespace)
-    return documents / elapsed
+    return documents / elapsed, used
 
 
 def main() -> None:
@@ -171,7 +191,9 @@ def main() -> None:
             results[kind].append(
                 run(kind, options.documents, options.processes, options.threads, logs)
             )
-            print(kind, f"{results[kind][-1]['docs_per_s']:.0f} docs/s", flush=True)
+            result = results[kind][-1]
+            cpu = ", ".join(f"{k} {v:.2f}" for k, v in result["cpu"].items())
+            print(kind, f"{result['docs_per_s']:.0f} docs/s; CPU ms/doc: {cpu}", flush=True)
     rates = {kind: median([r["docs_per_s"] for r in runs]) for kind, runs in results.items()}
     print("\n| variant | documents/s |\n|---|---|")
     for kind, rate in rates.items():
@@ -182,6 +204,11 @@ def main() -> None:
         f"(median of {options.runs} runs of {options.documents} documents, "
         f"{options.processes} processes x {options.threads} threads)"
     )
+    print("\n| variant | CPU ms per document: workers | Postgres backends | Redis (shared) |")
+    print("|---|---|---|---|")
+    for kind, runs in results.items():
+        cpu = {part: median([r["cpu"][part] for r in runs]) for part in runs[0]["cpu"]}
+        print(f"| {kind} | {cpu['workers']:.2f} | {cpu['postgres']:.2f} | {cpu['redis']:.2f} |")
     p50 = results["real"][-1]["p50"]
     print("real stage p50 ms: " + ", ".join(f"{s} {p50.get(s, 0):.1f}" for s in STAGES))
 

@@ -129,7 +129,7 @@ def throughput(small: int, large: int, batch: int) -> None:
     for existing in (small, large):
         with scratch_database("growth") as database_url:
             fill(database_url, existing)
-            rates[existing] = run_stages(database_url, batch, processes=2, threads=4)
+            rates[existing], _ = run_stages(database_url, batch, processes=2, threads=4)
             print(f"{existing} existing: {rates[existing]:.0f} docs/s", flush=True)
     change = rates[large] / rates[small] - 1
     print("\n| documents already stored | documents/s |\n|---|---|")
