@@ -7,13 +7,17 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from pipeline.db.models import DocumentText
 from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import PageSpan
 from pipeline.services.handlers.outputs import ChunkDraft, ChunkPlan, encode
 from pipeline.services.handlers.storage import MissingInput, replace_output
+
+_TEXT = select(DocumentText.text, DocumentText.pages).where(
+    DocumentText.document_id == bindparam("document_id")
+)
 
 
 class ChunkInput(msgspec.Struct, frozen=True):
@@ -26,11 +30,7 @@ class ChunkHandler:
         self.policy = policy
 
     def load(self, conn: Connection, document_id: uuid.UUID) -> ChunkInput:
-        row = conn.execute(
-            select(DocumentText.text, DocumentText.pages).where(
-                DocumentText.document_id == document_id
-            )
-        ).one_or_none()
+        row = conn.execute(_TEXT, {"document_id": document_id}).one_or_none()
         if row is None:
             raise MissingInput("the extracted text of this document is missing")
         return ChunkInput(text=row.text, pages=msgspec.convert(row.pages, list[PageSpan]))

@@ -6,7 +6,7 @@ import uuid
 from typing import Any, Final, cast
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 
 from pipeline.db.models import Document, DocumentText
@@ -19,6 +19,23 @@ from pipeline.services.sandbox import Sandbox, never_returns
 
 SANDBOXED: Final[frozenset[DocumentKind]] = frozenset({"pdf", "docx", "html"})
 """Kinds parsed by C libraries on untrusted input: these run in the sandbox."""
+
+
+_KIND = select(Document.kind, Document.encoding, Document.filename).where(
+    Document.id == bindparam("document_id")
+)
+_NEW_TEXT = insert(DocumentText)
+_REPLACE_TEXT = _NEW_TEXT.on_conflict_do_update(
+    index_elements=[DocumentText.document_id],
+    set_={
+        "generation": _NEW_TEXT.excluded.generation,
+        "text": _NEW_TEXT.excluded.text,
+        "pages": _NEW_TEXT.excluded.pages,
+        "char_count": _NEW_TEXT.excluded.char_count,
+        "created_at": _NEW_TEXT.excluded.created_at,
+    },
+)
+"""Statements built once per process (see ``storage.py``)."""
 
 
 class ExtractInput(msgspec.Struct, frozen=True):
@@ -36,11 +53,7 @@ class ExtractHandler:
         self.limits = limits
 
     def load(self, conn: Connection, document_id: uuid.UUID) -> ExtractInput:
-        row = conn.execute(
-            select(Document.kind, Document.encoding, Document.filename).where(
-                Document.id == document_id
-            )
-        ).one_or_none()
+        row = conn.execute(_KIND, {"document_id": document_id}).one_or_none()
         if row is None or row.kind is None:
             raise MissingInput("the document has not been validated")
         data = load_blob(conn, document_id)
@@ -61,23 +74,14 @@ class ExtractHandler:
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: Extracted
     ) -> dict[str, Any]:
         pages = [msgspec.to_builtins(page) for page in result.pages]
-        statement = insert(DocumentText).values(
-            document_id=document_id,
-            generation=generation,
-            text=result.text,
-            pages=pages,
-            char_count=len(result.text),
-        )
         conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[DocumentText.document_id],
-                set_={
-                    "generation": statement.excluded.generation,
-                    "text": statement.excluded.text,
-                    "pages": statement.excluded.pages,
-                    "char_count": statement.excluded.char_count,
-                    "created_at": statement.excluded.created_at,
-                },
-            )
+            _REPLACE_TEXT,
+            {
+                "document_id": document_id,
+                "generation": generation,
+                "text": result.text,
+                "pages": pages,
+                "char_count": len(result.text),
+            },
         )
         return {"characters": len(result.text), "pages": len(result.pages)}

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, bindparam, delete, insert
 
 from pipeline.db.models import Chunk
 from pipeline.errors import PermanentError
@@ -18,6 +18,9 @@ from pipeline.services.handlers.outputs import (
     decode_plan,
 )
 from pipeline.services.handlers.storage import load_output
+
+_DELETE_CHUNKS = delete(Chunk).where(Chunk.document_id == bindparam("document_id"))
+_INSERT_CHUNKS = insert(Chunk).inline()  # inline: no RETURNING of the new ids, which nothing reads
 
 
 class IndexInput(msgspec.Struct, frozen=True):
@@ -67,11 +70,10 @@ class IndexHandler:
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: list[IndexRow]
     ) -> dict[str, Any]:
-        conn.execute(delete(Chunk).where(Chunk.document_id == document_id))
+        conn.execute(_DELETE_CHUNKS, {"document_id": document_id})
         if result:
             conn.execute(
-                # inline: no RETURNING of the new ids, which nothing reads.
-                insert(Chunk).inline(),
+                _INSERT_CHUNKS,
                 [{"document_id": document_id, **msgspec.structs.asdict(row)} for row in result],
             )
         return {"chunks": len(result)}

@@ -5,11 +5,24 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, func, update
+from sqlalchemy import Connection, bindparam, func, update
 
 from pipeline.db.models import Document
 from pipeline.processing.validate import Validation, ValidationPolicy, validate
 from pipeline.services.handlers.storage import load_blob
+
+_VALIDATED = (
+    update(Document)
+    .where(Document.id == bindparam("document_id"))
+    .values(
+        kind=bindparam("kind_"),
+        detected_content_type=bindparam("mime_"),
+        encoding=bindparam("encoding_"),
+        updated_at=func.now(),
+    )
+)
+"""Built once per process (see ``storage.py``); SQLAlchemy reserves the column names
+for its own SET parameters, hence the trailing underscores."""
 
 
 class ValidateHandler:
@@ -26,13 +39,12 @@ class ValidateHandler:
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: Validation
     ) -> dict[str, Any]:
         conn.execute(
-            update(Document)
-            .where(Document.id == document_id)
-            .values(
-                kind=result.kind,
-                detected_content_type=result.mime,
-                encoding=result.encoding,
-                updated_at=func.now(),
-            )
+            _VALIDATED,
+            {
+                "document_id": document_id,
+                "kind_": result.kind,
+                "mime_": result.mime,
+                "encoding_": result.encoding,
+            },
         )
         return {"kind": result.kind, "mime": result.mime, "encoding": result.encoding}
