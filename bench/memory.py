@@ -22,7 +22,7 @@ from common import (
     process,
     scratch_database,
 )
-from e2e import load_documents, succeeded
+from e2e import forget, load_documents, succeeded
 
 from pipeline.settings import Settings
 
@@ -75,6 +75,7 @@ def main() -> None:
                 sizes = " | ".join(f"{rss_mib(pid):.1f}" for pid in workers)
                 print(f"| {done} | {sizes} |", flush=True)
             elapsed = time.monotonic() - started
+            forget(database_url)
     clear_namespace(namespace)
     print(f"\n{options.documents} documents in {elapsed:.0f} s")
 
