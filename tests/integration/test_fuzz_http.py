@@ -40,9 +40,7 @@ from .conftest import bearer, make_key, upload
 MAX_EXAMPLES = 25
 # schemathesis' header strategy calls ``random.random()`` inside a strategy
 # (specs/openapi/_hypothesis.py), which Hypothesis deprecates; not ours to fix.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Do not use the `random` module inside strategies"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 PROBLEM_FIELDS = ("type", "title", "status", "detail")
 
 
