@@ -110,7 +110,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             embed_batch_size=_int(env, "PIPELINE_EMBED_BATCH_SIZE", 64, minimum=1),
             db_pool_size=_int(env, "PIPELINE_DB_POOL_SIZE", 8, minimum=1),
             api_db_pool_size=_int(env, "PIPELINE_API_DB_POOL_SIZE", 20, minimum=1),
-            db_pre_ping=env.get("PIPELINE_DB_PRE_PING", "").lower() in ("1", "true", "yes"),
+            db_pre_ping=_bool(env, "PIPELINE_DB_PRE_PING", default=False),
             queued_grace_ms=_seconds_ms(env, "PIPELINE_QUEUED_GRACE_S", 60_000),
             running_slack_ms=_seconds_ms(env, "PIPELINE_RUNNING_SLACK_S", 30_000),
             reconciler_interval_s=_seconds_ms(env, "PIPELINE_RECONCILER_INTERVAL_S", 5_000) / 1000,

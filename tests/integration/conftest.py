@@ -180,6 +180,16 @@ def wait_for_document(
         time.sleep(0.05)
 
 
+def assert_problem(response: Any, status: int, detail_part: str) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem with ``status`` whose detail says ``detail_part``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert detail_part in body["detail"], body
+    return body
+
+
 def upload(
     client: TestClient[Any] | AsKey,
     data: bytes,

@@ -17,7 +17,7 @@ from pipeline.http.app import create_app
 from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
-from .conftest import bearer, events, upload, wait_for_document
+from .conftest import assert_problem, bearer, events, upload, wait_for_document
 from .faults import Fault, FaultPlan
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
@@ -34,15 +34,6 @@ def db_now(engine: Engine) -> datetime:
     with engine.connect() as conn:
         now: datetime = conn.execute(text("SELECT now()")).scalar_one()
     return now
-
-
-def assert_problem(response: Any, status: int, detail_part: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert detail_part in body["detail"], body
-    return body
 
 
 def letters_of(client: TestClient[Any], document_id: str) -> list[dict[str, Any]]:

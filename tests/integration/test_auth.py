@@ -26,7 +26,7 @@ from pipeline.services.keys import Authenticator
 from pipeline.services.rate_limit import RateLimiter
 from pipeline.settings import Settings
 
-from .conftest import AsKey, bearer, make_key, upload
+from .conftest import AsKey, assert_problem, bearer, make_key, upload
 
 TEXT = b"An access-control test document. It has two sentences."
 Cli = Callable[..., Result]
@@ -51,15 +51,6 @@ def uncached(settings: Settings, broker: dramatiq.Broker) -> Iterator[TestClient
     )
     with TestClient(app) as client:
         yield client
-
-
-def assert_problem(response: Any, status: int, detail_part: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert detail_part in body["detail"], body
-    return body
 
 
 # -- keys: stored hashed, shown once, revoked -----------------------------------------

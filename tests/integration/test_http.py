@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
 
-from .conftest import bearer, upload, wait_for_document
+from .conftest import assert_problem, bearer, upload, wait_for_document
 
 TEXT = b"Plain text about glaciers.\n\nA second paragraph about fjords."
 
@@ -20,14 +20,6 @@ TEXT = b"Plain text about glaciers.\n\nA second paragraph about fjords."
 def count_documents(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM documents")).scalar_one())
-
-
-def assert_problem(response: Any, status: int, detail_part: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status
-    assert detail_part in body["detail"]
 
 
 def test_multipart_upload_answers_202_with_location(client: TestClient[Any], worker: Any) -> None:

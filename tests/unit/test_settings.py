@@ -42,6 +42,7 @@ def test_per_stage_overrides_touch_only_their_stage() -> None:
         ("PIPELINE_CHUNK_TIME_LIMIT_S", "0", "positive"),
         ("PIPELINE_CHUNK_TIME_LIMIT_S", "soon", "number of seconds"),
         ("PIPELINE_MAX_UPLOAD_BYTES", "0", "at least 1"),
+        ("PIPELINE_DB_PRE_PING", "ture", "true or false"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(
