@@ -27,10 +27,13 @@ class NoopHandler:
     def compute(self, data: None) -> None:
         return None
 
+    def summarize(self, result: None) -> dict[str, Any]:
+        return {}
+
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: None
-    ) -> dict[str, Any]:
-        return {}
+    ) -> None:
+        return None
 
 
 settings = Settings.from_env()

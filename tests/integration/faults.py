@@ -79,7 +79,8 @@ class FaultyHandler:
                 time.sleep(0.05)
         return self.inner.compute(inner_data)
 
-    def store(
-        self, conn: Connection, document_id: uuid.UUID, generation: int, result: Any
-    ) -> dict[str, Any]:
-        return self.inner.store(conn, document_id, generation, result)
+    def summarize(self, result: Any) -> dict[str, Any]:
+        return self.inner.summarize(result)
+
+    def store(self, conn: Connection, document_id: uuid.UUID, generation: int, result: Any) -> None:
+        self.inner.store(conn, document_id, generation, result)

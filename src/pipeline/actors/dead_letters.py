@@ -3,8 +3,13 @@
 The executor dead-letters what it processes. Two kinds of message never reach it:
 one naming an actor this worker does not have, and one whose retries Dramatiq used
 up because the executor itself could not run (for example Postgres was down on
-every attempt). Dramatiq nacks both into Redis's short-lived ``.XQ`` set; this
-middleware also keeps a copy in Postgres so that operators can find and replay it.
+every attempt). Dramatiq nacks both into Redis's short-lived ``.XQ`` set.
+
+The first is poison: this middleware keeps a copy in Postgres so that operators can
+find and replay it. The second is no verdict on its document — the row is the one
+record of attempts, and none failed — so it makes no dead letter: the executor
+records why the message went away (:meth:`StageExecutor.given_up`) and the
+reconciler sends the unfinished stage again.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ from pipeline.stages import is_stage
 logger = logging.getLogger(__name__)
 
 Recorder = Callable[..., None]
+GivenUp = Callable[[Delivery, StageMessage, str], None]
 
 
 class DeadLetterRecorder(dramatiq.Middleware):
-    """Calls ``record`` (the executor's ``poison``) for every nacked message."""
+    """Calls ``given_up`` for a nacked stage message, ``record`` (poison) for any other."""
 
-    def __init__(self, record: Recorder) -> None:
+    def __init__(self, record: Recorder, given_up: GivenUp) -> None:
         self.record = record
+        self.given_up = given_up
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.broker.MessageProxy) -> None:
         error = getattr(message, "_exception", None)
@@ -40,8 +47,17 @@ class DeadLetterRecorder(dramatiq.Middleware):
             error_type = type(error).__name__ if error else "Nacked"
             reason = f"Dramatiq gave up on the message: {error}" if error else "message nacked"
         stage = message.actor_name if is_stage(message.actor_name) else None
+        stage_message = _stage_message(message)
         try:
-            self.record(delivery, error_type, reason[:1000], stage, message=_stage_message(message))
+            if (
+                stage is not None
+                and stage_message is not None
+                and stage_message.stage == stage
+                and not isinstance(error, ActorNotFound)
+            ):
+                self.given_up(delivery, stage_message, reason[:1000])
+            else:
+                self.record(delivery, error_type, reason[:1000], stage, message=stage_message)
         except Exception:
             logger.exception("could not record dead letter for message %s", message.message_id)
 

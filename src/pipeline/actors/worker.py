@@ -49,7 +49,7 @@ jobs = JobRunner(
     RerunService(engine, dispatcher, settings),
 )
 operations = declare_operations_actor(broker, jobs)
-broker.add_middleware(DeadLetterRecorder(executor.poison))
+broker.add_middleware(DeadLetterRecorder(executor.poison, executor.given_up))
 if os.environ.get("dramatiq_prom_port"):  # noqa: SIM112 - Dramatiq names it so
     from dramatiq.middleware.prometheus import Prometheus
 

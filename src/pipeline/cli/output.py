@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.broker import PipelineRedisBroker, make_broker
 from pipeline.db.engine import make_engine
-from pipeline.services.operations import ItemOutcome, OperationReport, Progress
+from pipeline.services.operations import DEFAULT_RATE, ItemOutcome, OperationReport, Progress
 from pipeline.settings import Settings, SettingsError
 
 ELLIPSIS: Final = "…"
@@ -101,7 +101,7 @@ def rate_option(noun: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         type=click.FloatRange(min=0, min_open=True),
         default=None,
         metavar="N",
-        help=f"At most N {noun} per second (default: as fast as possible).",
+        help=f"At most N {noun} per second (default: {DEFAULT_RATE:g}; raise it to go faster).",
     )
 
 
@@ -203,24 +203,28 @@ def finish(
     done: str,
     would: str,
 ) -> None:
-    """Print the report; exit 1 if a real (not dry) run skipped any item.
+    """Print the report; exit 1 if a real (not dry) run skipped or failed any item.
 
-    A dry run prints every item; a real run prints the skipped ones, with their reason.
+    A dry run prints every item; a real run prints the skipped and failed ones, with
+    their reason (a failed item was left as it was: running the command again retries it).
     """
     for item in report.items:
-        if report.dry_run or item.action == "skipped":
+        if report.dry_run or item.action in ("skipped", "failed"):
             click.echo(describe(item))
+    failed = f", failed {report.failed}" if report.failed else ""
     if report.dry_run:
-        click.echo(f"{would} {report.done}, skipped {report.skipped} (dry run: nothing changed)")
+        click.echo(
+            f"{would} {report.done}, skipped {report.skipped}{failed} (dry run: nothing changed)"
+        )
         return
-    click.echo(f"{done} {report.done}, skipped {report.skipped}")
-    if report.skipped:
+    click.echo(f"{done} {report.done}, skipped {report.skipped}{failed}")
+    if report.skipped or report.failed:
         raise click.exceptions.Exit(1)
 
 
 def describe_item(item: ItemOutcome, context: str) -> str:
     line = f"{item.action} {item.id}{context}"
-    return f"{line}: {item.detail}" if item.action == "skipped" else line
+    return f"{line}: {item.detail}" if item.action in ("skipped", "failed") else line
 
 
 # -- formatting --------------------------------------------------------------------------

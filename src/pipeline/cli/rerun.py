@@ -150,6 +150,6 @@ def document_selection(
 
 
 def describe_document(item: ItemOutcome) -> str:
-    if item.action == "skipped":
+    if item.action in ("skipped", "failed"):
         return describe_item(item, "")
     return describe_item(item, f" from {item.stage} ({item.detail})")

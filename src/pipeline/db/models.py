@@ -134,6 +134,12 @@ class StageRun(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     generation: Mapped[int] = mapped_column(Integer, server_default="1")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Attempts of the current retry budget (a replay or rerun starts a new one)."""
+    fence: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """The fencing token of the attempt that holds the row: it grows at every claim and is
+    never reset, so an old attempt can never pass for a newer one."""
+    retry_at: Mapped[datetime | None]
+    """When a ``retrying`` row is due: no delivery may claim it before."""
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -287,6 +293,8 @@ class OperationJob(Base):
     total: Mapped[int | None] = mapped_column(Integer)
     done: Mapped[int] = mapped_column(Integer, server_default="0")
     skipped: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Items the job could not carry out (each left untouched, and reported)."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     dispatched_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -37,7 +37,7 @@ from pipeline.services.cursors import InvalidCursor
 from pipeline.services.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
 from pipeline.services.jobs import JobView, create_job, get_job, job_message
 from pipeline.services.keys import Principal
-from pipeline.services.operations import OperationReport, Operator
+from pipeline.services.operations import DEFAULT_RATE, OperationReport, Operator
 from pipeline.services.requests import (
     DiscardRequest,
     OperationKind,
@@ -166,8 +166,9 @@ async def _run_or_queue(
     """Run the action now if it is small (or a dry run), else queue it as ``tenant``'s job."""
     if not body.dry_run:
         total = len(await anyio.to_thread.run_sync(select))
-        rate = getattr(body, "rate", None)
-        paced_seconds = total / rate if rate else 0.0
+        paced = hasattr(body, "rate")  # replays and reruns are paced; discards are not
+        rate = getattr(body, "rate", None) or DEFAULT_RATE
+        paced_seconds = total / rate if paced else 0.0
         if total > api.settings.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
             return await _queue(api, kind, body, operator, tenant, total)
     report = await anyio.to_thread.run_sync(run)
@@ -392,6 +393,8 @@ class RerunController(Controller):
             )
         )
         (item,) = report.items
+        if item.action == "failed":  # one item: nothing was done, and it is true to say so
+            raise Problem(503, f"the rerun was {item.detail}", document_id=str(parsed))
         if item.action == "skipped":
             if item.detail == NO_SUCH_DOCUMENT:
                 raise Problem(404, f"no document with id {document_id!r}")

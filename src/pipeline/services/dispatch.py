@@ -30,26 +30,33 @@ class Dispatcher:
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
 
-    def build(self, message: StageMessage) -> dramatiq.Message[Any]:
-        return dramatiq.Message(
+    def build(
+        self, message: StageMessage, *, message_id: str | None = None
+    ) -> dramatiq.Message[Any]:
+        """A new Dramatiq message for ``message`` (a new id, unless ``message_id`` is given)."""
+        built: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=message.stage,
             actor_name=message.stage,
             args=(message.to_args(),),
             kwargs={},
             options={},
         )
+        return built if message_id is None else built.copy(message_id=message_id)
 
-    def send(self, message: dramatiq.Message[Any]) -> None:
-        self.broker.enqueue(message)
+    def send(self, message: dramatiq.Message[Any], *, delay_ms: int | None = None) -> None:
+        self.broker.enqueue(message, delay=delay_ms)
 
-    def send_after_commit(self, message: dramatiq.Message[Any]) -> bool:
+    def send_after_commit(
+        self, message: dramatiq.Message[Any], *, delay_ms: int | None = None
+    ) -> bool:
         """Send a message whose stage row is already committed; never raises.
 
-        A failed send is logged and left to the reconciler, which re-sends any row
-        that waits past its deadline. Returns whether the send went through.
+        ``delay_ms`` holds it back that long (a retry, sent when it is due). A failed
+        send is logged and left to the reconciler, which re-sends any row that waits
+        past its deadline. Returns whether the send went through.
         """
         try:
-            self.send(message)
+            self.send(message, delay_ms=delay_ms)
         except Exception:
             logger.exception(
                 "could not send %s message %s; the reconciler will re-send it",

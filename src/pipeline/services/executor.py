@@ -3,18 +3,26 @@
 Each delivery of a stage message runs through :meth:`StageExecutor.execute`:
 
 1. **Claim** the stage row (``stage_rows.CLAIM_SQL``): only if the message's generation
-   matches and the row is waiting, or its running attempt is past its deadline.
-   Otherwise the message is a duplicate or stale: it is acked with a ``dropped``
-   event that says why, and nothing else happens.
+   matches and the row is waiting (``queued``, or ``retrying`` and due), or its running
+   attempt is past its deadline. Otherwise the message is a duplicate, stale or early:
+   it is acked with a ``dropped`` event that says why, and nothing else happens.
 2. **Work**: load the input from Postgres, run the stage's pure function.
-3. **Complete** in one transaction: the stage's output (replacing any earlier
-   output), the row ``succeeded``, the next row ``queued``; after commit, send the
-   next message. A lost send is repaired by the reconciler.
-4. **Fail**: transient errors go to ``retrying`` and Dramatiq redelivers with
-   backoff; permanent errors, and transient ones on the last attempt, go to
-   ``dead`` with a dead letter and a failed document.
+3. **Complete** in one transaction: the row ``succeeded`` and the next row ``queued``
+   (fenced: only while this attempt holds the row), then the stage's output (replacing
+   any earlier output); after commit, send the next message. A lost send is repaired
+   by the reconciler.
+4. **Fail**: a transient error with budget left moves the row to ``retrying`` with the
+   time it is due, and the executor itself sends the retry as a new delayed message;
+   permanent errors, and transient ones on the last attempt, go to ``dead`` with a
+   dead letter and a failed document.
 
-Every transition appends to ``stage_events``.
+The row is the one record of attempts. Retries are the executor's, not Dramatiq's:
+Dramatiq's Retries middleware only re-delivers errors that escape the executor (no
+database to claim from), and its giving up never makes a dead letter: the row is left
+to the reconciler (:meth:`StageExecutor.given_up`).
+
+Every transition appends to ``stage_events``, and follows the lock order written in
+``stage_rows``.
 
 Round trips and connection checkouts are the cost of a stage (``docs/benchmarks.md``),
 so a delivery checks out one autocommit connection for its claim, load and completion:
@@ -28,18 +36,19 @@ import enum
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
-import dramatiq
 import msgspec
 import psycopg
 from dramatiq.common import compute_backoff
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from pipeline.db.models import Document
 from pipeline.errors import StageError
@@ -58,8 +67,15 @@ from pipeline.stages import StageName, next_stage
 logger = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+
+TRANSITION_TRIES: Final = 4
+"""A failure transition is tried this often on fresh connections before it gives up."""
+
+
 class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
     DEAD = "dead"
     DROPPED = "dropped"
 
@@ -96,6 +112,9 @@ class StageExecutor:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.observer = observer
         self._claimed_detail = _JSON.encode({"worker": self.worker_id}).decode()
+        self._live: set[tuple[Any, str, int]] = set()
+        """(document, stage, fence) of the attempts running in this process right now."""
+        self._live_lock = threading.Lock()
 
     def execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
         started = time.monotonic()
@@ -105,9 +124,6 @@ class StageExecutor:
                 result = self._execute(stage, payload, delivery)
             outcome = result.value
             return result
-        except dramatiq.Retry:
-            outcome = "retrying"
-            raise
         finally:
             if self.observer is not None:
                 self.observer.observe(stage, outcome, time.monotonic() - started)
@@ -124,9 +140,10 @@ class StageExecutor:
             return Outcome.DEAD
 
         update_log_context(document_id=message.document_id)
+        held: list[Attempt] = []
         try:
             with self.autocommit.connect() as conn:
-                return self._run(conn, message, delivery)
+                return self._run(conn, message, delivery, held)
         except _UnknownDocument:
             reason = f"document {message.document_id} does not exist"
             self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
@@ -141,13 +158,23 @@ class StageExecutor:
                 return self._superseded(failed.attempt)
         except _LostHold as lost:
             return self._superseded(lost.attempt)
+        finally:
+            # Only now, once its outcome is recorded (or could not be), is the attempt
+            # no longer live: a later delivery may then take over what is left of it.
+            with self._live_lock:
+                for attempt in held:
+                    self._live.discard(_key(attempt))
 
-    def _run(self, conn: Connection, message: StageMessage, delivery: Delivery) -> Outcome:
+    def _run(
+        self, conn: Connection, message: StageMessage, delivery: Delivery, held: list[Attempt]
+    ) -> Outcome:
         """Claim, work and complete on one connection; failures leave as ``_Failed``."""
-        attempt = self._claim(conn, message, delivery)
+        attempt = self._claim(conn, message, delivery) or self._not_claimed(conn, message, delivery)
         if attempt is None:
-            self._drop(conn, message, delivery)
             return Outcome.DROPPED
+        with self._live_lock:
+            self._live.add(_key(attempt))
+        held.append(attempt)
         update_log_context(attempt=attempt.number)
         started = time.monotonic()
         try:
@@ -175,8 +202,19 @@ class StageExecutor:
 
     # -- claim ---------------------------------------------------------------------------
 
-    def _claim(self, conn: Connection, message: StageMessage, delivery: Delivery) -> Attempt | None:
-        """Take the stage row for this delivery, or ``None`` for a duplicate or stale one."""
+    def _claim(
+        self,
+        conn: Connection,
+        message: StageMessage,
+        delivery: Delivery,
+        *,
+        abandoned: int | None = None,
+    ) -> Attempt | None:
+        """Take the stage row for this delivery, or ``None`` for a duplicate or stale one.
+
+        ``abandoned``: also take the row if it is ``running`` under this fence for this
+        very worker (an attempt of ours whose outcome could not be recorded).
+        """
         deadline = timedelta(milliseconds=self.policies[message.stage].time_limit_ms) + self.slack
         params = {
             "document_id": message.document_id,
@@ -186,19 +224,29 @@ class StageExecutor:
             "message_id": delivery.message_id,
             "worker": self.worker_id,
             "detail": self._claimed_detail,
+            "abandoned": abandoned,
         }
-        number = conn.exec_driver_sql(stage_rows.CLAIM_SQL, params).scalar()
-        if number is None:
+        row = conn.exec_driver_sql(stage_rows.CLAIM_SQL, params).first()
+        if row is None:
             return None
         return Attempt(
             message=message,
-            number=int(number),
+            number=int(row[0]),
+            fence=int(row[1]),
             message_id=delivery.message_id,
             delivery=delivery,
         )
 
-    def _drop(self, conn: Connection, message: StageMessage, delivery: Delivery) -> None:
-        """Record why a delivery was not claimed (autocommit: one read, one insert)."""
+    def _not_claimed(
+        self, conn: Connection, message: StageMessage, delivery: Delivery
+    ) -> Attempt | None:
+        """Say why a delivery could not claim (autocommit: reads and one insert).
+
+        Two cases are not drops: a ``running`` row held by an attempt of this worker
+        that no longer runs (its completion could not be recorded) is taken over at
+        once; the row's own retry message, arriving before the row is due (clocks
+        disagree), is sent again to arrive when it is.
+        """
         row = conn.execute(stage_rows.current(message)).one_or_none()
         if row is None:
             if not _exists(conn, message):
@@ -210,13 +258,34 @@ class StageExecutor:
                 f"the document is at generation {row.generation}"
             )
         elif row.status == "running":
+            if row.worker_id == self.worker_id and not self._is_live(message, row.fence):
+                attempt = self._claim(conn, message, delivery, abandoned=row.fence)
+                if attempt is not None:
+                    logger.warning(
+                        "took over attempt %d of %s: this worker could not record its outcome",
+                        row.fence,
+                        message.stage,
+                    )
+                    return attempt
             reason = "duplicate: another attempt holds this stage and is within its deadline"
+        elif row.status == "retrying" and row.due_in_ms is not None and row.due_in_ms > 0:
+            due_in = max(1, round(row.due_in_ms))
+            reason = f"not due: the stage is retrying, due in {due_in} ms"
+            if row.message_id == delivery.message_id:
+                again = self.dispatcher.build(message, message_id=delivery.message_id)
+                if self.dispatcher.send_after_commit(again, delay_ms=due_in):
+                    reason += "; its retry message was sent again to arrive then"
         else:
             reason = f"duplicate: the stage is already {row.status}"
         conn.execute(
             stage_rows.event(message, "dropped", None, delivery.message_id, {"reason": reason})
         )
         logger.info("dropped %s message for %s: %s", message.stage, message.document_id, reason)
+        return None
+
+    def _is_live(self, message: StageMessage, fence: int) -> bool:
+        with self._live_lock:
+            return (message.document_id, message.stage, fence) in self._live
 
     # -- work ----------------------------------------------------------------------------
 
@@ -242,6 +311,7 @@ class StageExecutor:
         self, conn: Connection, attempt: Attempt, result: object, started: float
     ) -> Outcome:
         message = attempt.message
+        handler = self.handlers[message.stage]
         following = next_stage(message.stage)
         outgoing = following and StageMessage(message.document_id, following, message.generation)
         envelope = self.dispatcher.build(outgoing) if outgoing else None
@@ -251,26 +321,29 @@ class StageExecutor:
             and self.faults.drop_send(message.stage, _filename(conn, message))
         )
         duration_ms = _elapsed_ms(started)
+        summary = handler.summarize(result)
         params = {
             "document_id": message.document_id,
             "stage": message.stage,
             "generation": message.generation,
             "attempt": attempt.number,
+            "fence": attempt.fence,
             "duration_ms": duration_ms,
             "message_id": attempt.message_id,
             "next_stage": following,
             "next_message_id": envelope.message_id if envelope else None,
             "grace": self.grace,
+            "detail": _JSON.encode({**summary, "duration_ms": duration_ms}).decode(),
         }
         # The connection is in autocommit mode; psycopg's transaction block makes the
-        # output and the success one transaction (SQLAlchemy's begin() cannot here).
+        # success and the output one transaction (SQLAlchemy's begin() cannot here).
+        # The success statement goes first: it locks the document before the output's
+        # rows reference it (the lock order in ``stage_rows``), and an attempt that lost
+        # its hold finds out before writing anything.
         with _driver(conn).transaction():
-            summary = self.handlers[message.stage].store(
-                conn, message.document_id, message.generation, result
-            )
-            params["detail"] = _JSON.encode({**summary, "duration_ms": duration_ms}).decode()
             if not conn.exec_driver_sql(stage_rows.SUCCEED_SQL, params).scalar():
-                raise _LostHold(attempt)  # rolls back the output with the transaction
+                raise _LostHold(attempt)  # rolls back the transaction
+            handler.store(conn, message.document_id, message.generation, result)
         if envelope is not None and not drop:
             self.dispatcher.send_after_commit(envelope)
         return Outcome.SUCCEEDED
@@ -280,82 +353,143 @@ class StageExecutor:
     def _fail(
         self, attempt: Attempt, failure: Failure, error: BaseException, started: float
     ) -> Outcome:
-        policy = self.policies[attempt.message.stage]
+        message = attempt.message
+        policy = self.policies[message.stage]
         duration_ms = _elapsed_ms(started)
         if failure.transient and attempt.number < policy.max_attempts:
             _, delay = compute_backoff(
                 attempt.number - 1, factor=policy.min_backoff_ms, max_backoff=policy.max_backoff_ms
             )
-            self._retrying(attempt, failure, duration_ms, delay)
-            raise dramatiq.Retry(failure.reason, delay=delay) from error
+            retry = self.dispatcher.build(message)
+            self._transition(
+                attempt,
+                lambda conn: self._retrying(
+                    conn, attempt, failure, duration_ms, delay, retry.message_id
+                ),
+            )
+            # On a failed send the row keeps its deadline (due time + slack): the
+            # reconciler sends the retry then.
+            self.dispatcher.send_after_commit(retry, delay_ms=delay)
+            logger.warning(
+                "%s of %s failed (attempt %d), retrying in %d ms: %s",
+                message.stage,
+                message.document_id,
+                attempt.number,
+                delay,
+                failure.reason,
+            )
+            return Outcome.RETRYING
         if failure.transient and not isinstance(error, _CrashLoop):
             failure = failure.exhausted(attempt.number)
-        self._dead(attempt, failure, error, duration_ms)
-        return Outcome.DEAD
-
-    def _retrying(self, attempt: Attempt, failure: Failure, duration_ms: int, delay: int) -> None:
-        message = attempt.message
-        due = func.now() + timedelta(milliseconds=delay) + self.slack
-        with self.engine.begin() as conn:
-            self._release(conn, attempt, "retrying", duration_ms, deadline=due, error=failure)
-            conn.execute(
-                stage_rows.event(
-                    message,
-                    "retrying",
-                    attempt.number,
-                    attempt.message_id,
-                    {**failure.detail(), "delay_ms": delay, "duration_ms": duration_ms},
-                )
-            )
-        logger.warning(
-            "%s of %s failed (attempt %d), retrying in %d ms: %s",
-            message.stage,
-            message.document_id,
-            attempt.number,
-            delay,
-            failure.reason,
+        self._transition(
+            attempt, lambda conn: self._dead(conn, attempt, failure, error, duration_ms)
         )
-
-    def _dead(
-        self, attempt: Attempt, failure: Failure, error: BaseException, duration_ms: int
-    ) -> None:
-        message = attempt.message
-        with self.engine.begin() as conn:
-            self._release(conn, attempt, "dead", duration_ms, error=failure)
-            trace = _format_traceback(error)
-            reopened = conn.execute(
-                stage_rows.reopen_letter(attempt.delivery, failure, attempt.number, message, trace)
-            ).first()
-            if reopened is None:
-                conn.execute(
-                    stage_rows.dead_letter(
-                        attempt.delivery,
-                        failure=failure,
-                        attempts=attempt.number,
-                        stage_message=message,
-                        trace=trace,
-                    )
-                )
-            conn.execute(
-                stage_rows.document_finished(
-                    message, "failed", failure.document_reason(message.stage)
-                )
-            )
-            conn.execute(
-                stage_rows.event(
-                    message,
-                    "dead",
-                    attempt.number,
-                    attempt.message_id,
-                    {**failure.detail(), "duration_ms": duration_ms},
-                )
-            )
         logger.error(
             "%s of %s is dead after %d attempt(s): %s",
             message.stage,
             message.document_id,
             attempt.number,
             failure.reason,
+        )
+        return Outcome.DEAD
+
+    def _transition(self, attempt: Attempt, write: Callable[[Connection], T]) -> T:
+        """Run a failure transition in its own transaction, the document locked first.
+
+        The failure may have been the connection itself (Postgres dropped it): then
+        other pooled connections are likely stale too. SQLAlchemy refreshes the pool
+        once it sees a disconnect, so the transition is tried again on fresh
+        connections; only if Postgres stays unreachable does the error escape (the
+        row then waits for its deadline, and Dramatiq re-delivers the message to a
+        worker that takes the abandoned attempt over).
+        """
+        for tried in range(1, TRANSITION_TRIES + 1):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(stage_rows.lock_document(attempt.message.document_id))
+                    return write(conn)
+            except (DBAPIError, psycopg.OperationalError) as error:
+                if tried == TRANSITION_TRIES or not _reconnectable(error):
+                    raise
+                logger.warning(
+                    "could not record the outcome of %s (try %d): %s; retrying",
+                    attempt.message.stage,
+                    tried,
+                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                )
+                time.sleep(0.1 * 2**tried)
+        raise AssertionError("unreachable")
+
+    def _retrying(
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        failure: Failure,
+        duration_ms: int,
+        delay: int,
+        retry_message_id: str,
+    ) -> None:
+        due = func.now() + timedelta(milliseconds=delay)
+        self._release(
+            conn,
+            attempt,
+            "retrying",
+            duration_ms,
+            deadline=due + self.slack,
+            retry_at=due,
+            message_id=retry_message_id,
+            error=failure,
+        )
+        conn.execute(
+            stage_rows.event(
+                attempt.message,
+                "retrying",
+                attempt.number,
+                attempt.message_id,
+                {
+                    **failure.detail(),
+                    "delay_ms": delay,
+                    "duration_ms": duration_ms,
+                    "retry_message_id": retry_message_id,
+                },
+            )
+        )
+
+    def _dead(
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        failure: Failure,
+        error: BaseException,
+        duration_ms: int,
+    ) -> None:
+        message = attempt.message
+        self._release(conn, attempt, "dead", duration_ms, error=failure)
+        trace = _format_traceback(error)
+        reopened = conn.execute(
+            stage_rows.reopen_letter(attempt.delivery, failure, attempt.number, message, trace)
+        ).first()
+        if reopened is None:
+            conn.execute(
+                stage_rows.dead_letter(
+                    attempt.delivery,
+                    failure=failure,
+                    attempts=attempt.number,
+                    stage_message=message,
+                    trace=trace,
+                )
+            )
+        conn.execute(
+            stage_rows.document_finished(message, "failed", failure.document_reason(message.stage))
+        )
+        conn.execute(
+            stage_rows.event(
+                message,
+                "dead",
+                attempt.number,
+                attempt.message_id,
+                {**failure.detail(), "duration_ms": duration_ms},
+            )
         )
 
     def _release(
@@ -401,6 +535,34 @@ class StageExecutor:
             )
         logger.error("dead-lettered poison message %s: %s", delivery.message_id, reason)
 
+    def given_up(self, delivery: Delivery, message: StageMessage, reason: str) -> None:
+        """Dramatiq gave up re-delivering a stage message whose errors escaped us.
+
+        That is no verdict on the document: no attempt failed, so no dead letter. The
+        row is still unfinished and carries a deadline, so the reconciler sends it
+        again; this records why the message went away. A message naming no document is
+        poison, as anywhere else.
+        """
+        with self.engine.begin() as conn:
+            if not _exists(conn, message):
+                known = False
+            else:
+                known = True
+                conn.execute(
+                    stage_rows.event(
+                        message,
+                        "dropped",
+                        None,
+                        delivery.message_id,
+                        {"reason": f"{reason}; the reconciler sends the stage again"},
+                    )
+                )
+        if not known:
+            reason = f"document {message.document_id} does not exist"
+            self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
+        else:
+            logger.warning("%s message %s given up: %s", message.stage, delivery.message_id, reason)
+
 
 _JSON = msgspec.json.Encoder()
 
@@ -437,6 +599,17 @@ class _CrashLoop(StageError):
             f"the stage was started {unfinished} times and never finished "
             "(the worker crashed or was killed each time)"
         )
+
+
+def _key(attempt: Attempt) -> tuple[Any, str, int]:
+    return (attempt.message.document_id, attempt.message.stage, attempt.fence)
+
+
+def _reconnectable(error: BaseException) -> bool:
+    """A connection-level or lock-level error that a fresh transaction may not meet."""
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+    return isinstance(error, psycopg.OperationalError)
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:

@@ -3,12 +3,19 @@
 The API records the request in ``operation_jobs`` and answers ``202`` at once; a
 worker consuming the ``operations`` queue carries it out with the same services the
 CLI uses, updating the job's counters as it goes, so a client can poll its progress.
+
+A running job proves it is alive: every item, and every ``STALE_JOB / 3`` while a
+paced job waits, moves its heartbeat. Each of those writes is conditional on the job
+still running, so a job the stale sweep (or anyone) marked failed stops before its
+next item and stays failed. A job's row is only ever written in transactions of its
+own: last in the lock order of ``stage_rows``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +56,7 @@ class JobView(msgspec.Struct, frozen=True):
     total: int | None
     done: int
     skipped: int
+    failed: int
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -101,6 +109,7 @@ def get_job(conn: Connection, job_id: uuid.UUID, tenant: str | None = None) -> J
             OperationJob.total,
             OperationJob.done,
             OperationJob.skipped,
+            OperationJob.failed,
             OperationJob.error,
             OperationJob.created_at,
             OperationJob.started_at,
@@ -140,10 +149,20 @@ class JobRunner:
         request = msgspec.convert(row.request, REQUEST_TYPES[row.kind])
         try:
             result = self._dispatch(job_id, request, operator, row.tenant)
-        except Exception as error:
+        except JobStopped:
+            logger.warning("operation job %s was marked failed while it ran; stopped", job_id)
+            return
+        except Exception:
+            # Items are each done or untouched, and the counters say how far it got; the
+            # traceback is for the logs, not for the operator's screen.
             logger.exception("operation job %s failed", job_id)
-            self._finish(job_id, "failed", error=f"{type(error).__name__}: {error}")
-            raise
+            self._finish(
+                job_id,
+                "failed",
+                error="the job stopped on an internal error (logged by the worker); "
+                "see done/skipped/failed and submit the rest again",
+            )
+            return
         self._finish(job_id, "succeeded", total=result.matched)
 
     def _dispatch(
@@ -158,38 +177,51 @@ class JobRunner:
         }
         if isinstance(request, ReplayRequest):
             return self.replay.replay(
-                request.selection(), operator, rate=request.rate, force=request.force, **hooks
+                request.selection(),
+                operator,
+                rate=request.rate,
+                force=request.force,
+                heartbeat=self._heartbeat(job_id),
+                **hooks,
             )
         if isinstance(request, DiscardRequest):
             return self.replay.discard(request.selection(), operator, force=request.force, **hooks)
         return self.rerun.rerun(
-            request.selection(), request.from_stage, operator, rate=request.rate, **hooks
+            request.selection(),
+            request.from_stage,
+            operator,
+            rate=request.rate,
+            heartbeat=self._heartbeat(job_id),
+            **hooks,
         )
 
-    def _total(self, job_id: uuid.UUID) -> Any:
-        def record(total: int) -> None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(OperationJob)
-                    .where(OperationJob.id == job_id)
-                    .values(total=total, heartbeat_at=func.now())
-                )
+    def _touch(self, job_id: uuid.UUID, **values: Any) -> None:
+        """Move the heartbeat (and counters) of a job that is still running, else stop it."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                update(OperationJob)
+                .where(OperationJob.id == job_id, OperationJob.status == "running")
+                .values(heartbeat_at=func.now(), **values)
+            ).rowcount
+        if moved != 1:
+            raise JobStopped(job_id)
 
-        return record
+    def _heartbeat(self, job_id: uuid.UUID) -> _JobHeartbeat:
+        return _JobHeartbeat(lambda: self._touch(job_id), STALE_JOB.total_seconds() / 3)
+
+    def _total(self, job_id: uuid.UUID) -> Any:
+        return lambda total: self._touch(job_id, total=total)
 
     def _progress(self, job_id: uuid.UUID) -> Any:
         def record(item: ItemOutcome) -> None:
             skipped = int(item.action == "skipped")
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(OperationJob)
-                    .where(OperationJob.id == job_id)
-                    .values(
-                        done=OperationJob.done + 1 - skipped,
-                        skipped=OperationJob.skipped + skipped,
-                        heartbeat_at=func.now(),
-                    )
-                )
+            failed = int(item.action == "failed")
+            self._touch(
+                job_id,
+                done=OperationJob.done + 1 - skipped - failed,
+                skipped=OperationJob.skipped + skipped,
+                failed=OperationJob.failed + failed,
+            )
 
         return record
 
@@ -200,7 +232,24 @@ class JobRunner:
             values: dict[str, Any] = {"status": status, "finished_at": func.now(), "error": error}
             if total is not None:
                 values["total"] = total
-            conn.execute(update(OperationJob).where(OperationJob.id == job_id).values(**values))
+            conn.execute(
+                update(OperationJob)
+                .where(OperationJob.id == job_id, OperationJob.status == "running")
+                .values(**values)
+            )
+
+
+class _JobHeartbeat:
+    def __init__(self, beat: Callable[[], None], interval_s: float) -> None:
+        self.beat = beat
+        self.interval_s = interval_s
+
+    def __call__(self) -> None:
+        self.beat()
+
+
+class JobStopped(Exception):
+    """The job is no longer ``running`` (marked failed while it ran): stop at once."""
 
 
 STALE_JOB = timedelta(minutes=10)
@@ -233,8 +282,8 @@ def sweep_jobs(conn: Connection, grace: timedelta) -> tuple[list[uuid.UUID], int
         .values(
             status="failed",
             finished_at=func.now(),
-            error="the worker running this job stopped (no progress for 10 minutes); "
-            "see done/skipped and submit the rest again",
+            error=f"the worker running this job stopped (no progress for "
+            f"{STALE_JOB.total_seconds():g} s); see done/skipped/failed and submit the rest again",
         )
     ).rowcount
     return resend, stalled

@@ -2,20 +2,32 @@
 
 Replay, discard and rerun run item by item, each item in its own transaction, so an
 interrupted bulk action leaves every item either done or untouched, and the report
-says which. A dry run goes through the same checks and writes nothing.
+says which: an item whose transaction fails (after a few tries, for errors a new
+transaction may not meet) is reported ``failed`` and the action goes on with the next.
+A dry run goes through the same checks, reads only, and writes and locks nothing.
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RATE: Final = 50.0
+"""Items per second a replay or rerun sends when the operator names no rate: a bulk
+action over thousands of documents must not flood the stage queues at once. An
+operator who wants it faster says so (``rate``/``--rate``)."""
+ITEM_TRIES: Final = 3
 
 Action = Literal[
     "replayed",
@@ -27,6 +39,7 @@ Action = Literal[
     "imported",
     "would import",
     "skipped",
+    "failed",
 ]
 
 
@@ -61,6 +74,8 @@ class OperationReport(msgspec.Struct, frozen=True):
     done: int
     skipped: int
     items: list[ItemOutcome]
+    failed: int = 0
+    """Items that could not be carried out (each left as it was; retry them)."""
 
 
 Progress = Callable[[ItemOutcome], None]
@@ -115,34 +130,99 @@ def audit(operator: Operator, reason: str | None, selection: dict[str, Any]) -> 
 
 def report(dry_run: bool, items: list[ItemOutcome]) -> OperationReport:
     skipped = sum(item.action == "skipped" for item in items)
+    failed = sum(item.action == "failed" for item in items)
     return OperationReport(
         dry_run=dry_run,
         matched=len(items),
-        done=len(items) - skipped,
+        done=len(items) - skipped - failed,
         skipped=skipped,
+        failed=failed,
         items=items,
     )
 
 
+def carry_out(
+    item_id: uuid.UUID,
+    act: Callable[[], ItemOutcome],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ItemOutcome:
+    """One item of a bulk action, in transactions of its own, never raising.
+
+    An error a new transaction may not meet (a dropped connection, a lock timeout, a
+    serialization failure) is tried again; if the item still cannot be done, it is
+    reported ``failed`` — its transaction rolled back, so it is exactly as it was —
+    and the caller goes on with the next item.
+    """
+    for tried in range(1, ITEM_TRIES + 1):
+        try:
+            return act()
+        except DBAPIError as error:
+            transient = error.connection_invalidated or isinstance(
+                error, OperationalError | InterfaceError
+            )
+            if transient and tried < ITEM_TRIES:
+                sleep(0.2 * tried)
+                continue
+            logger.warning("operator action on %s failed: %s", item_id, error)
+            reason = "the database did not answer" if transient else "the database refused it"
+            return ItemOutcome(
+                id=item_id,
+                action="failed",
+                detail=f"not done ({reason}; nothing was changed for this item); retry it",
+            )
+        except Exception:
+            logger.exception("operator action on %s failed", item_id)
+            return ItemOutcome(
+                id=item_id,
+                action="failed",
+                detail="not done (an internal error, logged by the service; nothing was "
+                "changed for this item)",
+            )
+    raise AssertionError("unreachable")
+
+
+class Heartbeat(Protocol):
+    """Called at least every ``interval_s`` while a paced action waits: a job proves it
+    is alive this way (and raises to stop, if it was marked failed meanwhile)."""
+
+    interval_s: float
+
+    def __call__(self) -> None: ...
+
+
 class Pacer:
-    """Spaces sends at most ``rate`` per second (none: as fast as possible)."""
+    """Spaces sends at most ``rate`` per second (none: the default rate).
+
+    While it waits, it calls ``heartbeat`` at least every ``heartbeat.interval_s``
+    seconds, so a slow paced job does not look stalled.
+    """
 
     def __init__(
         self,
         rate: float | None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
+        *,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
+        self.interval = 1.0 / (rate if rate else DEFAULT_RATE)
         self.clock = clock
         self.sleep = sleep or time.sleep
         self.next_at: float | None = None
+        self.heartbeat = heartbeat
 
     def wait(self) -> None:
-        if not self.interval:
-            return
         now = self.clock()
         if self.next_at is not None and now < self.next_at:
-            self.sleep(self.next_at - now)
+            remaining = self.next_at - now
+            while remaining > 0:
+                step = min(remaining, self.heartbeat.interval_s) if self.heartbeat else remaining
+                self.sleep(step)
+                remaining -= step
+                if self.heartbeat is not None:
+                    # Also after the last step: the next item starts only if the job
+                    # is still wanted.
+                    self.heartbeat()
             now = self.next_at
         self.next_at = now + self.interval

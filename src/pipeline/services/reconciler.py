@@ -5,7 +5,12 @@ Messages are hints; stage rows are the truth. A row that sits in ``queued``,
 a send failed after a commit, a delayed retry vanished) or its worker (killed mid
 stage). Each sweep gives such rows a new message, in bounded batches, and records a
 ``resent`` event. An abandoned ``running`` row goes back to ``queued``: its old
-attempt can no longer complete, because completion is fenced on the attempt number.
+attempt can no longer complete, because completion is fenced on the attempt's token.
+
+The reconciler follows the lock order of ``stage_rows`` (document, then stage rows)
+and takes every lock with ``SKIP LOCKED``: a document that live work or an operator
+holds is left for the next sweep, so a sweep never waits for anyone and nobody waits
+for, or deadlocks with, a sweep.
 
 Only one reconciler sweeps at a time: the active one holds a Postgres advisory lock
 on a dedicated connection; the others stand by and take over when its session ends.
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 LOCK_KEY: Final = int.from_bytes(b"pipeline", "big")
 """The advisory lock that elects the active reconciler ("pipeline" as a bigint)."""
 MAX_BATCHES_PER_SWEEP: Final = 20
+FINISH_BATCH: Final = 1000
 
 
 class SweepReport(msgspec.Struct, frozen=True):
@@ -84,7 +90,11 @@ class Reconciler:
     def _resend_batch(self) -> int:
         envelopes: list[dramatiq.Message[Any]] = []
         with self.engine.begin() as conn:
-            for row in conn.execute(stage_rows.overdue(self.batch_size)).all():
+            locked = list(
+                conn.execute(stage_rows.lock_overdue_documents(self.batch_size)).scalars()
+            )
+            rows = conn.execute(stage_rows.overdue(locked)).all() if locked else []
+            for row in rows:
                 message = StageMessage(row.document_id, row.stage, row.generation)
                 envelope = self.dispatcher.build(message)
                 conn.execute(
@@ -145,11 +155,25 @@ class Reconciler:
 
 
 def _finish(conn: Connection, status: str, *conditions: Any) -> int:
+    """Finish the documents the evidence says are done: lock them first (skipping those
+    locked), then update them with the evidence read afresh under the locks."""
     evidence = exists().where(
         StageRun.document_id == Document.id,
         StageRun.generation == Document.generation,
         and_(*conditions),
     )
+    unfinished = Document.status.in_(("pending", "processing"))
+    locked = list(
+        conn.execute(
+            select(Document.id)
+            .where(unfinished, evidence)
+            .order_by(Document.id)
+            .limit(FINISH_BATCH)
+            .with_for_update(key_share=True, skip_locked=True)
+        ).scalars()
+    )
+    if not locked:
+        return 0
     values: dict[str, Any] = {"status": status, "finished_at": func.now(), "updated_at": func.now()}
     if status == "failed":
         values["failure_reason"] = func.coalesce(
@@ -157,7 +181,7 @@ def _finish(conn: Connection, status: str, *conditions: Any) -> int:
         )
     ids = conn.execute(
         update(Document)
-        .where(Document.status.in_(("pending", "processing")), evidence)
+        .where(Document.id.in_(locked), unfinished, evidence)
         .values(**values)
         .returning(Document.id, Document.generation)
     ).all()

@@ -9,7 +9,9 @@ again with its ``replay_count`` kept. Every action appends an audited event.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from pipeline.services import stage_rows
 from pipeline.services.dead_letters import LetterFilter, matching, of_tenant
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.operations import (
+    Heartbeat,
     ItemOutcome,
     OperationReport,
     Operator,
@@ -33,6 +36,7 @@ from pipeline.services.operations import (
     Progress,
     Selection,
     audit,
+    carry_out,
     report,
 )
 from pipeline.settings import Settings
@@ -85,9 +89,13 @@ class ReplayService:
         progress: Progress | None = None,
         on_selected: Callable[[int], None] | None = None,
         tenant: str | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> OperationReport:
-        """Replay the selected letters (only ``tenant``'s documents' letters, if given)."""
-        pacer = Pacer(rate, sleep=self.sleep)
+        """Replay the selected letters (only ``tenant``'s documents' letters, if given).
+
+        Paced at ``rate`` per second (default: ``operations.DEFAULT_RATE``).
+        """
+        pacer = Pacer(rate, sleep=self.sleep, heartbeat=heartbeat)
         detail = audit(operator, reason, selection.describe())
         chosen = self.select(selection, tenant)
         if on_selected:
@@ -96,7 +104,10 @@ class ReplayService:
         for letter_id in chosen:
             if not dry_run:
                 pacer.wait()
-            item = self._replay_one(letter_id, detail, dry_run=dry_run, force=force, tenant=tenant)
+            act = functools.partial(
+                self._replay_one, letter_id, detail, dry_run=dry_run, force=force, tenant=tenant
+            )
+            item = carry_out(letter_id, act, sleep=self.sleep or time.sleep)
             items.append(item)
             if progress:
                 progress(item)
@@ -111,9 +122,20 @@ class ReplayService:
         force: bool,
         tenant: str | None,
     ) -> ItemOutcome:
-        envelope = None
+        if dry_run:
+            # A dry run reads, and locks nothing: it must never hold up live work.
+            with self.engine.connect() as conn:
+                letter = _read_letter(conn, letter_id, tenant)
+                refusal = _refuse(letter, force, "replay")
+                if refusal is None and letter is not None:
+                    refusal = _stage_refusal(conn, letter)
+            if refusal is not None or letter is None:
+                return _skipped(letter_id, letter, refusal or "no such dead letter")
+            if _envelope(letter, self.dispatcher) is None:
+                return _skipped(letter_id, letter, "the original message could not be decoded")
+            return _outcome(letter, "would replay", "the original message would be re-sent")
         with self.engine.begin() as conn:
-            letter = _lock_letter(conn, letter_id, tenant)
+            letter = _hold_letter(conn, letter_id, tenant)
             refusal = _refuse(letter, force, "replay")
             if refusal is None and letter is not None:
                 refusal = _stage_refusal(conn, letter)
@@ -122,9 +144,8 @@ class ReplayService:
             envelope = _envelope(letter, self.dispatcher)
             if envelope is None:
                 return _skipped(letter_id, letter, "the original message could not be decoded")
-            if dry_run:
-                return _outcome(letter, "would replay", "the original message would be re-sent")
             if letter.document_id is not None:
+                # Lock order: the document (held), its stage row, then the letter.
                 message = StageMessage(letter.document_id, letter.stage, letter.generation)
                 conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
                 conn.execute(stage_rows.document_reopened(letter.document_id, letter.generation))
@@ -163,25 +184,41 @@ class ReplayService:
             on_selected(len(chosen))
         items = []
         for letter_id in chosen:
-            with self.engine.begin() as conn:
-                letter = _lock_letter(conn, letter_id, tenant)
-                refusal = _refuse(letter, force, "discard")
-                if refusal is not None or letter is None:
-                    item = _skipped(letter_id, letter, refusal or "no such dead letter")
-                elif dry_run:
-                    item = _outcome(letter, "would discard", "would be marked discarded")
-                else:
-                    conn.execute(
-                        update(DeadLetter)
-                        .where(DeadLetter.id == letter.id)
-                        .values(status="discarded")
-                    )
-                    _audit(conn, letter, "discarded", None, detail)
-                    item = _outcome(letter, "discarded", "marked discarded")
+            act = functools.partial(
+                self._discard_one, letter_id, detail, dry_run=dry_run, force=force, tenant=tenant
+            )
+            item = carry_out(letter_id, act, sleep=self.sleep or time.sleep)
             items.append(item)
             if progress:
                 progress(item)
         return report(dry_run, items)
+
+    def _discard_one(
+        self,
+        letter_id: uuid.UUID,
+        detail: dict[str, Any],
+        *,
+        dry_run: bool,
+        force: bool,
+        tenant: str | None,
+    ) -> ItemOutcome:
+        if dry_run:
+            with self.engine.connect() as conn:  # reads only: no locks
+                letter = _read_letter(conn, letter_id, tenant)
+            refusal = _refuse(letter, force, "discard")
+            if refusal is not None or letter is None:
+                return _skipped(letter_id, letter, refusal or "no such dead letter")
+            return _outcome(letter, "would discard", "would be marked discarded")
+        with self.engine.begin() as conn:
+            letter = _hold_letter(conn, letter_id, tenant)
+            refusal = _refuse(letter, force, "discard")
+            if refusal is not None or letter is None:
+                return _skipped(letter_id, letter, refusal or "no such dead letter")
+            conn.execute(
+                update(DeadLetter).where(DeadLetter.id == letter.id).values(status="discarded")
+            )
+            _audit(conn, letter, "discarded", None, detail)
+        return _outcome(letter, "discarded", "marked discarded")
 
     # -- import --------------------------------------------------------------------------
 
@@ -242,6 +279,8 @@ class ReplayService:
                 return msgspec.structs.replace(
                     outcome, action="would import", detail="would be imported"
                 )
+            if target is not None:  # lock order: the document before what references it
+                conn.execute(stage_rows.lock_document(target.document_id))
             conn.execute(
                 insert(DeadLetter).values(
                     id=letter_id,
@@ -259,14 +298,18 @@ class ReplayService:
                     failed_at=datetime.fromtimestamp(score / 1000, tz=UTC),
                 )
             )
+            audited = {**detail, "dead_letter_id": str(letter_id)}
             if target is not None:
+                conn.execute(stage_rows.event(target, "imported", None, entry.message_id, audited))
+            else:  # undecodable, or naming no document: audited all the same
                 conn.execute(
-                    stage_rows.event(
-                        target,
-                        "imported",
-                        None,
-                        entry.message_id,
-                        {**detail, "dead_letter_id": str(letter_id)},
+                    insert(StageEvent).values(
+                        document_id=None,
+                        stage=None,
+                        generation=0,
+                        event="imported",
+                        message_id=entry.message_id,
+                        detail={**audited, "queue": queue},
                     )
                 )
         return msgspec.structs.replace(outcome, action="imported", detail="imported")
@@ -315,12 +358,32 @@ def _parse_entry(raw: bytes, redis_id: str) -> _Entry:
     )
 
 
-def _lock_letter(conn: Connection, letter_id: uuid.UUID, tenant: str | None) -> Row[Any] | None:
-    """The letter, locked; another tenant's letter is, to that tenant, no letter at all."""
+def _read_letter(conn: Connection, letter_id: uuid.UUID, tenant: str | None) -> Row[Any] | None:
+    """The letter, read without a lock; another tenant's letter is, to it, no letter."""
+    return conn.execute(
+        select(DeadLetter).where(DeadLetter.id == letter_id, *of_tenant(tenant))
+    ).first()
+
+
+def _hold_letter(conn: Connection, letter_id: uuid.UUID, tenant: str | None) -> Row[Any] | None:
+    """The letter, with what protects it locked, in the lock order of ``stage_rows``.
+
+    A letter of a document: the document is locked first (every writer of its stage
+    rows and letters takes that lock), and the letter is then read afresh under it. A
+    letter that names no document (poison) is locked itself.
+    """
+    found = conn.execute(
+        select(DeadLetter.document_id).where(DeadLetter.id == letter_id, *of_tenant(tenant))
+    ).first()
+    if found is None:
+        return None
+    if found.document_id is not None:
+        conn.execute(stage_rows.lock_document(found.document_id))
+        return _read_letter(conn, letter_id, tenant)
     return conn.execute(
         select(DeadLetter)
         .where(DeadLetter.id == letter_id, *of_tenant(tenant))
-        .with_for_update(of=DeadLetter)
+        .with_for_update(key_share=True)
     ).first()
 
 
@@ -343,7 +406,6 @@ def _stage_refusal(conn: Connection, letter: Row[Any]) -> str | None:
         select(StageRun.status, Document.generation)
         .join(Document, Document.id == StageRun.document_id)
         .where(StageRun.document_id == letter.document_id, StageRun.stage == letter.stage)
-        .with_for_update()
     ).first()
     if row is None:
         return "the document no longer exists"

@@ -8,19 +8,22 @@ message. The document's chunks stay searchable until the index stage replaces th
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, exists, select, update
+from sqlalchemy import Connection, Engine, Select, exists, select, update
 
 from pipeline.db.models import DeadLetter, Document, StageRun
 from pipeline.messages import StageMessage
 from pipeline.services import stage_rows
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.operations import (
+    Heartbeat,
     ItemOutcome,
     OperationReport,
     Operator,
@@ -29,6 +32,7 @@ from pipeline.services.operations import (
     Selection,
     TimeFilter,
     audit,
+    carry_out,
     report,
 )
 from pipeline.settings import Settings
@@ -108,9 +112,13 @@ class RerunService:
         progress: Progress | None = None,
         on_selected: Callable[[int], None] | None = None,
         tenant: str | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> OperationReport:
-        """Re-run the selected documents (only ``tenant``'s, if given)."""
-        pacer = Pacer(rate, sleep=self.sleep)
+        """Re-run the selected documents (only ``tenant``'s, if given).
+
+        Paced at ``rate`` per second (default: ``operations.DEFAULT_RATE``).
+        """
+        pacer = Pacer(rate, sleep=self.sleep, heartbeat=heartbeat)
         detail = {**audit(operator, reason, selection.describe()), "from_stage": from_stage}
         chosen = self.select(selection, tenant)
         if on_selected:
@@ -119,7 +127,10 @@ class RerunService:
         for document_id in chosen:
             if not dry_run:
                 pacer.wait()
-            item = self._rerun_one(document_id, from_stage, detail, dry_run=dry_run, tenant=tenant)
+            act = functools.partial(
+                self._rerun_one, document_id, from_stage, detail, dry_run=dry_run, tenant=tenant
+            )
+            item = carry_out(document_id, act, sleep=self.sleep or time.sleep)
             items.append(item)
             if progress:
                 progress(item)
@@ -135,24 +146,32 @@ class RerunService:
         tenant: str | None,
     ) -> ItemOutcome:
         position = STAGES.index(from_stage)
+        if dry_run:
+            # A dry run reads, and locks nothing: it must never hold up live work.
+            with self.engine.connect() as conn:
+                generation = conn.execute(_generation(document_id, tenant)).scalar_one_or_none()
+                if generation is None:
+                    return ItemOutcome(id=document_id, action="skipped", detail="no such document")
+                refusal = _earlier_stages_refusal(conn, document_id, position)
+            if refusal is not None:
+                return _item(document_id, from_stage, "skipped", refusal)
+            return _item(
+                document_id,
+                from_stage,
+                "would rerun",
+                f"generation {generation} → {generation + 1}",
+            )
         with self.engine.begin() as conn:
+            # Lock order (stage_rows): the document, then its stage rows, then its letters.
             generation = conn.execute(
-                select(Document.generation)
-                .where(Document.id == document_id, *_of_tenant(tenant))
-                .with_for_update()
+                _generation(document_id, tenant).with_for_update(key_share=True)
             ).scalar_one_or_none()
             if generation is None:
                 return ItemOutcome(id=document_id, action="skipped", detail="no such document")
+            # Read under the document's lock: no other writer can change its rows now.
             refusal = _earlier_stages_refusal(conn, document_id, position)
             if refusal is not None:
                 return _item(document_id, from_stage, "skipped", refusal)
-            if dry_run:
-                return _item(
-                    document_id,
-                    from_stage,
-                    "would rerun",
-                    f"generation {generation} → {generation + 1}",
-                )
             message = StageMessage(document_id, from_stage, generation + 1)
             envelope = self.dispatcher.build(message)
             conn.execute(stage_rows.document_reopened(document_id, message.generation))
@@ -192,6 +211,10 @@ class RerunService:
         )
 
 
+def _generation(document_id: uuid.UUID, tenant: str | None) -> Select[int]:
+    return select(Document.generation).where(Document.id == document_id, *_of_tenant(tenant))
+
+
 def _of_tenant(tenant: str | None) -> list[Any]:
     """Another tenant's document is, to this tenant, no document at all."""
     return [] if tenant is None else [Document.tenant == tenant]
@@ -208,7 +231,6 @@ def _earlier_stages_refusal(conn: Connection, document_id: uuid.UUID, position: 
                 StageRun.status != "succeeded",
             )
             .order_by(StageRun.position)
-            .with_for_update()
         )
         .scalars()
         .first()

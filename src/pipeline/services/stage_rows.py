@@ -6,11 +6,31 @@ async), so the state machine of a stage row is defined in one module:
 
     pending ──► queued ──► running ──► succeeded
                   ▲           │  │
-                  │           │  └──► retrying ──► running ...
+                  │           │  └──► retrying ──(due)──► running ...
                   └─ resent ──┘  └──► dead   (permanent error, or retries used up)
 
-Writes that end an attempt are fenced on (generation, status ``running``, attempt
-number): an attempt that lost its row to a newer one cannot overwrite it.
+**Fencing.** Every claim increments the row's ``fence``, which nothing ever resets;
+writes that end an attempt are fenced on (generation, status ``running``, fence), so an
+attempt that lost its row (to a takeover, a replay or a rerun) cannot overwrite it.
+``attempts`` is the retry budget and starts again at a replay; the fence never does.
+
+**Lock order.** Every transaction that locks more than one of these takes them in this
+order, and every statement below is written to follow it:
+
+    1. the document row        ``FOR NO KEY UPDATE`` (never ``FOR UPDATE``: no key changes)
+    2. its stage rows           (updated, or ``FOR NO KEY UPDATE``)
+    3. its dead letters
+    4. operation jobs           (only ever in transactions of their own)
+
+The document lock comes first even where a transaction only *references* the document:
+an insert into ``stage_events``, ``chunks`` or ``dead_letters`` takes ``KEY SHARE`` on it
+through the foreign key, so a transaction that locked a stage row and then wrote an
+event would otherwise reach for the document second. Holding the document lock, a
+transaction may read the document's stage rows with a fresh statement and trust them:
+no other writer can change them meanwhile. Single-statement writes that lock one row
+and nothing else (progress, a ``dropped`` event) cannot be part of a cycle and skip it.
+The reconciler takes its locks with ``SKIP LOCKED`` (it never waits for live work), and
+dry runs take no locks at all.
 
 The three writes every document makes (``ACCEPT_SQL``, ``CLAIM_SQL``, ``SUCCEED_SQL``)
 are plain SQL, one round trip each, because they are the hot path (see
@@ -24,7 +44,16 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, Select, Update, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Update,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
 from pipeline.messages import Delivery, StageMessage
@@ -38,6 +67,9 @@ class Attempt(msgspec.Struct, frozen=True):
 
     message: StageMessage
     number: int
+    """The attempt's number in the current retry budget (1, 2, ...)."""
+    fence: int
+    """The fencing token: unique for the row, whatever happened before."""
     message_id: str
     delivery: Delivery
 
@@ -79,44 +111,55 @@ this is the whole of it, as one statement."""
 
 
 CLAIM_SQL = """
-WITH claimed AS (
-    UPDATE stage_runs
-    SET status = 'running', attempts = attempts + 1, started_at = now(), finished_at = NULL,
-        duration_ms = NULL, deadline_at = now() + %(deadline)s, message_id = %(message_id)s,
-        worker_id = %(worker)s, updated_at = now()
-    WHERE document_id = %(document_id)s AND stage = %(stage)s AND generation = %(generation)s
-      AND (status IN ('queued', 'retrying') OR (status = 'running' AND deadline_at < now()))
-    RETURNING attempts
+WITH doc AS (
+    SELECT id FROM documents WHERE id = %(document_id)s FOR NO KEY UPDATE
+), claimed AS (
+    UPDATE stage_runs AS r
+    SET status = 'running', attempts = r.attempts + 1, fence = r.fence + 1, started_at = now(),
+        finished_at = NULL, duration_ms = NULL, deadline_at = now() + %(deadline)s,
+        retry_at = NULL, message_id = %(message_id)s, worker_id = %(worker)s, updated_at = now()
+    FROM doc
+    WHERE r.document_id = doc.id AND r.stage = %(stage)s AND r.generation = %(generation)s
+      AND (r.status = 'queued'
+           OR (r.status = 'retrying' AND r.retry_at <= now())
+           OR (r.status = 'running' AND r.deadline_at < now())
+           OR (r.status = 'running' AND r.fence = %(abandoned)s AND r.worker_id = %(worker)s))
+    RETURNING r.attempts, r.fence
 ), document AS (
     UPDATE documents SET status = 'processing', updated_at = now()
     WHERE id = %(document_id)s AND status = 'pending' AND EXISTS (SELECT 1 FROM claimed)
 ), event AS (
     INSERT INTO stage_events (document_id, stage, generation, event, attempt, message_id, detail)
     SELECT %(document_id)s, %(stage)s, %(generation)s, 'claimed', attempts, %(message_id)s,
-           %(detail)s::jsonb
+           %(detail)s::jsonb || jsonb_build_object('fence', fence)
     FROM claimed
 )
-SELECT attempts FROM claimed
+SELECT attempts, fence FROM claimed
 """
-"""The claim as one statement (one round trip, no transaction of its own needed): the
-row moves to ``running`` only if the message's generation matches and the row is
-waiting (``queued``/``retrying``) or its running attempt is past its deadline; the
-document becomes ``processing`` and a ``claimed`` event is written. Returns the attempt
-number, or no row (a duplicate or stale message)."""
+"""The claim as one statement (one round trip, no transaction of its own needed): with
+the document locked first, the row moves to ``running`` only if the message's generation
+matches and the row is waiting (``queued``, or ``retrying`` and due), or its running
+attempt is past its deadline, or is ``abandoned`` (a fence this very worker took and no
+longer runs: a completion that could not be recorded). The document becomes
+``processing`` and a ``claimed`` event is written. Returns the attempt number and the
+new fence, or no row (a duplicate, stale or early message)."""
 
 SUCCEED_SQL = """
-WITH released AS (
-    UPDATE stage_runs
+WITH doc AS (
+    SELECT id FROM documents WHERE id = %(document_id)s FOR NO KEY UPDATE
+), released AS (
+    UPDATE stage_runs AS r
     SET status = 'succeeded', finished_at = now(), duration_ms = %(duration_ms)s,
         deadline_at = NULL, error_type = NULL, error_message = NULL, error_transient = NULL,
-        progress_current = progress_total, updated_at = now()
-    WHERE document_id = %(document_id)s AND stage = %(stage)s AND generation = %(generation)s
-      AND status = 'running' AND attempts = %(attempt)s
-    RETURNING document_id
+        progress_current = r.progress_total, updated_at = now()
+    FROM doc
+    WHERE r.document_id = doc.id AND r.stage = %(stage)s AND r.generation = %(generation)s
+      AND r.status = 'running' AND r.fence = %(fence)s
+    RETURNING r.document_id
 ), queued AS (
     UPDATE stage_runs
     SET status = 'queued', generation = %(generation)s, attempts = 0, queued_at = now(),
-        started_at = NULL, finished_at = NULL, duration_ms = NULL,
+        started_at = NULL, finished_at = NULL, duration_ms = NULL, retry_at = NULL,
         deadline_at = now() + %(grace)s, message_id = %(next_message_id)s, worker_id = NULL,
         progress_current = NULL, progress_total = NULL, error_type = NULL,
         error_message = NULL, error_transient = NULL, updated_at = now()
@@ -139,14 +182,40 @@ WITH released AS (
 )
 SELECT count(*) FROM released
 """
-"""Success as one statement, inside the transaction that stored the stage's output:
-the row ``succeeded`` (only while this attempt holds it), the next stage ``queued``
-for its message (or the document ``succeeded`` after the last stage), and the events.
+"""Success as one statement, the first of the transaction that then stores the stage's
+output (so the document is locked before anything references it): the row
+``succeeded`` (only while this attempt's fence holds it), the next stage ``queued`` for
+its message (or the document ``succeeded`` after the last stage), and the events.
 Returns 1, or 0 when the attempt lost its hold (the caller then rolls back)."""
 
+LOCK_DOCUMENT_SQL = "SELECT id FROM documents WHERE id = %(document_id)s FOR NO KEY UPDATE"
 
-def current(message: StageMessage) -> Select[str, int]:
-    return select(StageRun.status, StageRun.generation).where(*row_of(message))
+
+def lock_document(document_id: uuid.UUID) -> Select[uuid.UUID]:
+    """Step 1 of the lock order: the document row, ``FOR NO KEY UPDATE``."""
+    return select(Document.id).where(Document.id == document_id).with_for_update(key_share=True)
+
+
+def current(message: StageMessage) -> Select[str, int, int, str | None, str | None, int]:
+    """What a delivery that could not claim needs to know to say why (a plain read)."""
+    return select(
+        StageRun.status,
+        StageRun.generation,
+        StageRun.fence,
+        StageRun.worker_id,
+        StageRun.message_id,
+        (func.extract("epoch", StageRun.retry_at - func.now()) * 1000).label("due_in_ms"),
+    ).where(*row_of(message))
+
+
+def holds(attempt: Attempt) -> tuple[ColumnElement[bool], ...]:
+    """The fence: the row is still this attempt's."""
+    return (
+        *row_of(attempt.message),
+        StageRun.generation == attempt.message.generation,
+        StageRun.status == "running",
+        StageRun.fence == attempt.fence,
+    )
 
 
 def release(
@@ -155,24 +224,30 @@ def release(
     duration_ms: int,
     *,
     deadline: Any = None,
+    retry_at: Any = None,
+    message_id: str | None = None,
     error: Failure | None = None,
 ) -> Update:
-    """End an attempt; affects one row only while ``attempt`` still holds it."""
+    """End an attempt; affects one row only while ``attempt`` still holds it.
+
+    A ``retrying`` row gets the time it is due (``retry_at``) and the id of the message
+    that will retry it (``message_id``).
+    """
     errors = error.columns() if error else dict.fromkeys(Failure.COLUMNS)
+    values: dict[str, Any] = {}
+    if message_id is not None:
+        values["message_id"] = message_id
     return (
         update(StageRun)
-        .where(
-            *row_of(attempt.message),
-            StageRun.generation == attempt.message.generation,
-            StageRun.status == "running",
-            StageRun.attempts == attempt.number,
-        )
+        .where(*holds(attempt))
         .values(
             status=status,
             finished_at=func.now(),
             duration_ms=duration_ms,
             deadline_at=deadline,
+            retry_at=retry_at,
             updated_at=func.now(),
+            **values,
             **errors,
         )
     )
@@ -182,12 +257,7 @@ def progress(attempt: Attempt, current: int, total: int) -> Update:
     """Record how far a running attempt has come (only while it holds the row)."""
     return (
         update(StageRun)
-        .where(
-            *row_of(attempt.message),
-            StageRun.generation == attempt.message.generation,
-            StageRun.status == "running",
-            StageRun.attempts == attempt.number,
-        )
+        .where(*holds(attempt))
         .values(progress_current=current, progress_total=total)
     )
 
@@ -206,6 +276,7 @@ def queue(message: StageMessage, message_id: str, grace: timedelta) -> Update:
             finished_at=None,
             duration_ms=None,
             deadline_at=func.now() + grace,
+            retry_at=None,
             message_id=message_id,
             worker_id=None,
             progress_current=None,
@@ -230,6 +301,7 @@ def reset_after(document_id: uuid.UUID, position: int, generation: int) -> Updat
             finished_at=None,
             duration_ms=None,
             deadline_at=None,
+            retry_at=None,
             message_id=None,
             worker_id=None,
             progress_current=None,
@@ -240,8 +312,25 @@ def reset_after(document_id: uuid.UUID, position: int, generation: int) -> Updat
     )
 
 
-def overdue(limit: int) -> Select[uuid.UUID, str, int, str, int]:
-    """Unfinished rows past their deadline, oldest first, locked for this sweep."""
+def lock_overdue_documents(limit: int) -> Select[uuid.UUID]:
+    """Step 1 for the reconciler: the documents of the oldest overdue rows, locked
+    ``SKIP LOCKED`` (a document busy with live work or an operator waits for a later sweep)."""
+    overdue_rows = (
+        select(StageRun.document_id)
+        .where(StageRun.status.in_(UNFINISHED), StageRun.deadline_at < func.now())
+        .order_by(StageRun.deadline_at)
+        .limit(limit)
+    )
+    return (
+        select(Document.id)
+        .where(Document.id.in_(overdue_rows.scalar_subquery()))
+        .order_by(Document.id)
+        .with_for_update(key_share=True, skip_locked=True)
+    )
+
+
+def overdue(document_ids: list[uuid.UUID]) -> Select[uuid.UUID, str, int, str, int]:
+    """Step 2: the overdue rows of documents this transaction has locked (read afresh)."""
     return (
         select(
             StageRun.document_id,
@@ -250,10 +339,13 @@ def overdue(limit: int) -> Select[uuid.UUID, str, int, str, int]:
             StageRun.status,
             StageRun.attempts,
         )
-        .where(StageRun.status.in_(UNFINISHED), StageRun.deadline_at < func.now())
+        .where(
+            StageRun.document_id.in_(document_ids),
+            StageRun.status.in_(UNFINISHED),
+            StageRun.deadline_at < func.now(),
+        )
         .order_by(StageRun.deadline_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(key_share=True, skip_locked=True)
     )
 
 

@@ -50,11 +50,13 @@ class ChunkHandler:
         ]
         return ChunkPlan(chunks=drafts)
 
+    def summarize(self, result: ChunkPlan) -> dict[str, Any]:
+        return {"chunks": len(result.chunks)}
+
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: ChunkPlan
-    ) -> dict[str, Any]:
+    ) -> None:
         replace_output(conn, document_id, "chunk", generation, encode(result))
-        return {"chunks": len(result.chunks)}
 
 
 def page_at(pages: list[PageSpan], starts: list[int], offset: int) -> int | None:

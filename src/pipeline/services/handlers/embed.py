@@ -32,8 +32,10 @@ class EmbedHandler:
             model=self.embedder.name, dimensions=self.embedder.dimensions, vectors=vectors
         )
 
+    def summarize(self, result: EmbeddingSet) -> dict[str, Any]:
+        return {"vectors": len(result.vectors), "model": result.model}
+
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: EmbeddingSet
-    ) -> dict[str, Any]:
+    ) -> None:
         replace_output(conn, document_id, "embed", generation, encode(result))
-        return {"vectors": len(result.vectors), "model": result.model}

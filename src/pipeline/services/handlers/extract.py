@@ -70,9 +70,12 @@ class ExtractHandler:
         # oversized result is refused there and never pickled back.
         return self.sandbox.run(extract, data.data, data.kind, data.encoding, self.limits)
 
+    def summarize(self, result: Extracted) -> dict[str, Any]:
+        return {"characters": len(result.text), "pages": len(result.pages)}
+
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: Extracted
-    ) -> dict[str, Any]:
+    ) -> None:
         pages = [msgspec.to_builtins(page) for page in result.pages]
         conn.execute(
             _REPLACE_TEXT,
@@ -84,4 +87,3 @@ class ExtractHandler:
                 "char_count": len(result.text),
             },
         )
-        return {"characters": len(result.text), "pages": len(result.pages)}

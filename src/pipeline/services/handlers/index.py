@@ -67,13 +67,15 @@ class IndexHandler:
             for draft, vector in zip(drafts, vectors, strict=True)
         ]
 
+    def summarize(self, result: list[IndexRow]) -> dict[str, Any]:
+        return {"chunks": len(result)}
+
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: list[IndexRow]
-    ) -> dict[str, Any]:
+    ) -> None:
         conn.execute(_DELETE_CHUNKS, {"document_id": document_id})
         if result:
             conn.execute(
                 _INSERT_CHUNKS,
                 [{"document_id": document_id, **msgspec.structs.asdict(row)} for row in result],
             )
-        return {"chunks": len(result)}

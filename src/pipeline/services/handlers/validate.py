@@ -35,9 +35,12 @@ class ValidateHandler:
     def compute(self, data: bytes) -> Validation:
         return validate(data, self.policy)
 
+    def summarize(self, result: Validation) -> dict[str, Any]:
+        return {"kind": result.kind, "mime": result.mime, "encoding": result.encoding}
+
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: Validation
-    ) -> dict[str, Any]:
+    ) -> None:
         conn.execute(
             _VALIDATED,
             {
@@ -47,4 +50,3 @@ class ValidateHandler:
                 "encoding_": result.encoding,
             },
         )
-        return {"kind": result.kind, "mime": result.mime, "encoding": result.encoding}
