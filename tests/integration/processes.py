@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
 
 PIPELINE = [sys.executable, "-m", "pipeline"]
 
@@ -83,3 +88,30 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def stack_env(
+    settings: Settings, faults: list[dict[str, Any]] | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a stack of real processes: this run's database, a Redis
+    namespace of its own, and short recovery settings (queued grace 2 s, running slack
+    1 s, a sweep every 0.5 s, chunk's time limit 4 s, backoffs of 0.1-0.5 s)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "PIPELINE_REDIS_NAMESPACE": f"{settings.redis_namespace}-{uuid.uuid4().hex[:6]}",
+        "PIPELINE_QUEUED_GRACE_S": "2",
+        "PIPELINE_RUNNING_SLACK_S": "1",
+        "PIPELINE_RECONCILER_INTERVAL_S": "0.5",
+        "PIPELINE_CHUNK_TIME_LIMIT_S": "4",
+        "PIPELINE_DB_POOL_SIZE": "4",
+    }
+    for stage in ("VALIDATE", "EXTRACT", "CHUNK", "EMBED", "INDEX"):
+        env[f"PIPELINE_{stage}_MIN_BACKOFF_S"] = "0.1"
+        env[f"PIPELINE_{stage}_MAX_BACKOFF_S"] = "0.5"
+    if faults:
+        env["PIPELINE_FAULTS"] = json.dumps(faults)
+        env["PIPELINE_FAULT_INJECTION"] = "enabled-for-testing"
+    env.update(extra)
+    return env

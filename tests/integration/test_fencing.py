@@ -30,8 +30,6 @@ Redis namespace of their own (the ``make_stack`` pattern of ``test_recovery.py``
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import threading
@@ -66,7 +64,7 @@ from pipeline.settings import Settings
 from pipeline.stages import STAGES, StagePolicy
 
 from .conftest import bearer, upload, wait_for_document
-from .processes import Processes, wait_until
+from .processes import Processes, stack_env, wait_until
 
 ME = Operator(name="fence-tester@ci", via="cli")
 BODY = b"Fencing test document. It has a few sentences.\n\nAnd a second paragraph of text."
@@ -683,30 +681,6 @@ class Stack:
             client.delete(*keys)
         client.close()
         return len(keys)
-
-
-def stack_env(
-    settings: Settings, faults: list[dict[str, Any]] | None, **extra: str
-) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": f"{settings.redis_namespace}-{uuid.uuid4().hex[:6]}",
-        "PIPELINE_QUEUED_GRACE_S": "2",
-        "PIPELINE_RUNNING_SLACK_S": "1",
-        "PIPELINE_RECONCILER_INTERVAL_S": "0.5",
-        "PIPELINE_CHUNK_TIME_LIMIT_S": "4",
-        "PIPELINE_DB_POOL_SIZE": "4",
-    }
-    for stage in STAGES:
-        env[f"PIPELINE_{stage.upper()}_MIN_BACKOFF_S"] = "0.1"
-        env[f"PIPELINE_{stage.upper()}_MAX_BACKOFF_S"] = "0.5"
-    if faults:
-        env["PIPELINE_FAULTS"] = json.dumps(faults)
-        env["PIPELINE_FAULT_INJECTION"] = "enabled-for-testing"
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ with short deadlines so that recovery takes seconds.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import time
 import uuid
@@ -29,7 +27,7 @@ from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from .conftest import bearer, events, upload
-from .processes import Processes, wait_until
+from .processes import Processes, stack_env, wait_until
 
 pytestmark = pytest.mark.slow
 BODY = b"Recovery test document. It has a few sentences.\n\nAnd a second paragraph of text."
@@ -113,30 +111,6 @@ class Stack:
             "embed": 1,
             "index": 1,
         }
-
-
-def stack_env(
-    settings: Settings, faults: list[dict[str, Any]] | None = None, **extra: str
-) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": f"{settings.redis_namespace}-{uuid.uuid4().hex[:6]}",
-        "PIPELINE_QUEUED_GRACE_S": "2",
-        "PIPELINE_RUNNING_SLACK_S": "1",
-        "PIPELINE_RECONCILER_INTERVAL_S": "0.5",
-        "PIPELINE_CHUNK_TIME_LIMIT_S": "4",
-        "PIPELINE_DB_POOL_SIZE": "4",
-    }
-    for stage in ("VALIDATE", "EXTRACT", "CHUNK", "EMBED", "INDEX"):
-        env[f"PIPELINE_{stage}_MIN_BACKOFF_S"] = "0.1"
-        env[f"PIPELINE_{stage}_MAX_BACKOFF_S"] = "0.5"
-    if faults:
-        env["PIPELINE_FAULTS"] = json.dumps(faults)
-        env["PIPELINE_FAULT_INJECTION"] = "enabled-for-testing"
-    env.update(extra)
-    return env
 
 
 @pytest.fixture
