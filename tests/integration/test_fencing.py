@@ -37,6 +37,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ import msgspec
 import pytest
 import redis
 from litestar.testing import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
@@ -307,12 +308,18 @@ TINY = StagePolicy(max_retries=2, min_backoff_ms=100, max_backoff_ms=200, time_l
 
 
 class Rig:
-    def __init__(self, settings: Settings, broker: dramatiq.Broker, client: TestClient[Any]):
+    def __init__(
+        self,
+        settings: Settings,
+        broker: dramatiq.Broker,
+        client: TestClient[Any],
+        policy: StagePolicy = TINY,
+    ):
         self.settings = msgspec.structs.replace(
             settings,
             running_slack_ms=200,
             db_pool_size=8,
-            policies={**settings.policies, "validate": TINY},
+            policies={**settings.policies, "validate": policy},
         )
         self.client = client
         self.engine = make_engine(self.settings, application_name="fence-rig")
@@ -578,6 +585,78 @@ def test_messages_of_an_earlier_generation_still_in_redis_are_dropped_after_a_re
 
 
 # -- subprocess stacks ------------------------------------------------------------------------
+
+
+@contextmanager
+def refusing_connections(engine: Engine, application_name: str) -> Iterator[None]:
+    """Postgres as if it went away for these connections: the database takes no new
+    connection, and the open ones of ``application_name`` are terminated."""
+    database = engine.url.database
+    admin = create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :db AND application_name = :app"
+                ),
+                {"db": database, "app": application_name},
+            )
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+def test_an_attempt_whose_outcome_could_not_be_recorded_is_taken_over_by_its_worker(
+    settings: Settings, broker: dramatiq.Broker, quiet_client: TestClient[Any]
+) -> None:
+    """Postgres refuses connections while an attempt completes: its outcome cannot be
+    recorded, the row stays ``running`` and the error escapes to Dramatiq. When Dramatiq
+    re-delivers the message to the same worker, the worker knows the attempt is no longer
+    running and takes it over at once (a new fence), instead of waiting out the row's
+    deadline (a minute here); another worker still sees a live holder and drops it."""
+    long = StagePolicy(max_retries=2, min_backoff_ms=100, max_backoff_ms=200, time_limit_ms=60_000)
+    rig = Rig(settings, broker, quiet_client, policy=long)
+    other = StageExecutor(
+        rig.engine, rig.dispatcher, rig.executor.handlers, rig.settings, worker_id="other-worker"
+    )
+    try:
+        document_id = rig.upload("fence-abandoned.txt")
+        message = rig.first_message(document_id)
+        hold = rig.hold()
+        first = rig.start(message)
+        hold.wait_reached()
+        with refusing_connections(rig.engine, "fence-rig"):
+            hold.released.set()
+            first.finish()
+        assert isinstance(first.error, Exception), first.outcome  # escaped: nothing recorded
+        row = stage_row(rig.engine, document_id, "validate")
+        assert (row["status"], row["worker_id"], row["fence"]) == ("running", "fence-rig", 1)
+
+        elsewhere = Delivering(other, message)
+        elsewhere.start()
+        elsewhere.finish()
+        assert elsewhere.error is None
+        assert elsewhere.outcome.value == "dropped"
+
+        again = rig.deliver(message)  # Dramatiq's re-delivery, to the same worker
+        assert again.error is None, again.error
+        assert again.outcome.value == "succeeded"
+        row = stage_row(rig.engine, document_id, "validate")
+        assert (row["status"], row["attempts"], row["fence"]) == ("succeeded", 2, 2)
+        claims = [
+            e
+            for e in history(rig.engine, document_id)
+            if e["stage"] == "validate" and e["event"] == "claimed"
+        ]
+        assert [c["detail"]["fence"] for c in claims] == [1, 2]
+        assert rig.drain(document_id)["status"] == "succeeded"
+        assert_applied_once(rig.engine, document_id)
+    finally:
+        rig.close()
 
 
 class Stack:
