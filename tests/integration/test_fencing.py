@@ -50,7 +50,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, TransientError
 from pipeline.faults import FaultSpec
 from pipeline.http.app import create_app
 from pipeline.messages import Delivery, StageMessage
@@ -585,6 +585,51 @@ def test_messages_of_an_earlier_generation_still_in_redis_are_dropped_after_a_re
 
 
 # -- subprocess stacks ------------------------------------------------------------------------
+
+
+def test_a_retry_that_arrives_before_it_is_due_is_sent_again_for_when_it_is(
+    settings: Settings, broker: dramatiq.Broker, quiet_client: TestClient[Any]
+) -> None:
+    """The executor sends its own retry, delayed by the backoff; if that very message is
+    delivered before the row is due (the worker's clock and Postgres's disagree), it
+    claims nothing and burns no attempt: it is sent again, with the same id, to arrive
+    when the row is due."""
+    slow = StagePolicy(max_retries=2, min_backoff_ms=3_000, max_backoff_ms=4_000)
+    rig = Rig(settings, broker, quiet_client, policy=slow)
+    try:
+        document_id = rig.upload("fence-early-retry.txt")
+        rig.validate.fail(TransientError("a flaky dependency"))
+        failed = rig.deliver(rig.first_message(document_id))
+        assert failed.error is None
+        assert failed.outcome.value == "retrying"
+        retry = rig.dispatcher.take(document_id, "validate")
+        row = stage_row(rig.engine, document_id, "validate")
+        assert (row["status"], row["message_id"]) == ("retrying", retry.message_id)
+
+        early = rig.deliver(retry)  # long before its 3-4 s backoff is over
+        assert early.outcome.value == "dropped"
+        row = stage_row(rig.engine, document_id, "validate")
+        assert (row["status"], row["attempts"]) == ("retrying", 1)
+        (dropped,) = [e for e in history(rig.engine, document_id) if e["event"] == "dropped"]
+        assert dropped["detail"]["reason"].startswith("not due")
+        (again,) = [k for k in rig.dispatcher.kept if k.message.message_id == retry.message_id]
+        assert again.delay_ms is not None
+        assert 1_000 < again.delay_ms <= 4_000
+
+        wait_until(
+            lambda: scalar(
+                rig.engine,
+                "SELECT retry_at <= now() FROM stage_runs WHERE document_id = :id "
+                "AND stage = 'validate'",
+                id=document_id,
+            ),
+            10,
+            "the retry to be due",
+        )
+        assert rig.drain(document_id)["status"] == "succeeded"
+        assert stage_row(rig.engine, document_id, "validate")["attempts"] == 2
+    finally:
+        rig.close()
 
 
 @contextmanager
