@@ -18,8 +18,8 @@ Then the chaos stops and the run settles: dead letters left are replayed, and it
 until every document is terminal. It checks that every document succeeded with exactly
 the chunks a calm run gives (computed from the pure functions of
 ``pipeline.processing``), no chunk twice, no stage applied twice in one generation, no
-``dead`` letter left for a succeeded document, and every stage row succeeded at the
-generation of the document's last rerun that reached it. Prints a summary table (or
+``dead`` letter left for a succeeded document, and every stage row succeeded at its
+document's generation (one more than the document's reruns). Prints a summary table (or
 JSON with ``--json``) and exits 1 if anything was lost, wrong or stray, if a rerun or
 replay raised instead of reporting its item, or if the run did not settle in time.
 
@@ -377,7 +377,7 @@ class Report:
             ("duplicate chunks", self.duplicate_chunks),
             ("stray dead letters", self.stray_dead_letters),
             ("stage applied twice in a generation", self.applied_twice),
-            ("stage rows not succeeded at their generation", self.bad_stage_rows),
+            ("stage rows not succeeded at their document's generation", self.bad_stage_rows),
             ("chaos s", f"{self.chaos_s:.1f}"),
             (
                 "settle s (chaos stop to all done)",
@@ -860,17 +860,14 @@ class Torture:
                     f"{doc.filename} {doc.id}: expected {len(doc.expected)} chunks, "
                     f"got ordinals {ordinals[:12]}",
                 )
-            # A rerun from stage s to generation g puts s and every later stage at g.
-            expected_generation = [1] * len(STAGES)
-            for position, generation in reruns.get(doc.id, []):
-                for later in range(position, len(STAGES)):
-                    expected_generation[later] = max(expected_generation[later], generation)
+            # Each rerun moves the document and every one of its rows to a new generation.
+            expected = max((generation for _, generation in reruns.get(doc.id, [])), default=1)
             bad = [
-                f"{r.stage}={r.status}/g{r.generation} (want g{expected_generation[r.position]})"
+                f"{r.stage}={r.status}/g{r.generation} (want g{expected})"
                 for r in rows
-                if r.status != "succeeded" or r.generation != expected_generation[r.position]
+                if r.status != "succeeded" or r.generation != expected
             ]
-            if len(rows) != len(STAGES) or document.generation != expected_generation[-1]:
+            if len(rows) != len(STAGES) or document.generation != expected:
                 bad.append(f"document g{document.generation}, {len(rows)} stage rows")
             if bad:
                 report.bad_stage_rows += 1

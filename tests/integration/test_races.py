@@ -340,18 +340,12 @@ def snapshot(
         }
 
 
-def assert_every_row_at_the_document_generation(
-    engine: Engine, document_id: uuid.UUID, from_stage: str = STAGES[0]
-) -> None:
-    """Every row from ``from_stage`` on is at the document's generation (a rerun keeps the
-    succeeded rows before its stage as they were)."""
+def assert_every_row_at_the_document_generation(engine: Engine, document_id: uuid.UUID) -> None:
+    """Every row is at the document's generation (a rerun carries the succeeded rows
+    before its stage over to the new generation)."""
     generation = document(engine, document_id)["generation"]
     found = {row["stage"]: row["generation"] for row in rows(engine, document_id)}
-    later = STAGES[STAGES.index(from_stage) :]
-    assert {stage: found[stage] for stage in later} == dict.fromkeys(later, generation), (
-        generation,
-        found,
-    )
+    assert found == dict.fromkeys(STAGES, generation), (generation, found)
 
 
 def assert_chunks_once(engine: Engine, document_id: uuid.UUID) -> None:
@@ -510,7 +504,7 @@ def test_a_claim_and_a_rerun_from_its_stage_do_not_deadlock(
     ]
     assert failures == [], failures  # no fault was planned: a failure here is the race's
     assert drive(private, document_id) == "succeeded"
-    assert_every_row_at_the_document_generation(engine, document_id, stage)
+    assert_every_row_at_the_document_generation(engine, document_id)
     assert_chunks_once(engine, document_id)
     assert letters(engine, document_id) == []
 
@@ -763,20 +757,16 @@ class Operators:
 
 
 def generation_problems(document_row: dict[str, Any], stage_rows: list[dict[str, Any]]) -> str:
-    """Rows from the last rerun's stage on are at the document's generation, the rows
-    before it kept their (succeeded) run, and a finished document has nothing in flight."""
+    """Every row is at the document's generation (a rerun carries the stages before its
+    own over), and a finished document has nothing in flight."""
     generation = document_row["generation"]
-    current = [row for row in stage_rows if row["generation"] == generation]
-    older = [row for row in stage_rows if row["generation"] != generation]
     ok = (
-        bool(current)
-        and all(row["generation"] < generation and row["status"] == "succeeded" for row in older)
-        and all(row["position"] < current[0]["position"] for row in older)
+        all(row["generation"] == generation for row in stage_rows)
         and not [row for row in stage_rows if row["status"] in ("queued", "running", "retrying")]
         and (
             all(row["status"] == "succeeded" for row in stage_rows)
             if document_row["status"] == "succeeded"
-            else [row["status"] for row in current].count("dead") == 1
+            else [row["status"] for row in stage_rows].count("dead") == 1
         )
     )
     if ok:

@@ -1,9 +1,10 @@
 """Re-running documents from a chosen stage (for example after changing the chunker).
 
 A rerun bumps the document's ``generation`` so that every message of the earlier run
-still in flight is dropped as stale, resets the chosen stage and those after it, keeps
-the rows and outputs of the stages before it untouched, and sends the chosen stage's
-message. The document's chunks stay searchable until the index stage replaces them.
+still in flight is dropped as stale, resets the chosen stage and those after it, carries
+the stages before it over to the new generation as they are (succeeded, their outputs
+kept: every row of a document is always at its generation), and sends the chosen
+stage's message. The document's chunks stay searchable until the index stage replaces them.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class RerunService:
             message = StageMessage(document_id, from_stage, generation + 1)
             envelope = self.dispatcher.build(message)
             conn.execute(stage_rows.document_reopened(document_id, message.generation))
+            conn.execute(stage_rows.carry_over(document_id, position, message.generation))
             conn.execute(stage_rows.reset_after(document_id, position, message.generation))
             conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
             superseded = (

@@ -312,6 +312,17 @@ def reset_after(document_id: uuid.UUID, position: int, generation: int) -> Updat
     )
 
 
+def carry_over(document_id: uuid.UUID, position: int, generation: int) -> Update:
+    """The stages before ``position`` join a new generation as they are: succeeded, with
+    their outputs kept. Every row of a document is then at the document's generation,
+    so any message of an older one is stale."""
+    return (
+        update(StageRun)
+        .where(StageRun.document_id == document_id, StageRun.position < position)
+        .values(generation=generation, updated_at=func.now())
+    )
+
+
 def lock_overdue_documents(limit: int) -> Select[uuid.UUID]:
     """Step 1 for the reconciler: the documents of the oldest overdue rows, locked
     ``SKIP LOCKED`` (a document busy with live work or an operator waits for a later sweep)."""
