@@ -45,9 +45,11 @@ import dramatiq
 import msgspec
 import pytest
 import redis
+from dramatiq.broker import MessageProxy
 from litestar.testing import TestClient
 from sqlalchemy import Engine, create_engine, text
 
+from pipeline.actors.dead_letters import DeadLetterRecorder
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.errors import PermanentError, TransientError
@@ -1181,3 +1183,42 @@ def test_a_delayed_retry_that_vanishes_is_recovered_within_delay_slack_and_a_swe
     )
     assert took <= bound, brief(events)
     assert_applied_once(stack.engine, document_id)
+
+
+def test_dramatiq_giving_up_on_a_stage_message_makes_no_dead_letter(
+    executor: StageExecutor, engine: Engine, broker: dramatiq.Broker, quiet_client: TestClient[Any]
+) -> None:
+    """Dramatiq nacks a stage message whose errors all happened outside any attempt (no
+    database to claim from): no attempt failed, so no dead letter; a ``dropped`` event
+    says why, and the unfinished row keeps its deadline for the reconciler. A message
+    naming no document is still poison."""
+    response = upload(quiet_client, BODY, "fence-gave-up.txt")
+    assert response.status_code == 202, response.text
+    document_id = str(response.json()["id"])
+    recorder = DeadLetterRecorder(executor.poison, executor.given_up)
+
+    def nack(target: str) -> dramatiq.Message[Any]:
+        message = stage_message(target, "validate", 1, str(uuid.uuid4()))
+        proxy = MessageProxy(message.copy(options={"retries": 3}))
+        proxy.stuff_exception(ConnectionError("Postgres did not answer"))
+        recorder.after_nack(broker, proxy)
+        return message
+
+    given_up = nack(document_id)
+    assert (
+        scalar(engine, "SELECT count(*) FROM dead_letters WHERE document_id = :id", id=document_id)
+        == 0
+    )
+    (dropped,) = [e for e in history(engine, document_id) if e["event"] == "dropped"]
+    assert dropped["message_id"] == given_up.message_id
+    assert "Dramatiq gave up" in dropped["detail"]["reason"]
+    row = stage_row(engine, document_id, "validate")
+    assert row["status"] == "queued"
+    assert row["deadline_at"] is not None
+
+    missing = str(uuid.uuid4())
+    poison = nack(missing)
+    letter = scalar(
+        engine, "SELECT error_type FROM dead_letters WHERE message_id = :m", m=poison.message_id
+    )
+    assert letter == "UnknownDocument"
