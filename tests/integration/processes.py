@@ -10,11 +10,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from litestar.testing import TestClient
+from sqlalchemy import Engine
+
+from pipeline.http.app import create_app
 from pipeline.settings import Settings
+
+from .conftest import bearer
+
+S = TypeVar("S")
 
 PIPELINE = [sys.executable, "-m", "pipeline"]
 
@@ -115,3 +124,34 @@ def stack_env(
         env["PIPELINE_FAULT_INJECTION"] = "enabled-for-testing"
     env.update(extra)
     return env
+
+
+@contextmanager
+def stack_maker(
+    settings: Settings,
+    engine: Engine,
+    logs: Path,
+    api_key: str,
+    build: Callable[[dict[str, str], TestClient[Any], Processes, Engine, Settings], S],
+) -> Iterator[Callable[..., S]]:
+    """``make(faults, **env)`` builds a stack (``build(env, client, processes, engine,
+    settings)``): its own environment (:func:`stack_env`), an API client with ``api_key``
+    and a process manager; every stack made is stopped on the way out."""
+    created: list[tuple[Processes, TestClient[Any]]] = []
+
+    def make(faults: list[dict[str, Any]] | None = None, **extra: str) -> S:
+        env = stack_env(settings, faults, **extra)
+        stack_settings = Settings.from_env(env)
+        client = TestClient(create_app(stack_settings))
+        client.__enter__()
+        client.headers.update(bearer(api_key))
+        processes = Processes(env, logs)
+        created.append((processes, client))
+        return build(env, client, processes, engine, stack_settings)
+
+    try:
+        yield make
+    finally:
+        for processes, client in created:
+            processes.stop_all()
+            client.__exit__(None, None, None)

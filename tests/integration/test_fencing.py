@@ -67,7 +67,7 @@ from pipeline.settings import Settings
 from pipeline.stages import STAGES, StagePolicy
 
 from .conftest import bearer, upload, wait_for_document
-from .processes import Processes, stack_env, wait_until
+from .processes import Processes, stack_maker, wait_until
 
 ME = Operator(name="fence-tester@ci", via="cli")
 BODY = b"Fencing test document. It has a few sentences.\n\nAnd a second paragraph of text."
@@ -812,22 +812,8 @@ class Stack:
 def make_stack(
     settings: Settings, engine: Engine, tmp_path: Path, api_key: str
 ) -> Iterator[Callable[..., Stack]]:
-    created: list[tuple[Processes, TestClient[Any]]] = []
-
-    def make(faults: list[dict[str, Any]] | None = None, **extra: str) -> Stack:
-        env = stack_env(settings, faults, **extra)
-        stack_settings = Settings.from_env(env)
-        client = TestClient(create_app(stack_settings))
-        client.__enter__()
-        client.headers.update(bearer(api_key))
-        processes = Processes(env, tmp_path)
-        created.append((processes, client))
-        return Stack(env, client, processes, engine, stack_settings)
-
-    yield make
-    for processes, client in created:
-        processes.stop_all()
-        client.__exit__(None, None, None)
+    with stack_maker(settings, engine, tmp_path, api_key, Stack) as make:
+        yield make
 
 
 def first_event(

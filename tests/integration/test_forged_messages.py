@@ -28,8 +28,7 @@ from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
 from .conftest import AsKey, make_key, upload, wait_for_document
-from .processes import Processes, wait_until
-from .test_recovery import stack_env
+from .processes import Processes, stack_env, wait_until
 
 pytestmark = pytest.mark.slow
 

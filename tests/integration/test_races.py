@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import time
 import uuid
@@ -60,7 +59,7 @@ from pipeline.stages import STAGES
 
 from .conftest import bearer, upload
 from .faults import Fault, FaultPlan, FaultyHandler
-from .processes import Processes, wait_until
+from .processes import Processes, stack_env, wait_until
 
 ME = Operator(name="races@tests", via="cli")
 BODY = (
@@ -661,23 +660,14 @@ reconciler resends it); ``soak-ok-*`` documents just flow."""
 
 
 def soak_env(settings: Settings) -> dict[str, str]:
-    """As ``test_recovery.stack_env``: a namespace of its own and short deadlines."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": f"{settings.redis_namespace}-soak-{uuid.uuid4().hex[:6]}",
-        "PIPELINE_QUEUED_GRACE_S": "1",
-        "PIPELINE_RUNNING_SLACK_S": "1",
-        "PIPELINE_RECONCILER_INTERVAL_S": "0.3",
-        "PIPELINE_DB_POOL_SIZE": "4",
-        "PIPELINE_FAULTS": json.dumps(SOAK_FAULTS),
-        "PIPELINE_FAULT_INJECTION": "enabled-for-testing",
-    }
-    for stage in STAGES:
-        env[f"PIPELINE_{stage.upper()}_MIN_BACKOFF_S"] = "0.1"
-        env[f"PIPELINE_{stage.upper()}_MAX_BACKOFF_S"] = "0.3"
-    return env
+    """The process stacks' environment (a namespace of its own, short deadlines), with
+    the soak's faults and a quicker grace and sweep."""
+    return stack_env(
+        settings,
+        SOAK_FAULTS,
+        PIPELINE_QUEUED_GRACE_S="1",
+        PIPELINE_RECONCILER_INTERVAL_S="0.3",
+    )
 
 
 class Operators:

@@ -21,13 +21,12 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
 from pipeline.broker import make_broker
-from pipeline.http.app import create_app
 from pipeline.messages import StageMessage
 from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
-from .conftest import bearer, events, upload
-from .processes import Processes, stack_env, wait_until
+from .conftest import events, upload
+from .processes import Processes, stack_maker, wait_until
 
 pytestmark = pytest.mark.slow
 BODY = b"Recovery test document. It has a few sentences.\n\nAnd a second paragraph of text."
@@ -115,22 +114,8 @@ class Stack:
 
 @pytest.fixture
 def make_stack(settings: Settings, engine: Engine, tmp_path: Path, api_key: str) -> Iterator[Any]:
-    created: list[tuple[Processes, TestClient[Any]]] = []
-
-    def make(faults: list[dict[str, Any]] | None = None, **extra: str) -> Stack:
-        env = stack_env(settings, faults, **extra)
-        stack_settings = Settings.from_env(env)
-        client = TestClient(create_app(stack_settings))
-        client.__enter__()
-        client.headers.update(bearer(api_key))
-        processes = Processes(env, tmp_path)
-        created.append((processes, client))
-        return Stack(env, client, processes, engine, stack_settings)
-
-    yield make
-    for processes, client in created:
-        processes.stop_all()
-        client.__exit__(None, None, None)
+    with stack_maker(settings, engine, tmp_path, api_key, Stack) as make:
+        yield make
 
 
 def test_sigkill_mid_stage_still_succeeds_once(make_stack: Any) -> None:
