@@ -348,15 +348,8 @@ def assert_every_row_at_the_document_generation(engine: Engine, document_id: uui
 
 
 def assert_chunks_once(engine: Engine, document_id: uuid.UUID) -> None:
-    with engine.connect() as conn:
-        count, distinct, span = conn.execute(
-            text(
-                "SELECT count(*), count(DISTINCT ordinal), coalesce(max(ordinal) + 1, 0) "
-                "FROM chunks WHERE document_id = :id"
-            ),
-            {"id": document_id},
-        ).one()
-    assert count == distinct == span, (count, distinct, span)
+    problem = chunk_problems(engine, document_id)
+    assert not problem, problem
 
 
 def mentions_deadlock(value: object) -> bool:

@@ -48,9 +48,9 @@ import psycopg
 from dramatiq.common import compute_backoff
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from pipeline.db.models import Document
+from pipeline.db.retry import retry_database
 from pipeline.errors import StageError
 from pipeline.faults import Faults
 from pipeline.logs import log_context, update_log_context
@@ -397,28 +397,19 @@ class StageExecutor:
         """Run a failure transition in its own transaction, the document locked first.
 
         The failure may have been the connection itself (Postgres dropped it): then
-        other pooled connections are likely stale too. SQLAlchemy refreshes the pool
-        once it sees a disconnect, so the transition is tried again on fresh
-        connections; only if Postgres stays unreachable does the error escape (the
-        row then waits for its deadline, and Dramatiq re-delivers the message to a
-        worker that takes the abandoned attempt over).
+        other pooled connections are likely stale too, so the transition is tried again
+        on fresh ones (``db.retry``). Only if Postgres stays unreachable does the error
+        escape: the row then waits for its deadline, and Dramatiq re-delivers the
+        message to this worker, which takes the abandoned attempt over.
         """
-        for tried in range(1, TRANSITION_TRIES + 1):
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(stage_rows.lock_document(attempt.message.document_id))
-                    return write(conn)
-            except (DBAPIError, psycopg.OperationalError) as error:
-                if tried == TRANSITION_TRIES or not _reconnectable(error):
-                    raise
-                logger.warning(
-                    "could not record the outcome of %s (try %d): %s; retrying",
-                    attempt.message.stage,
-                    tried,
-                    str(error).splitlines()[0] if str(error) else type(error).__name__,
-                )
-                time.sleep(0.1 * 2**tried)
-        raise AssertionError("unreachable")
+
+        def transact() -> T:
+            with self.engine.begin() as conn:
+                conn.execute(stage_rows.lock_document(attempt.message.document_id))
+                return write(conn)
+
+        what = f"recording the outcome of {attempt.message.stage}"
+        return retry_database(transact, tries=TRANSITION_TRIES, what=what, pause_s=0.2)
 
     def _retrying(
         self,
@@ -603,13 +594,6 @@ class _CrashLoop(StageError):
 
 def _key(attempt: Attempt) -> tuple[Any, str, int]:
     return (attempt.message.document_id, attempt.message.stage, attempt.fence)
-
-
-def _reconnectable(error: BaseException) -> bool:
-    """A connection-level or lock-level error that a fresh transaction may not meet."""
-    if isinstance(error, DBAPIError):
-        return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
-    return isinstance(error, psycopg.OperationalError)
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:

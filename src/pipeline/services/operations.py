@@ -15,11 +15,15 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 import msgspec
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from pipeline.db.retry import retry_database, worth_retrying
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +145,12 @@ def report(dry_run: bool, items: list[ItemOutcome]) -> OperationReport:
     )
 
 
+def open_item(engine: Engine, dry_run: bool) -> AbstractContextManager[Connection]:
+    """The connection one item runs on: a transaction, or for a dry run a connection
+    that only reads (no row locks; rolled back on close)."""
+    return engine.connect() if dry_run else engine.begin()
+
+
 def carry_out(
     item_id: uuid.UUID,
     act: Callable[[], ItemOutcome],
@@ -154,32 +164,28 @@ def carry_out(
     reported ``failed`` — its transaction rolled back, so it is exactly as it was —
     and the caller goes on with the next item.
     """
-    for tried in range(1, ITEM_TRIES + 1):
-        try:
-            return act()
-        except DBAPIError as error:
-            transient = error.connection_invalidated or isinstance(
-                error, OperationalError | InterfaceError
-            )
-            if transient and tried < ITEM_TRIES:
-                sleep(0.2 * tried)
-                continue
-            logger.warning("operator action on %s failed: %s", item_id, error)
-            reason = "the database did not answer" if transient else "the database refused it"
-            return ItemOutcome(
-                id=item_id,
-                action="failed",
-                detail=f"not done ({reason}; nothing was changed for this item); retry it",
-            )
-        except Exception:
-            logger.exception("operator action on %s failed", item_id)
-            return ItemOutcome(
-                id=item_id,
-                action="failed",
-                detail="not done (an internal error, logged by the service; nothing was "
-                "changed for this item)",
-            )
-    raise AssertionError("unreachable")
+    try:
+        return retry_database(
+            act, tries=ITEM_TRIES, what=f"operator action on {item_id}", pause_s=0.2, sleep=sleep
+        )
+    except DBAPIError as error:
+        logger.warning("operator action on %s failed: %s", item_id, error)
+        reason = (
+            "the database did not answer" if worth_retrying(error) else "the database refused it"
+        )
+        return ItemOutcome(
+            id=item_id,
+            action="failed",
+            detail=f"not done ({reason}; nothing was changed for this item); retry it",
+        )
+    except Exception:
+        logger.exception("operator action on %s failed", item_id)
+        return ItemOutcome(
+            id=item_id,
+            action="failed",
+            detail="not done (an internal error, logged by the service; nothing was "
+            "changed for this item)",
+        )
 
 
 class Heartbeat(Protocol):

@@ -37,6 +37,7 @@ from pipeline.services.operations import (
     Selection,
     audit,
     carry_out,
+    open_item,
     report,
 )
 from pipeline.settings import Settings
@@ -122,20 +123,9 @@ class ReplayService:
         force: bool,
         tenant: str | None,
     ) -> ItemOutcome:
-        if dry_run:
-            # A dry run reads, and locks nothing: it must never hold up live work.
-            with self.engine.connect() as conn:
-                letter = _read_letter(conn, letter_id, tenant)
-                refusal = _refuse(letter, force, "replay")
-                if refusal is None and letter is not None:
-                    refusal = _stage_refusal(conn, letter)
-            if refusal is not None or letter is None:
-                return _skipped(letter_id, letter, refusal or "no such dead letter")
-            if _envelope(letter, self.dispatcher) is None:
-                return _skipped(letter_id, letter, "the original message could not be decoded")
-            return _outcome(letter, "would replay", "the original message would be re-sent")
-        with self.engine.begin() as conn:
-            letter = _hold_letter(conn, letter_id, tenant)
+        # A dry run reads, and locks nothing: it must never hold up live work.
+        with open_item(self.engine, dry_run) as conn:
+            letter = _hold_letter(conn, letter_id, tenant, lock=not dry_run)
             refusal = _refuse(letter, force, "replay")
             if refusal is None and letter is not None:
                 refusal = _stage_refusal(conn, letter)
@@ -144,6 +134,8 @@ class ReplayService:
             envelope = _envelope(letter, self.dispatcher)
             if envelope is None:
                 return _skipped(letter_id, letter, "the original message could not be decoded")
+            if dry_run:
+                return _outcome(letter, "would replay", "the original message would be re-sent")
             if letter.document_id is not None:
                 # Lock order: the document (held), its stage row, then the letter.
                 message = StageMessage(letter.document_id, letter.stage, letter.generation)
@@ -202,18 +194,13 @@ class ReplayService:
         force: bool,
         tenant: str | None,
     ) -> ItemOutcome:
-        if dry_run:
-            with self.engine.connect() as conn:  # reads only: no locks
-                letter = _read_letter(conn, letter_id, tenant)
+        with open_item(self.engine, dry_run) as conn:  # a dry run: reads only, no locks
+            letter = _hold_letter(conn, letter_id, tenant, lock=not dry_run)
             refusal = _refuse(letter, force, "discard")
             if refusal is not None or letter is None:
                 return _skipped(letter_id, letter, refusal or "no such dead letter")
-            return _outcome(letter, "would discard", "would be marked discarded")
-        with self.engine.begin() as conn:
-            letter = _hold_letter(conn, letter_id, tenant)
-            refusal = _refuse(letter, force, "discard")
-            if refusal is not None or letter is None:
-                return _skipped(letter_id, letter, refusal or "no such dead letter")
+            if dry_run:
+                return _outcome(letter, "would discard", "would be marked discarded")
             conn.execute(
                 update(DeadLetter).where(DeadLetter.id == letter.id).values(status="discarded")
             )
@@ -365,13 +352,18 @@ def _read_letter(conn: Connection, letter_id: uuid.UUID, tenant: str | None) -> 
     ).first()
 
 
-def _hold_letter(conn: Connection, letter_id: uuid.UUID, tenant: str | None) -> Row[Any] | None:
-    """The letter, with what protects it locked, in the lock order of ``stage_rows``.
+def _hold_letter(
+    conn: Connection, letter_id: uuid.UUID, tenant: str | None, *, lock: bool
+) -> Row[Any] | None:
+    """The letter, with what protects it locked, in the lock order of ``stage_rows``
+    (``lock=False``, for a dry run: just read).
 
     A letter of a document: the document is locked first (every writer of its stage
     rows and letters takes that lock), and the letter is then read afresh under it. A
     letter that names no document (poison) is locked itself.
     """
+    if not lock:
+        return _read_letter(conn, letter_id, tenant)
     found = conn.execute(
         select(DeadLetter.document_id).where(DeadLetter.id == letter_id, *of_tenant(tenant))
     ).first()

@@ -34,6 +34,7 @@ from pipeline.services.operations import (
     TimeFilter,
     audit,
     carry_out,
+    open_item,
     report,
 )
 from pipeline.settings import Settings
@@ -147,25 +148,12 @@ class RerunService:
         tenant: str | None,
     ) -> ItemOutcome:
         position = STAGES.index(from_stage)
-        if dry_run:
-            # A dry run reads, and locks nothing: it must never hold up live work.
-            with self.engine.connect() as conn:
-                generation = conn.execute(_generation(document_id, tenant)).scalar_one_or_none()
-                if generation is None:
-                    return ItemOutcome(id=document_id, action="skipped", detail="no such document")
-                refusal = _earlier_stages_refusal(conn, document_id, position)
-            if refusal is not None:
-                return _item(document_id, from_stage, "skipped", refusal)
-            return _item(
-                document_id,
-                from_stage,
-                "would rerun",
-                f"generation {generation} → {generation + 1}",
-            )
-        with self.engine.begin() as conn:
-            # Lock order (stage_rows): the document, then its stage rows, then its letters.
+        # Lock order (stage_rows): the document, then its stage rows, then its letters.
+        # A dry run reads, and locks nothing: it must never hold up live work.
+        query = _generation(document_id, tenant)
+        with open_item(self.engine, dry_run) as conn:
             generation = conn.execute(
-                _generation(document_id, tenant).with_for_update(key_share=True)
+                query if dry_run else query.with_for_update(key_share=True)
             ).scalar_one_or_none()
             if generation is None:
                 return ItemOutcome(id=document_id, action="skipped", detail="no such document")
@@ -173,6 +161,9 @@ class RerunService:
             refusal = _earlier_stages_refusal(conn, document_id, position)
             if refusal is not None:
                 return _item(document_id, from_stage, "skipped", refusal)
+            change = f"generation {generation} → {generation + 1}"
+            if dry_run:
+                return _item(document_id, from_stage, "would rerun", change)
             message = StageMessage(document_id, from_stage, generation + 1)
             envelope = self.dispatcher.build(message)
             conn.execute(stage_rows.document_reopened(document_id, message.generation))
@@ -204,13 +195,7 @@ class RerunService:
                 )
             )
         self.dispatcher.send_after_commit(envelope)
-        return _item(
-            document_id,
-            from_stage,
-            "rerun",
-            f"generation {generation} → {generation + 1}",
-            envelope.message_id,
-        )
+        return _item(document_id, from_stage, "rerun", change, envelope.message_id)
 
 
 def _generation(document_id: uuid.UUID, tenant: str | None) -> Select[int]:
