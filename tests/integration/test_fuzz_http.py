@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -25,16 +24,14 @@ from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 from schemathesis.checks import not_a_server_error
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
-from pipeline.db.migrate import upgrade
 from pipeline.http.app import create_app
 from pipeline.services.dispatch import Dispatcher
-from pipeline.settings import Settings, to_sqlalchemy_url
+from pipeline.settings import Settings
 
+from ..databases import own_database
 from .conftest import bearer, make_key, upload
 
 MAX_EXAMPLES = 25
@@ -47,23 +44,8 @@ PROBLEM_FIELDS = ("type", "title", "status", "detail")
 @pytest.fixture(scope="module")
 def fuzz_settings(settings: Settings) -> Iterator[Settings]:
     """The run's settings, on a fresh database and Redis namespace of the fuzzer's own."""
-    server = make_url(to_sqlalchemy_url(settings.database_url))
-    name = f"{server.database}_fuzz"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    fuzz = msgspec.structs.replace(
-        settings,
-        database_url=server.set(database=name).render_as_string(hide_password=False),
-        redis_namespace=f"{settings.redis_namespace}-fuzz",
-    )
-    try:
-        upgrade(fuzz)
+    with own_database(settings, "fuzz") as fuzz:
         yield fuzz
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")
