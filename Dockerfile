@@ -11,10 +11,10 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 # Dependencies first, so that a source change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN uv sync --no-default-groups --no-install-project
+RUN uv sync --no-default-groups --group model --no-install-project
 COPY src ./src
 COPY migrations ./migrations
-RUN uv sync --no-default-groups --no-editable
+RUN uv sync --no-default-groups --group model --no-editable
 
 FROM python:3.11-slim
 RUN groupadd --gid 10001 pipeline \

