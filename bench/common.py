@@ -39,8 +39,9 @@ BENCH_RATE_PER_S = 1_000_000.0
 
 
 @contextlib.contextmanager
-def scratch_database(label: str) -> Iterator[str]:
-    """A migrated database of its own, dropped afterwards."""
+def scratch_database(label: str, *, keep: bool = False) -> Iterator[str]:
+    """A migrated database of its own, dropped afterwards unless ``keep`` (a benchmark
+    whose ingest is slow leaves it behind so that later runs can reuse it)."""
     server = make_url(to_sqlalchemy_url(SERVER_URL))
     name = f"pipeline_bench_{label}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -58,8 +59,9 @@ def scratch_database(label: str) -> Iterator[str]:
         yield url
     finally:
         os.environ.pop("PIPELINE_API_KEY", None)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
