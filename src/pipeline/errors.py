@@ -70,3 +70,31 @@ class TooManyPages(ContentTooLarge):
 
 class TextTooLong(ContentTooLarge):
     """A document yields more text than the later stages are allowed to process."""
+
+
+class EmbeddingModelError(PipelineError):
+    """The embedding model cannot be loaded; raised at start-up, never by a stage."""
+
+
+class ModelNotInstalled(EmbeddingModelError):
+    """A package the model needs (a file carrier, onnxruntime, tokenizers) is missing.
+
+    The one embedding error ``PIPELINE_EMBEDDER=auto`` falls back from (to the hashing
+    embedder): the deployment simply left the ``model`` dependency group out.
+    """
+
+
+class ModelFileMissing(EmbeddingModelError):
+    """A model file named explicitly in the settings does not exist.
+
+    Not a fallback: whoever set the path wants that file, and a typo must not quietly
+    switch the vector space.
+    """
+
+
+class ModelFileMismatch(EmbeddingModelError):
+    """A model file's sha256 is not the pinned one: corrupt, truncated or another model.
+
+    Never a fallback either: vectors from a different model would sit next to the
+    stored ones under the same model name.
+    """

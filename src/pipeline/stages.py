@@ -39,7 +39,12 @@ DEFAULT_POLICIES: Final[dict[StageName, StagePolicy]] = {
     # Parsing untrusted PDFs and DOCX files is the slowest and riskiest step.
     "extract": StagePolicy(time_limit_ms=60_000),
     "chunk": StagePolicy(time_limit_ms=30_000),
-    "embed": StagePolicy(time_limit_ms=120_000),
+    # The model embeds ~25-35 chunks/s per worker thread on a CPU core (bench/embedding.py).
+    # The largest text extract lets through (10M characters) chunks into ~12,200 chunks
+    # of 200 tokens, ~400 s at 30/s; 900 s still fits it at half that rate (worker
+    # threads sharing the cores). The cost of a long limit: an attempt whose worker
+    # died is re-sent only after limit + slack (see Settings.running_slack_ms).
+    "embed": StagePolicy(time_limit_ms=900_000),
     "index": StagePolicy(time_limit_ms=60_000),
 }
 

@@ -59,17 +59,15 @@ def test_document_reaches_succeeded_and_is_searchable(
     assert document["id"] in {hit["document_id"] for hit in hits}, (word, hits)
 
     with engine.connect() as conn:
-        dims = (
-            conn.execute(
-                text(
-                    "SELECT DISTINCT array_length(embedding, 1) FROM chunks WHERE document_id = :id"
-                ),
-                {"id": document["id"]},
-            )
-            .scalars()
-            .all()
-        )
-    assert dims == [256]
+        spaces = conn.execute(
+            text(
+                "SELECT DISTINCT embedding_model, array_length(embedding, 1) FROM chunks"
+                " WHERE document_id = :id"
+            ),
+            {"id": document["id"]},
+        ).all()
+    # The model group is installed by default, so ``auto`` embeds with the model.
+    assert [tuple(row) for row in spaces] == [("all-MiniLM-L6-v2", 384)]
 
 
 def test_pdf_chunks_carry_page_numbers(client: TestClient[Any], worker: Any) -> None:

@@ -20,7 +20,9 @@ from pipeline.services.handlers.extract import ExtractInput
 from pipeline.services.handlers.index import IndexInput
 from pipeline.settings import Settings
 
-SETTINGS = Settings(chunk_target_tokens=24, chunk_overlap_tokens=6, embed_dimensions=16)
+SETTINGS = Settings(
+    embedder="hashing", chunk_target_tokens=24, chunk_overlap_tokens=6, embed_dimensions=16
+)
 
 
 def run_chain(data: bytes) -> list[dict[str, Any]]:

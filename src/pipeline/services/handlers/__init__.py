@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline.embedding import make_embedder
 from pipeline.faults import Faults
 from pipeline.processing.chunk import ChunkPolicy
-from pipeline.processing.embed import Embedder, HashingEmbedder
 from pipeline.processing.limits import MIB, DocxLimits, ExtractLimits
 from pipeline.processing.validate import ValidationPolicy
 from pipeline.services.handlers.base import AnyHandler, StageHandler
@@ -20,15 +20,10 @@ from pipeline.stages import StageName
 __all__ = [
     "AnyHandler",
     "StageHandler",
-    "make_embedder",
     "make_extract_limits",
     "make_handlers",
     "make_sandbox",
 ]
-
-
-def make_embedder(settings: Settings) -> Embedder:
-    return HashingEmbedder(dimensions=settings.embed_dimensions)
 
 
 def make_sandbox(settings: Settings) -> Sandbox:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from pipeline.processing.embed import Embedder, embed_batched
+from pipeline.embedding.base import Embedder, embed_batched
 from pipeline.progress import report_progress
 from pipeline.services.handlers.outputs import ChunkPlan, EmbeddingSet, decode_plan, encode
 from pipeline.services.handlers.storage import load_output, replace_output

@@ -8,7 +8,7 @@ import math
 import pytest
 from processing_golden import FIXTURES, check_json
 
-from pipeline.processing.embed import Embedder, HashingEmbedder, embed_batched
+from pipeline.embedding import Embedder, HashingEmbedder, embed_batched
 
 TEXTS = [
     "The heron waited by the river at dawn.",
@@ -27,6 +27,7 @@ def test_is_an_embedder() -> None:
     embedder: Embedder = HashingEmbedder(64)
     assert embedder.name == "hashing-v1-64"
     assert embedder.dimensions == 64
+    assert embedder.semantic is False
 
 
 def test_deterministic_across_instances() -> None:

@@ -1,11 +1,11 @@
-"""Embedding: the interface every embedder implements, and a dependency-free one.
+"""The dependency-free embedder: the fallback when the model is not installed.
 
-:class:`Embedder` is what the pipeline depends on, so a model-backed embedder can
-be dropped in later. :class:`HashingEmbedder` is the default: signed feature
-hashing ("the hashing trick") of lower-cased word unigrams and bigrams. It needs
-no model files or network, is fully deterministic across processes and machines
-(``blake2b``, not Python's per-process randomised ``hash()``), and still gives
-useful lexical similarity: texts sharing words and word pairs get a high cosine.
+:class:`HashingEmbedder` is signed feature hashing ("the hashing trick") of
+lower-cased word unigrams and bigrams. It needs no model files or network, is fully
+deterministic across processes and machines (``blake2b``, not Python's per-process
+randomised ``hash()``), and still gives useful lexical similarity: texts sharing
+words and word pairs get a high cosine. It captures no meaning beyond shared words,
+hence ``semantic = False``.
 """
 
 from __future__ import annotations
@@ -13,22 +13,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
-from typing import Final, Protocol
+from typing import Final
 
 _WORD: Final = re.compile(r"\w+")
-
-
-class Embedder(Protocol):
-    """Turns texts into fixed-size vectors; ``name`` identifies the vector space."""
-
-    name: str
-    dimensions: int
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One vector of ``dimensions`` floats per text, in order."""
-        ...
 
 
 class HashingEmbedder:
@@ -37,8 +26,11 @@ class HashingEmbedder:
     Each feature is hashed with 8-byte ``blake2b``; the hash modulo ``dimensions``
     picks the component and its top bit picks the sign (+1/-1), so collisions
     cancel out on average instead of piling up. Text without words gets the zero
-    vector (it cannot be normalised).
+    vector (it cannot be normalised). ``name`` is stored with every vector: it must
+    change whenever the vectors would.
     """
+
+    semantic = False
 
     def __init__(self, dimensions: int = 256) -> None:
         if dimensions < 1:
@@ -67,17 +59,3 @@ class HashingEmbedder:
         """Vectors for ``texts``; hashes are memoised for this call only."""
         slots: dict[str, tuple[int, float]] = {}
         return [self._vector(text, slots) for text in texts]
-
-
-def embed_batched(
-    embedder: Embedder, texts: Sequence[str], batch_size: int
-) -> Iterator[list[list[float]]]:
-    """Embed ``texts`` in batches of at most ``batch_size``, yielding each batch's vectors."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    return _batches(embedder, texts, batch_size)
-
-
-def _batches(embedder: Embedder, texts: Sequence[str], size: int) -> Iterator[list[list[float]]]:
-    for offset in range(0, len(texts), size):
-        yield embedder.embed(texts[offset : offset + size])
