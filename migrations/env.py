@@ -13,8 +13,17 @@ config = context.config
 url: str = config.attributes.get("sqlalchemy_url") or Settings.from_env().sqlalchemy_url
 
 
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Leave out what ``pipeline.db.vectors`` sets up outside the revisions, where it can."""
+    return not (type_ == "table" and name == "chunk_vectors")
+
+
 def run_migrations_offline() -> None:
-    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True)
+    context.configure(
+        url=url, target_metadata=Base.metadata, literal_binds=True, include_object=include_object
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -22,7 +31,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata)
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, include_object=include_object
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

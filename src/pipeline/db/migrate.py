@@ -6,7 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine, pool
 
+from pipeline.db import vectors
 from pipeline.settings import Settings
 
 
@@ -31,4 +33,12 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Migrate to ``revision``; at the head, also set up pgvector where the server has it
+    (see :mod:`pipeline.db.vectors`: not a revision, since not every server can)."""
     command.upgrade(alembic_config(settings), revision)
+    if revision == "head":
+        engine = create_engine(settings.sqlalchemy_url, poolclass=pool.NullPool)
+        try:
+            vectors.ensure(engine)
+        finally:
+            engine.dispose()

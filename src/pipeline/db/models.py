@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -51,6 +52,8 @@ SCOPES: Final = ("ingest", "read", "admin")
 """What an API key may do: upload; read documents, chunks and search; operate."""
 TEXT_SEARCH_CONFIG: Final = "english"
 """The Postgres text-search configuration used to build and query ``chunks.tsv``."""
+SEARCH_TOTAL_SHARDS: Final = 16
+"""Rows of ``search_totals`` per tenant (the triggers in migration 0006 use the same)."""
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -210,16 +213,25 @@ class StageOutput(Base):
 
 
 class Chunk(Base):
-    """A searchable piece of a document: text, full-text vector and embedding."""
+    """A searchable piece of a document: text, full-text vector and embedding.
+
+    Chunks are replaced, never edited (the index stage deletes a document's chunks and
+    inserts the new ones): triggers keep ``chunk_terms`` and ``search_totals`` in step
+    with every insert and delete, and refuse an update of what they derive from.
+    """
 
     __tablename__ = "chunks"
     __table_args__ = (
         UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+        # Exact semantic search: a tenant's vectors of one model, and what changed since.
+        Index("ix_chunks_tenant_model_id", "tenant", "embedding_model", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(200))
+    """The document's tenant (which never changes), so that search filters one table."""
     ordinal: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     start_offset: Mapped[int] = mapped_column(Integer)
@@ -231,6 +243,46 @@ class Chunk(Base):
     )
     embedding: Mapped[list[float]] = mapped_column(ARRAY(REAL))
     embedding_model: Mapped[str] = mapped_column(String(64))
+
+
+class ChunkTerm(Base):
+    """One posting of the lexical index: a term of a chunk, with its frequency there.
+
+    Derived from ``chunks.tsv`` by a trigger (never written by the application), keyed
+    for BM25: a query reads the postings of its terms in one tenant, and the index
+    carries the term frequency and the chunk's length so that no heap row is read.
+    """
+
+    __tablename__ = "chunk_terms"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "tenant", "term", "chunk_id", name="pk_chunk_terms", postgresql_include=["tf", "length"]
+        ),
+    )
+
+    tenant: Mapped[str] = mapped_column(String(200))
+    term: Mapped[str] = mapped_column(Text)
+    chunk_id: Mapped[int] = mapped_column(BigInteger)
+    tf: Mapped[int] = mapped_column(Integer)
+    """How often the term occurs in the chunk (its positions in the tsvector)."""
+    length: Mapped[int] = mapped_column(Integer)
+    """The chunk's length in terms (all positions of all its lexemes)."""
+
+
+class SearchTotal(Base):
+    """A tenant's chunk count and total length, for BM25's average length and IDF.
+
+    Kept by the same triggers, spread over ``SEARCH_TOTAL_SHARDS`` rows per tenant by a
+    hash of the document id, so that concurrent index transactions rarely wait for one
+    another; a tenant's totals are the sums over its shards.
+    """
+
+    __tablename__ = "search_totals"
+
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunks: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(BigInteger)
 
 
 class DeadLetter(Base):

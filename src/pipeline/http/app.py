@@ -28,6 +28,7 @@ from pipeline.http.monitoring import metrics, stages
 from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
+from pipeline.search.build import make_search
 from pipeline.services.dispatch import AsyncSender, Dispatcher
 from pipeline.services.keys import Authenticator
 from pipeline.services.rate_limit import RateLimiter
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
             replay=ReplayService(sync_engine, sender, settings),
             rerun=RerunService(sync_engine, sender, settings),
             auth=Authenticator(engine, settings.auth_cache_ms / 1000),
+            search=make_search(settings, engine),
             limiter=RateLimiter(
                 async_sender.client,
                 settings.redis_namespace,

@@ -1,4 +1,4 @@
-"""/search: ranked full-text search over indexed chunks."""
+"""/search: lexical (BM25), semantic and hybrid search over indexed chunks."""
 
 from __future__ import annotations
 
@@ -11,19 +11,41 @@ from litestar.params import QueryParameter
 from pipeline.http.auth import access
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
-from pipeline.services import queries
+from pipeline.search.results import SearchMode, SearchRequest, SearchResults
+from pipeline.search.semantic import SemanticSearchUnavailable
 from pipeline.services.keys import Principal
-from pipeline.services.queries import SearchResults
 from pipeline.services.text import NO_NUL
 
+MODE_HELP = (
+    "hybrid: BM25 and the embedding model fused by reciprocal rank; lexical: BM25 alone; "
+    "semantic: nearest vectors alone. Default: hybrid, or lexical where the pipeline runs "
+    "without its embedding model."
+)
 
-@get("/search", tags=["search"], summary="Full-text search over chunks", **access("read"))
+
+@get(
+    "/search",
+    tags=["search"],
+    summary="Search chunks: lexical (BM25), semantic, or both fused",
+    **access("read"),
+)
 async def search(
     api: NamedDependency[ApiState],
     principal: NamedDependency[Principal],
     q: Annotated[str, QueryParameter(name="q", min_length=1, max_length=1000, pattern=NO_NUL)],
     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=100)] = 10,
+    mode: Annotated[SearchMode | None, QueryParameter(name="mode", description=MODE_HELP)] = None,
+    per_document: Annotated[
+        bool,
+        QueryParameter(name="per_document", description="At most one hit (the best) per document."),
+    ] = False,
 ) -> SearchResults:
     if not q.strip():
         raise Problem(422, "the query 'q' is blank")
-    return await queries.search(api.engine, q, limit=limit, tenant=principal.tenant)
+    request = SearchRequest(
+        query=q, tenant=principal.tenant, limit=limit, mode=mode, per_document=per_document
+    )
+    try:
+        return await api.search.search(request)
+    except SemanticSearchUnavailable as error:
+        raise Problem(409, error.reason) from None

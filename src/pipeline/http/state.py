@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline.search.service import SearchService
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.keys import Authenticator
 from pipeline.services.rate_limit import RateLimiter
@@ -31,3 +32,5 @@ class ApiState:
     """Verifies API keys, with a short in-process cache."""
     limiter: RateLimiter
     """Per-key upload rate limits, in Redis."""
+    search: SearchService
+    """Lexical, semantic and hybrid search (holds the query embedder)."""

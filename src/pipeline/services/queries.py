@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import Row, func, literal_column, select, tuple_
+from sqlalchemy import Row, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db.models import TEXT_SEARCH_CONFIG, Chunk, Document, StageRun
+from pipeline.db.models import Chunk, Document, StageRun
 from pipeline.services.cursors import decode_cursor, encode_cursor
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
@@ -82,19 +82,6 @@ class ChunkList(msgspec.Struct, frozen=True):
     document_id: uuid.UUID
     count: int
     chunks: list[ChunkView]
-
-
-class SearchHit(msgspec.Struct, frozen=True):
-    document_id: uuid.UUID
-    filename: str
-    chunk_ordinal: int
-    snippet: str
-    score: float
-
-
-class SearchResults(msgspec.Struct, frozen=True):
-    query: str
-    hits: list[SearchHit]
 
 
 def links(document_id: uuid.UUID) -> DocumentLinks:
@@ -253,50 +240,3 @@ async def list_chunks(
         for row in rows
     ]
     return ChunkList(document_id=document_id, count=len(chunks), chunks=chunks)
-
-
-async def search(
-    engine: AsyncEngine, query: str, *, limit: int, tenant: str = "default"
-) -> SearchResults:
-    """Ranked full-text search; snippets are built only for the rows returned."""
-    tsquery = func.websearch_to_tsquery(literal_column(f"'{TEXT_SEARCH_CONFIG}'"), query)
-    ranked = (
-        select(
-            Chunk.document_id,
-            Chunk.ordinal,
-            Chunk.text,
-            Document.filename,
-            func.ts_rank_cd(Chunk.tsv, tsquery).label("score"),
-        )
-        .join(Document, Document.id == Chunk.document_id)
-        .where(Chunk.tsv.bool_op("@@")(tsquery), Document.tenant == tenant)
-        .order_by(literal_column("score").desc(), Chunk.document_id, Chunk.ordinal)
-        .limit(limit)
-        .subquery()
-    )
-    headline = func.ts_headline(
-        literal_column(f"'{TEXT_SEARCH_CONFIG}'"),
-        ranked.c.text,
-        tsquery,
-        "MaxFragments=2, MaxWords=24, MinWords=8, StartSel=**, StopSel=**",
-    )
-    statement = select(
-        ranked.c.document_id,
-        ranked.c.filename,
-        ranked.c.ordinal,
-        headline.label("snippet"),
-        ranked.c.score,
-    ).order_by(ranked.c.score.desc(), ranked.c.document_id, ranked.c.ordinal)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(statement)).all()
-    hits = [
-        SearchHit(
-            document_id=row.document_id,
-            filename=row.filename,
-            chunk_ordinal=row.ordinal,
-            snippet=row.snippet,
-            score=round(float(row.score), 6),
-        )
-        for row in rows
-    ]
-    return SearchResults(query=query, hits=hits)

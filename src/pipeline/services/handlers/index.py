@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, bindparam, delete, insert
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
-from pipeline.db.models import Chunk
+from pipeline.db.models import Chunk, Document
 from pipeline.errors import PermanentError
 from pipeline.services.handlers.outputs import (
     ChunkPlan,
@@ -21,6 +21,7 @@ from pipeline.services.handlers.storage import load_output
 
 _DELETE_CHUNKS = delete(Chunk).where(Chunk.document_id == bindparam("document_id"))
 _INSERT_CHUNKS = insert(Chunk).inline()  # inline: no RETURNING of the new ids, which nothing reads
+_TENANT = select(Document.tenant).where(Document.id == bindparam("document_id"))
 
 
 class IndexInput(msgspec.Struct, frozen=True):
@@ -73,9 +74,15 @@ class IndexHandler:
     def store(
         self, conn: Connection, document_id: uuid.UUID, generation: int, result: list[IndexRow]
     ) -> None:
+        # The search triggers on ``chunks`` drop the old chunks' postings and totals and
+        # add the new ones' in this same transaction.
         conn.execute(_DELETE_CHUNKS, {"document_id": document_id})
         if result:
+            tenant = conn.execute(_TENANT, {"document_id": document_id}).scalar_one()
             conn.execute(
                 _INSERT_CHUNKS,
-                [{"document_id": document_id, **msgspec.structs.asdict(row)} for row in result],
+                [
+                    {"document_id": document_id, "tenant": tenant, **msgspec.structs.asdict(row)}
+                    for row in result
+                ],
             )

@@ -1,0 +1,163 @@
+"""One search request: the query's vector, the ranked lists, fusion, and the hits.
+
+Lexical and semantic lists are each ``search_candidates`` deep (deeper when collapsing
+to documents, so that enough documents remain); hybrid fuses them by reciprocal rank.
+The hits are then read with their documents' names and a snippet, in one query, and
+only for the chunks returned. Search statements run with JIT off: compiling them cost
+about a second here and they are short.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import anyio.to_thread
+import numpy as np
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import BigInteger
+
+from pipeline.db.models import TEXT_SEARCH_CONFIG
+from pipeline.embedding import Embedder
+from pipeline.search import lexical
+from pipeline.search.fusion import (
+    Candidate,
+    Fused,
+    ListName,
+    best_per_document,
+    reciprocal_rank_fusion,
+    single,
+)
+from pipeline.search.results import SearchHit, SearchMode, SearchRequest, SearchResults
+from pipeline.search.semantic import SemanticSearchUnavailable, Vector, VectorSearch
+
+logger = logging.getLogger(__name__)
+
+PER_DOCUMENT_DEPTH: Final = 3
+"""How many chunks per wanted document a list reads before collapsing to documents."""
+
+_HITS = text(
+    """
+SELECT c.id, c.document_id, c.ordinal, d.filename,
+       coalesce(
+           CASE WHEN :terms <> '' THEN ts_headline(
+               CAST(:config AS regconfig), c.text, CAST(:terms AS tsquery),
+               'MaxFragments=2, MaxWords=24, MinWords=8, StartSel=**, StopSel=**')
+           END,
+           left(c.text, 200)) AS snippet
+FROM chunks AS c JOIN documents AS d ON d.id = c.document_id
+WHERE c.id = ANY(:ids) AND c.tenant = :tenant
+"""
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+
+class SearchService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        embedder: Embedder,
+        vectors: VectorSearch,
+        *,
+        candidates: int,
+    ) -> None:
+        self.engine = engine
+        self.embedder = embedder
+        self.vectors = vectors
+        self.candidates = candidates
+
+    @property
+    def default_mode(self) -> SearchMode:
+        return "hybrid" if self.embedder.semantic else "lexical"
+
+    async def search(self, request: SearchRequest) -> SearchResults:
+        """Raises :class:`SemanticSearchUnavailable` for ``semantic`` mode where it is."""
+        mode = request.mode or self.default_mode
+        depth = max(self.candidates, request.limit)
+        if request.per_document:
+            depth *= PER_DOCUMENT_DEPTH
+        vector = None
+        if mode != "lexical":
+            vector = await anyio.to_thread.run_sync(self._embed, request.query)
+        warnings: list[str] = []
+        lists: dict[ListName, list[Candidate]] = {}
+        async with self.engine.connect() as conn, conn.begin():
+            await conn.exec_driver_sql("SET LOCAL jit = off")
+            if mode != "semantic":
+                lists["lexical"] = await lexical.bm25(
+                    conn, request.query, tenant=request.tenant, limit=depth
+                )
+            if vector is not None:
+                try:
+                    lists["semantic"] = await self.vectors.nearest(
+                        conn,
+                        vector,
+                        tenant=request.tenant,
+                        model=self.embedder.name,
+                        limit=depth,
+                    )
+                except SemanticSearchUnavailable as error:
+                    if mode == "semantic":
+                        raise
+                    warnings.append(error.reason)
+            fused = self._fuse(lists, request)
+            hits = await self._hits(conn, fused, request)
+        return SearchResults(
+            query=request.query,
+            mode=mode,
+            embedding_model=None if mode == "lexical" else self.embedder.name,
+            per_document=request.per_document,
+            hits=hits,
+            warnings=warnings,
+        )
+
+    def _embed(self, query: str) -> Vector:
+        return np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+
+    def _fuse(self, lists: dict[ListName, list[Candidate]], request: SearchRequest) -> list[Fused]:
+        if request.per_document:
+            lists = {name: best_per_document(found) for name, found in lists.items()}
+        lists = {name: found[: self.candidates] for name, found in lists.items()}
+        if len(lists) == 1:
+            [(name, found)] = lists.items()
+            fused = single(name, found)
+        else:
+            fused = reciprocal_rank_fusion(lists)
+        return fused[: request.limit]
+
+    async def _hits(
+        self, conn: AsyncConnection, fused: list[Fused], request: SearchRequest
+    ) -> list[SearchHit]:
+        if not fused:
+            return []
+        terms = (
+            await conn.execute(
+                lexical.QUERY_TERMS, {"config": TEXT_SEARCH_CONFIG, "query": request.query}
+            )
+        ).scalar_one()
+        params = {
+            "ids": [f.chunk_id for f in fused],
+            "tenant": request.tenant,
+            "terms": terms,
+            "config": TEXT_SEARCH_CONFIG,
+        }
+        rows = {row.id: row for row in (await conn.execute(_HITS, params)).all()}
+        hits = []
+        for item in fused:
+            row = rows.get(item.chunk_id)
+            if row is None:  # deleted since the lists were read
+                continue
+            hits.append(
+                SearchHit(
+                    document_id=row.document_id,
+                    filename=row.filename,
+                    chunk_ordinal=row.ordinal,
+                    snippet=row.snippet,
+                    score=round(item.score, 6),
+                    found_by=sorted(item.ranks),
+                    lexical_rank=item.ranks.get("lexical"),
+                    semantic_rank=item.ranks.get("semantic"),
+                )
+            )
+        return hits
