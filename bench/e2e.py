@@ -1,6 +1,7 @@
 """End-to-end benchmark: documents/s through all five stages, beside a raw Dramatiq chain.
 
     uv run python bench/e2e.py [--documents 2000] [--runs 3] [--processes 2] [--threads 4]
+                               [--embedder hashing|minilm]
 
 Each run loads K documents (4 KiB of text) with their validate messages while no worker
 runs, then starts the workers and times until every document has succeeded. Three
@@ -16,6 +17,7 @@ Prints the median documents/s of each, the ratios, and each stage's p50 duration
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import uuid
@@ -200,7 +202,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--embedder",
+        choices=("hashing", "minilm"),
+        default="hashing",
+        help="the real variant's embedder: hashing measures the engine (and compares with "
+        "earlier runs); minilm the model, which then bounds the rate",
+    )
     options = parser.parse_args()
+    os.environ["PIPELINE_EMBEDDER"] = options.embedder  # the workers inherit it
     logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     results: dict[str, list[dict[str, Any]]] = {"floor": [], "noop": [], "real": []}
     for _ in range(options.runs):

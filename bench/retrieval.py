@@ -10,18 +10,20 @@ Options: ``--data DIR`` (default ``../shared/data/scifact`` from the repository 
 uploads, 4), ``--database-url URL`` / ``--keep``, ``--json PATH``.
 
 Starts ``pipeline api`` and two workers (validate/extract/chunk/index with 2 threads,
-and embed alone with 1, so the model's batches never starve the cheap stages; 2 cores
+and embed alone with 2 (one a core: the model is the bottleneck); 2 cores
 in all), then uploads every corpus abstract as ``<_id>.txt`` (title, blank line,
 text) with ``POST /documents`` and waits until every one has succeeded, printing
 documents/s and chunks/s. The database is a scratch one (dropped afterwards unless
 ``--keep``, which prints its URL); ``--database-url`` reuses one, uploading only the
 corpus files it does not hold yet, so query runs can be repeated without re-ingesting.
 
-Then, per mode, every training claim with judgements goes to ``GET /search?mode=...
-&limit=100&per_document=true``, one request at a time after 10 warm-up queries; hits
-map back to corpus ids by file name. Reports nDCG@10 and Recall@100 (definitions in
-``retrieval_metrics.py``), p50/p95 latency measured around each request, and how many
-queries got no hit, as a markdown table (stdout) and a JSON file (``--json``).
+Then, per mode, every claim of the split (``--split``, default train: the files
+``queries.SPLIT.jsonl`` and ``qrels.SPLIT.tsv``) with judgements goes to ``GET
+/search?mode=...&limit=100&per_document=true``, one request at a time after 10 warm-up
+queries; hits map back to corpus ids by file name. Reports nDCG@10 and Recall@100
+(definitions in ``retrieval_metrics.py``), p50/p95 latency measured around each request,
+and how many queries got no hit, as a markdown table (stdout) and a JSON file
+(``--json``).
 Judgements about corpus documents the database does not hold are dropped (with
 ``--limit-docs``, queries left without any are skipped).
 
@@ -199,7 +201,7 @@ def stack(database_url: str, logs: Path) -> Iterator[Stack]:
     commands = {
         "api": [*pipeline, "api", "--port", str(port)],
         "worker": [*worker, *cheap, "--threads", "2"],
-        "embed": [*worker, "--stage=embed", "--threads", "1"],
+        "embed": [*worker, "--stage=embed", "--threads", "2"],
     }
     try:
         with contextlib.ExitStack() as running:
@@ -464,7 +466,7 @@ def table(report: Report) -> str:
         )
     models = sorted({m.embedding_model for m in report.modes if m.embedding_model})
     lines.append(
-        f"\n{report.queries} judged SciFact training queries over {report.indexed_documents} "
+        f"\n{report.queries} judged SciFact queries over {report.indexed_documents} "
         f"of {report.corpus_documents} corpus documents; limit={SEARCH_LIMIT}, "
         f"per_document=true, sequential after {WARMUP_QUERIES} warm-up queries"
         + (f"; embedding model {', '.join(models)}" if models else "")
@@ -485,6 +487,11 @@ def log(message: str) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--split",
+        default="train",
+        help="which queries and judgements: queries.SPLIT.jsonl and qrels.SPLIT.tsv in --data",
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--queries", type=int, default=None, help="the first N judged queries")
     parser.add_argument("--limit-docs", type=int, default=None, help="the first N documents")
@@ -509,8 +516,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     data: Path = options.data
     every_document = read_jsonl(data / "corpus.jsonl", CorpusDocument)
     corpus = every_document[: options.limit_docs]
-    all_queries = read_jsonl(data / "queries.train.jsonl", Query)
-    all_qrels = parse_qrels((data / "qrels.train.tsv").read_text().splitlines())
+    all_queries = read_jsonl(data / f"queries.{options.split}.jsonl", Query)
+    all_qrels = parse_qrels((data / f"qrels.{options.split}.tsv").read_text().splitlines())
     logs = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     log(f"{len(corpus)} documents to index; process logs in {logs}")
     with database(options.database_url, options.keep) as database_url:

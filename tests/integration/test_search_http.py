@@ -91,6 +91,10 @@ def test_one_hit_per_document_on_request(
     assert collapsed["per_document"] is True
     assert [hit["document_id"] for hit in collapsed["hits"]] == [long]
     assert collapsed["hits"][0]["chunk_ordinal"] == every["hits"][0]["chunk_ordinal"]
+    # Hybrid: the two lists may rank different chunks of the document first; still one hit.
+    hybrid = search(as_key, "glacier ice valleys", limit=50, per_document="true")
+    assert [hit["document_id"] for hit in hybrid["hits"]] == [long]
+    assert hybrid["hits"][0]["found_by"] == ["lexical", "semantic"]
 
 
 def test_no_mode_sees_another_tenants_chunks(

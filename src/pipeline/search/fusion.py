@@ -64,23 +64,33 @@ def single(name: ListName, candidates: Sequence[Candidate]) -> list[Fused]:
 
 
 def reciprocal_rank_fusion(
-    lists: Mapping[ListName, Sequence[Candidate]], *, k: int = RRF_K
+    lists: Mapping[ListName, Sequence[Candidate]], *, k: int = RRF_K, by_document: bool = False
 ) -> list[Fused]:
-    """Every chunk of the lists, by the sum of ``1 / (k + rank)`` (ranks from 1).
+    """Every item of the lists, by the sum of ``1 / (k + rank)`` (ranks from 1).
 
-    Ties (equal sums) go to the chunk with the better best rank, then the lower id, so
-    that the order never depends on the order of the lists or of a dict.
+    Items are chunks, or with ``by_document`` documents: a document is then one item
+    whichever of its chunks each list ranked (lists collapsed with
+    :func:`best_per_document` first), and it is shown by the chunk of the list that
+    ranked it best. Ties (equal sums) go to the item with the better best rank, then
+    the lower chunk id, so that the order never depends on the order of the lists.
     """
-    scores: dict[int, float] = {}
-    ranks: dict[int, dict[ListName, int]] = {}
-    documents: dict[int, uuid.UUID] = {}
+    scores: dict[object, float] = {}
+    ranks: dict[object, dict[ListName, int]] = {}
+    shown: dict[object, tuple[int, Candidate]] = {}
     for name in sorted(lists):
         for rank, candidate in enumerate(lists[name], start=1):
-            chunk = candidate.chunk_id
-            if name in ranks.get(chunk, {}):
-                continue  # a list names a chunk once; keep its best rank
-            scores[chunk] = scores.get(chunk, 0.0) + 1.0 / (k + rank)
-            ranks.setdefault(chunk, {})[name] = rank
-            documents[chunk] = candidate.document_id
-    order = sorted(scores, key=lambda chunk: (-scores[chunk], min(ranks[chunk].values()), chunk))
-    return [Fused(chunk, documents[chunk], scores[chunk], ranks[chunk]) for chunk in order]
+            item: object = candidate.document_id if by_document else candidate.chunk_id
+            if name in ranks.get(item, {}):
+                continue  # a list names an item once; keep its best rank
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            ranks.setdefault(item, {})[name] = rank
+            if item not in shown or rank < shown[item][0]:
+                shown[item] = (rank, candidate)
+    order = sorted(
+        scores,
+        key=lambda item: (-scores[item], min(ranks[item].values()), shown[item][1].chunk_id),
+    )
+    return [
+        Fused(shown[item][1].chunk_id, shown[item][1].document_id, scores[item], ranks[item])
+        for item in order
+    ]

@@ -123,7 +123,7 @@ class SearchService:
             [(name, found)] = lists.items()
             fused = single(name, found)
         else:
-            fused = reciprocal_rank_fusion(lists)
+            fused = reciprocal_rank_fusion(lists, by_document=request.per_document)
         return fused[: request.limit]
 
     async def _hits(
