@@ -105,6 +105,9 @@ def test_ingest_wait_reports_success_and_failure(
     assert ok.stdout.count("succeeded") == 2
     auth = {"Authorization": f"Bearer {cli_env['PIPELINE_API_KEY']}"}
     hits = httpx.get(services + "/search", params={"q": "bioluminescent"}, headers=auth)
+    assert hits.json()["hits"][0]["filename"] == "b.txt"  # hybrid: the nearest first
+    params = {"q": "bioluminescent", "mode": "lexical"}
+    hits = httpx.get(services + "/search", params=params, headers=auth)
     assert [hit["filename"] for hit in hits.json()["hits"]] == ["b.txt"]
     assert httpx.get(services + "/search", params={"q": "bioluminescent"}).status_code == 401
 

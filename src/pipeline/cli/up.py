@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from pipeline.local.demo import run_demo
+from pipeline.local.demo import DEMO_QUERY, run_demo
 from pipeline.local.stack import LocalStack, StackInfo, StackOptions
 
 _data_dir = click.option(
@@ -107,7 +107,12 @@ def up(
 @click.option("--port", default=8000, show_default=True, type=int)
 @_threads
 @click.option("--keep", is_flag=True, help="Stay up after the demo (Ctrl-C to stop).")
-@click.option("--query", default="glacier", show_default=True, help="What to search for.")
+@click.option(
+    "--query",
+    default=DEMO_QUERY,
+    show_default=True,
+    help="What to search for.",
+)
 @_no_auth
 def demo(
     data_dir: Path, host: str, port: int, threads: int, keep: bool, query: str, no_auth: bool

@@ -16,6 +16,9 @@ from pipeline.stages import STAGES
 SAMPLES = Path(__file__).parent / "samples"
 TERMINAL = ("succeeded", "failed")
 
+DEMO_QUERY = "where is the world's fresh water stored"
+"""A question in words no sample uses all of: hybrid search answers it."""
+
 
 class DemoSummary(msgspec.Struct, frozen=True):
     documents: int
@@ -34,7 +37,7 @@ def run_demo(
     api_url: str,
     echo: Callable[[str], None],
     *,
-    query: str = "glacier",
+    query: str = DEMO_QUERY,
     timeout: float = 120.0,
     api_key: str | None = None,
 ) -> DemoSummary:
@@ -44,11 +47,15 @@ def run_demo(
         ids = {_upload(client, path): path.name for path in sample_files()}
         echo(f"uploaded {len(ids)} sample documents: {', '.join(sorted(ids.values()))}")
         documents = _follow(client, ids, echo, timeout)
-        hits = client.get("/search", params={"q": query, "limit": 3}).json()["hits"]
-    echo(f'\nsearch "{query}":')
+        found = client.get("/search", params={"q": query, "limit": 3}).json()
+    hits = found["hits"]
+    echo(f'\nsearch "{query}" ({found["mode"]}):')
     for hit in hits:
         snippet = " ".join(str(hit["snippet"]).split())
-        echo(f"  {hit['score']:.3f}  {hit['filename']} #{hit['chunk_ordinal']}: {snippet}")
+        lists = "+".join(hit["found_by"])
+        echo(
+            f"  {hit['score']:.4f}  {hit['filename']} #{hit['chunk_ordinal']} ({lists}): {snippet}"
+        )
     outcomes = Counter(document["status"] for document in documents)
     for document in documents:
         if document["status"] == "failed":
