@@ -33,7 +33,11 @@ from pipeline.settings import Settings
 
 from ..databases import own_database
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    # pgserver's platformdirs, on a machine without XDG_RUNTIME_DIR: not ours.
+    pytest.mark.filterwarnings("ignore::UserWarning:platformdirs"),
+]
 DIMS = vectors.VECTOR_DIMENSIONS
 MODEL = "all-MiniLM-L6-v2"
 RNG = np.random.default_rng(20261201)

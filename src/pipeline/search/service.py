@@ -9,6 +9,7 @@ about a second here and they are short.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Final
 
@@ -77,9 +78,23 @@ class SearchService:
         depth = max(self.candidates, request.limit)
         if request.per_document:
             depth *= PER_DOCUMENT_DEPTH
-        vector = None
+        # The query's embedding is computed in a thread while Postgres ranks by BM25.
+        embedding = None
         if mode != "lexical":
-            vector = await anyio.to_thread.run_sync(self._embed, request.query)
+            embedding = asyncio.ensure_future(anyio.to_thread.run_sync(self._embed, request.query))
+        try:
+            return await self._search(request, mode, depth, embedding)
+        finally:
+            if embedding is not None and not embedding.done():
+                embedding.cancel()  # an error before it was needed: nobody waits for it
+
+    async def _search(
+        self,
+        request: SearchRequest,
+        mode: SearchMode,
+        depth: int,
+        embedding: asyncio.Future[Vector] | None,
+    ) -> SearchResults:
         warnings: list[str] = []
         lists: dict[ListName, list[Candidate]] = {}
         async with self.engine.connect() as conn, conn.begin():
@@ -88,7 +103,8 @@ class SearchService:
                 lists["lexical"] = await lexical.bm25(
                     conn, request.query, tenant=request.tenant, limit=depth
                 )
-            if vector is not None:
+            if embedding is not None:
+                vector = await embedding
                 try:
                     lists["semantic"] = await self.vectors.nearest(
                         conn,
