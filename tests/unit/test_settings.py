@@ -43,6 +43,10 @@ def test_per_stage_overrides_touch_only_their_stage() -> None:
         ("PIPELINE_CHUNK_TIME_LIMIT_S", "soon", "number of seconds"),
         ("PIPELINE_MAX_UPLOAD_BYTES", "0", "at least 1"),
         ("PIPELINE_DB_PRE_PING", "ture", "true or false"),
+        ("PIPELINE_EMBEDDER", "bert", "auto, minilm, hashing"),
+        ("PIPELINE_EMBED_BATCH_SIZE", "0", "at least 1"),
+        ("PIPELINE_SEARCH_CANDIDATES", "0", "at least 1"),
+        ("PIPELINE_SEARCH_EXACT_MAX_VECTORS", "-1", "at least 0"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(
@@ -51,6 +55,26 @@ def test_bad_values_are_refused_with_the_variable_named(
     with pytest.raises(SettingsError, match=message) as raised:
         Settings.from_env({name: value})
     assert name in str(raised.value)
+
+
+def test_embedding_and_search_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.embedder, defaults.embed_batch_size, defaults.embed_threads) == ("auto", 8, 1)
+    assert (defaults.search_candidates, defaults.search_exact_max_vectors) == (100, 100_000)
+    chosen = Settings.from_env(
+        {
+            "PIPELINE_EMBEDDER": " Hashing ",
+            "PIPELINE_EMBEDDING_MODEL_PATH": "/models/model.onnx",
+            "PIPELINE_EMBEDDING_TOKENIZER_PATH": "/models/tokenizer.json",
+            "PIPELINE_EMBED_THREADS": "2",
+            "PIPELINE_SEARCH_EXACT_MAX_VECTORS": "0",
+        }
+    )
+    assert chosen.embedder == "hashing"
+    assert chosen.embedding_model_path == "/models/model.onnx"
+    assert chosen.embedding_tokenizer_path == "/models/tokenizer.json"
+    assert chosen.embed_threads == 2
+    assert chosen.search_exact_max_vectors == 0
 
 
 def test_backoff_bounds_must_be_ordered() -> None:
