@@ -19,6 +19,7 @@ from pipeline.stages import DEFAULT_POLICIES, STAGES, StageName, StagePolicy
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 MIB: Final = 1024 * 1024
+MIN_SECRET_BYTES: Final = 16
 AuthMode = Literal["required", "disabled"]
 AUTH_MODES: Final = ("required", "disabled")
 EmbedderChoice = Literal["auto", "minilm", "hashing"]
@@ -105,6 +106,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Uploads a key may send at once before the sustained rate applies."""
     metrics_public: bool = False
     """Serve ``/metrics`` without a key (for a scraper on a trusted network)."""
+    cursor_secret: str | None = None
+    """Signs pagination cursors; unset: a random secret stored in Postgres, shared by
+    every API process (see :mod:`pipeline.services.cursor_keys`)."""
     faults: tuple[FaultSpec, ...] = ()
     policies: dict[StageName, StagePolicy] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_POLICIES)
@@ -172,6 +176,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ingest_rate_per_s=_float(env, "PIPELINE_INGEST_RATE_PER_S", 50.0, minimum=0.0),
             ingest_burst=_int(env, "PIPELINE_INGEST_BURST", 100, minimum=1),
             metrics_public=_bool(env, "PIPELINE_METRICS_PUBLIC", default=False),
+            cursor_secret=_secret(env, "PIPELINE_CURSOR_SECRET"),
             faults=_faults(env),
             policies={stage: _policy(env, stage) for stage in STAGES},
         )
@@ -217,6 +222,14 @@ def _embedder(env: Mapping[str, str]) -> EmbedderChoice:
     raise SettingsError(
         f"PIPELINE_EMBEDDER must be one of {', '.join(EMBEDDER_CHOICES)}, not {raw!r}"
     )
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret of at least 16 bytes: a shorter one could be guessed."""
+    raw = env.get(name) or None
+    if raw is not None and len(raw.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(f"{name} must be at least {MIN_SECRET_BYTES} bytes long")
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:

@@ -154,3 +154,30 @@ def test_listing_shows_the_sanitised_name(client: TestClient[Any]) -> None:
     assert_clean_headers(listing)
     names = {item["id"]: item["filename"] for item in listing.json()["items"]}
     assert names[response.json()["id"]] == f"{marker} .txt"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["n" * 5_000 + ".txt", "\u00e9" * 2_500 + ".pdf.txt", "x" * 20_000],
+)
+def test_a_multipart_filename_of_thousands_of_bytes_is_cut_to_255(
+    client: TestClient[Any], name: str
+) -> None:
+    """The README promises names are cut to 255 bytes: a long one is not a 400."""
+    body, headers = multipart(b'filename="' + name.encode() + b'"')
+    response = client.post("/documents", content=body, headers=headers)
+    stored = stored_name(client, response)
+    assert stored == sanitise_filename(name)
+    assert len(stored.encode()) <= 255
+
+
+def test_a_part_header_beyond_the_parser_limit_is_413_saying_so(
+    client: TestClient[Any],
+) -> None:
+    body, headers = multipart(b'filename="' + b"x" * 40_000 + b'"')
+    response = client.post("/documents", content=body, headers=headers)
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    detail = response.json()["detail"]
+    assert "header" in detail
+    assert "32768 bytes" in detail

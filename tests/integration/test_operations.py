@@ -11,6 +11,7 @@ import msgspec
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
+from pipeline.services.cursors import CursorCodec
 from pipeline.services.dead_letters import LetterFilter, get_letter, list_letters
 from pipeline.services.operations import Operator
 from pipeline.services.replay import LetterSelection, ReplayService
@@ -23,6 +24,7 @@ from .faults import Fault, FaultPlan
 ME = Operator(name="tester@ci", via="cli")
 TEXT = b"Operations test text. It talks about otters and kelp forests.\n\nSecond paragraph."
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+CURSORS = CursorCodec.ephemeral()
 
 
 def letter_of(engine: Engine, document_id: str) -> dict[str, Any]:
@@ -299,12 +301,16 @@ def test_filters_and_pagination(
                     status="dead",
                 ),
                 limit=5,
+                cursors=CURSORS,
             )
             assert len(page.items) == 1
             assert page.items[0].document_id == uuid.UUID(document_id)
         assert (
             list_letters(
-                conn, LetterFilter(document_id=uuid.UUID(ids[0]), stage="validate"), limit=5
+                conn,
+                LetterFilter(document_id=uuid.UUID(ids[0]), stage="validate"),
+                limit=5,
+                cursors=CURSORS,
             ).items
             == []
         )
@@ -312,7 +318,11 @@ def test_filters_and_pagination(
         cursor = None
         for _ in range(100):
             page = list_letters(
-                conn, LetterFilter(error_type="PermanentError"), limit=2, cursor=cursor
+                conn,
+                LetterFilter(error_type="PermanentError"),
+                limit=2,
+                cursors=CURSORS,
+                cursor=cursor,
             )
             seen.extend(item.id for item in page.items)
             cursor = page.next_cursor

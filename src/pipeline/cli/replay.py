@@ -42,6 +42,7 @@ from pipeline.cli.output import (
     utc,
 )
 from pipeline.cli.timeparse import TIME
+from pipeline.services.cursors import CursorCodec
 from pipeline.services.dead_letters import (
     EventView,
     LetterDetail,
@@ -173,10 +174,13 @@ def list_command(
     settings = load_settings()
     letters: list[LetterSummary] = []
     cursor: str | None = None
+    cursors = CursorCodec.ephemeral()  # its cursors never leave this process
     with database(settings, "replay list") as engine, engine.connect() as conn:
         while len(letters) < limit:
             size = min(limit - len(letters), PAGE_SIZE)
-            page = list_letters(conn, letter_filter, limit=size, cursor=cursor, tenant=tenant)
+            page = list_letters(
+                conn, letter_filter, limit=size, cursors=cursors, cursor=cursor, tenant=tenant
+            )
             letters.extend(page.items)
             cursor = page.next_cursor
             if cursor is None:

@@ -389,3 +389,18 @@ class ApiKey(Base):
     """Uploads per second for this key; null: the settings' default; 0: unlimited."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]
+
+
+class ServerSecret(Base):
+    """A random secret the whole deployment shares, made by whichever process needs it first.
+
+    Every API process reads the same row, so what one signs (pagination cursors) the
+    others accept, across restarts too; a configured secret (``PIPELINE_CURSOR_SECRET``)
+    is used instead where there is one.
+    """
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

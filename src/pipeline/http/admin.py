@@ -248,11 +248,17 @@ class DeadLetterController(Controller):
             document_id=document_id,
             status=status,
         )
+        cursors = await api.cursors.codec()
         try:
             return await _read(
                 api,
                 lambda conn: dead_letters.list_letters(
-                    conn, selection, limit=limit, cursor=cursor, tenant=principal.tenant
+                    conn,
+                    selection,
+                    limit=limit,
+                    cursors=cursors,
+                    cursor=cursor,
+                    tenant=principal.tenant,
                 ),
             )
         except InvalidCursor as error:

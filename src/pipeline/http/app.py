@@ -25,10 +25,12 @@ from pipeline.http.auth import (
 from pipeline.http.documents import DocumentController
 from pipeline.http.health import health, ready
 from pipeline.http.monitoring import metrics, stages
+from pipeline.http.multipart import PipelineRequest
 from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.search.build import make_search
+from pipeline.services.cursor_keys import CursorKeys
 from pipeline.services.dispatch import AsyncSender, Dispatcher
 from pipeline.services.keys import Authenticator
 from pipeline.services.rate_limit import RateLimiter
@@ -77,6 +79,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
                 rate=settings.ingest_rate_per_s,
                 burst=settings.ingest_burst,
             ),
+            cursors=CursorKeys(engine, settings.cursor_secret),
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request
@@ -105,6 +108,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],
         request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        request_class=PipelineRequest,  # multipart part headers long enough for long names
         openapi_config=OpenAPIConfig(
             title="pipeline",
             version="0.1.0",

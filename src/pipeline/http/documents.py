@@ -123,9 +123,15 @@ class DocumentController(Controller):
         cursor: Annotated[str | None, QueryParameter(name="cursor", required=False)] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
     ) -> DocumentPage:
+        cursors = await api.cursors.codec()
         try:
             return await queries.list_documents(
-                api.engine, status=status, cursor=cursor, limit=limit, tenant=principal.tenant
+                api.engine,
+                status=status,
+                cursor=cursor,
+                limit=limit,
+                cursors=cursors,
+                tenant=principal.tenant,
             )
         except InvalidCursor as error:
             raise Problem(422, str(error)) from None

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.search.service import SearchService
+from pipeline.services.cursor_keys import CursorKeys
 from pipeline.services.dispatch import Dispatcher
 from pipeline.services.keys import Authenticator
 from pipeline.services.rate_limit import RateLimiter
@@ -34,3 +35,5 @@ class ApiState:
     """Per-key upload rate limits, in Redis."""
     search: SearchService
     """Lexical, semantic and hybrid search (holds the query embedder)."""
+    cursors: CursorKeys
+    """Signs and checks pagination cursors with the deployment's key."""

@@ -15,7 +15,7 @@ import msgspec
 from sqlalchemy import Connection, Select, select, tuple_
 
 from pipeline.db.models import DeadLetter, Document, StageEvent
-from pipeline.services.cursors import decode_cursor, encode_cursor
+from pipeline.services.cursors import CursorCodec
 from pipeline.services.operations import TimeFilter
 from pipeline.services.text import PlainText
 from pipeline.stages import StageName
@@ -129,20 +129,21 @@ def list_letters(
     selection: LetterFilter,
     *,
     limit: int,
+    cursors: CursorCodec,
     cursor: str | None = None,
     tenant: str | None = None,
 ) -> LetterPage:
     """Newest first, keyset-paginated on (failed_at, id)."""
     query = select(*SUMMARY_COLUMNS).where(*selection.where(), *of_tenant(tenant))
     if cursor is not None:
-        failed_at, last_id = decode_cursor(cursor)
+        failed_at, last_id = cursors.decode("dead-letters", tenant, cursor)
         query = query.where(tuple_(DeadLetter.failed_at, DeadLetter.id) < (failed_at, last_id))
     query = query.order_by(DeadLetter.failed_at.desc(), DeadLetter.id.desc()).limit(limit + 1)
     rows = conn.execute(query).all()
     items = [LetterSummary(**row._asdict()) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        next_cursor = encode_cursor(items[-1].failed_at, items[-1].id)
+        next_cursor = cursors.encode("dead-letters", tenant, items[-1].failed_at, items[-1].id)
     return LetterPage(items=items, next_cursor=next_cursor)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Row, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.db.models import Chunk, Document, StageRun
-from pipeline.services.cursors import decode_cursor, encode_cursor
+from pipeline.services.cursors import CursorCodec
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
 
@@ -176,6 +176,7 @@ async def list_documents(
     status: DocumentStatus | None,
     cursor: str | None,
     limit: int,
+    cursors: CursorCodec,
     tenant: str = "default",
 ) -> DocumentPage:
     """Newest first, keyset-paginated on (created_at, id) so pages stay fast at any depth."""
@@ -183,7 +184,7 @@ async def list_documents(
     if status is not None:
         query = query.where(Document.status == status)
     if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
+        created_at, last_id = cursors.decode("documents", tenant, cursor)
         query = query.where(tuple_(Document.created_at, Document.id) < (created_at, last_id))
     query = query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit + 1)
     async with engine.connect() as conn:
@@ -193,7 +194,7 @@ async def list_documents(
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]
-        next_cursor = encode_cursor(last.created_at, last.id)
+        next_cursor = cursors.encode("documents", tenant, last.created_at, last.id)
     return DocumentPage(items=items, next_cursor=next_cursor)
 
 

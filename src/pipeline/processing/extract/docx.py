@@ -9,7 +9,8 @@ table row becomes one block with its cells joined by `` | ``. Deleted revisions
 ``mc:Fallback`` duplicates of text boxes are skipped.
 
 The XML parser never resolves entities, loads DTDs or uses the network (XXE, and
-"billion laughs" against entity expansion), and refuses elements nested deeper than
+"billion laughs" against entity expansion: libxml2 refuses one by its amplification
+limit, reported as such), and refuses elements nested deeper than
 libxml2's default 256 levels (so the recursive walk below stays shallow). Against ZIP
 bombs the archive's directory is checked before anything is decompressed (number of
 parts, their declared sizes, their compression ratios: see
@@ -35,6 +36,13 @@ READ_SLICE_BYTES: Final = 1024 * 1024
 _SHOWN_NAME_CHARS: Final = 80
 # libxml2's nesting limit without XML_PARSE_HUGE, reported as ERR_RESOURCE_LIMIT.
 _XML_MAX_DEPTH: Final = 256
+
+# Entities are never substituted, yet libxml2 still measures what their references
+# would expand to and stops at an exponential declaration ("billion laughs").
+_ENTITIES_REASON: Final = (
+    'DOCX declares entities that expand exponentially ("billion laughs"); '
+    "a Word document never declares entities: re-save it from a word processor"
+)
 
 _DOCUMENT_PART: Final = "word/document.xml"
 # Transitional and Strict OOXML use different namespaces for the same vocabulary.
@@ -215,7 +223,12 @@ def _parse(xml: bytes) -> etree._Element:
     try:
         return etree.fromstring(xml, parser)
     except etree.XMLSyntaxError as exc:
-        if any(entry.type_name == "ERR_RESOURCE_LIMIT" for entry in parser.error_log):
+        exceeded = [e.message for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"]
+        # libxml2 reports entity amplification and nesting depth under the same code;
+        # only its message tells them apart.
+        if any("entit" in message.lower() for message in exceeded):
+            raise CorruptContent(_ENTITIES_REASON) from exc
+        if exceeded:
             raise CorruptContent(
                 f"DOCX nests elements too deeply to be read (over {_XML_MAX_DEPTH} levels); "
                 "re-save it from a word processor"
@@ -232,7 +245,8 @@ def extract_docx(data: bytes, limits: DocxLimits) -> str:
 
     Raises:
         ArchiveTooLarge: the package breaks one of ``limits``.
-        CorruptContent: not a readable DOCX, or nested too deeply.
+        CorruptContent: not a readable DOCX, nested too deeply, or declaring
+            exponentially expanding entities.
     """
     root = _parse(_read_document_xml(data, limits))
     body = next((el for el in root if _name(el) == ("w", "body")), None)

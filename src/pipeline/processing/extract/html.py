@@ -22,6 +22,7 @@ from typing import Final
 from lxml import etree
 
 from pipeline.errors import CorruptContent
+from pipeline.processing.extract.doctype import drop_internal_subset
 from pipeline.processing.extract.normalize import clean_block, clean_preformatted, join_blocks
 from pipeline.processing.extract.plain import read_text
 
@@ -264,7 +265,7 @@ def _parse(markup: str) -> etree._Element | None:
 
 def html_blocks(markup: str) -> list[str]:
     """Blocks of the readable content of an HTML document or fragment."""
-    root = _parse(markup)
+    root = _parse(drop_internal_subset(markup))
     if root is None:
         return []
     title = clean_block(root.findtext(".//title") or "")
