@@ -28,6 +28,7 @@ from pipeline.http.monitoring import metrics, stages
 from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
+from pipeline.http.struct_schema import ClosedStructSchemaPlugin
 from pipeline.search.build import make_search
 from pipeline.services.dispatch import AsyncSender, Dispatcher
 from pipeline.services.keys import Authenticator
@@ -103,7 +104,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
         lifespan=[lifespan],
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         openapi_config=OpenAPIConfig(
             title="pipeline",
