@@ -562,6 +562,8 @@ def test_rerun_asks_above_the_threshold(
         (["replay", "run", str(uuid.UUID(int=1)), "--all"], "not both"),
         (["replay", "run", str(uuid.UUID(int=1)), "--stage", "chunk"], "--stage only apply"),
         (["replay", "run", "--all", "--rate", "0"], "--rate"),
+        (["replay", "run", "--all", "--rate", "1e-300"], "--rate"),  # beyond the pacer
+        (["replay", "run", "--all", "--rate", "20000"], "--rate"),
         (["replay", "run", "--all", "--limit", "0"], "--limit"),
         (["replay", "discard"], "give dead-letter ids, or --all"),
         (["replay", "import", "--queue", "nope"], "--queue"),
@@ -574,6 +576,7 @@ def test_rerun_asks_above_the_threshold(
         ),
         (["rerun", "--since", "soon", "--from-stage", "chunk"], "'soon' is not a time"),
         (["rerun", "--status", "failed", "--from-stage", "chunk", "--rate", "-1"], "--rate"),
+        (["rerun", "--status", "failed", "--from-stage", "chunk", "--rate", "1e-9"], "--rate"),
     ],
 )
 def test_usage_errors(cli: Cli, args: list[str], message: str) -> None:

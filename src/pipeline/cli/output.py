@@ -26,7 +26,14 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.broker import PipelineRedisBroker, make_broker
 from pipeline.db.engine import make_engine
-from pipeline.services.operations import DEFAULT_RATE, ItemOutcome, OperationReport, Progress
+from pipeline.services.operations import (
+    DEFAULT_RATE,
+    MAX_RATE,
+    MIN_RATE,
+    ItemOutcome,
+    OperationReport,
+    Progress,
+)
 from pipeline.settings import Settings, SettingsError
 
 ELLIPSIS: Final = "…"
@@ -98,7 +105,7 @@ DOCUMENT_ID: Final = IdParam("document id")
 def rate_option(noun: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         "--rate",
-        type=click.FloatRange(min=0, min_open=True),
+        type=click.FloatRange(min=MIN_RATE, max=MAX_RATE),  # what the pacer honours
         default=None,
         metavar="N",
         help=f"At most N {noun} per second (default: {DEFAULT_RATE:g}; raise it to go faster).",

@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 
 from pipeline.http.auth import access
 from pipeline.http.documents import parse_id
+from pipeline.http.json_body import StrictJSONRequest
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.services import dead_letters
@@ -472,6 +473,7 @@ admin_router = Router(
     path="/",
     route_handlers=[DeadLetterController, RerunController, OperationController],
     tags=["admin"],
+    request_class=StrictJSONRequest,  # every JSON body: nesting bounded, types strict
     **access("admin"),
 )
 """Every admin endpoint, registered in ``create_app``."""

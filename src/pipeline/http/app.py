@@ -29,6 +29,7 @@ from pipeline.http.multipart import PipelineRequest
 from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
+from pipeline.http.struct_schema import ClosedStructSchemaPlugin
 from pipeline.search.build import make_search
 from pipeline.services.cursor_keys import CursorKeys
 from pipeline.services.dispatch import AsyncSender, Dispatcher
@@ -106,7 +107,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
         lifespan=[lifespan],
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         request_class=PipelineRequest,  # multipart part headers long enough for long names
         openapi_config=OpenAPIConfig(

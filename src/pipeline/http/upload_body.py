@@ -1,8 +1,8 @@
 """Reading an upload from a request: multipart field ``file`` or a raw body.
 
 Everything that makes a request unacceptable is decided here, before anything is
-written: a missing file, an empty one, one over the size limit, or a declared
-type the pipeline can never read.
+written: a missing file, more than one, an empty one, one over the size limit, or a
+declared type the pipeline can never read.
 """
 
 from __future__ import annotations
@@ -48,7 +48,16 @@ async def read_upload(
     media_type = request.content_type[0].lower() if request.headers.get("content-type") else ""
     if media_type == MULTIPART:
         form = await request.form()
-        upload = form.get("file")
+        parts = form.getall("file", [])
+        if len(parts) > 1:
+            # Taking one and dropping the rest would store a file the client may not
+            # have meant, and say nothing about the others.
+            raise Problem(
+                422,
+                f"the multipart body has {len(parts)} parts named 'file'; "
+                "send exactly one file per upload",
+            )
+        upload = parts[0] if parts else None
         if not isinstance(upload, UploadFile):
             raise Problem(422, "the multipart body has no file in a field named 'file'")
         data = await upload.read()

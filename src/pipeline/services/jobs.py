@@ -24,6 +24,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from pipeline.db.models import OperationJob
+from pipeline.errors import PipelineError
 from pipeline.services.operations import ItemOutcome, OperationReport, Operator
 from pipeline.services.replay import ReplayService
 from pipeline.services.requests import (
@@ -146,11 +147,24 @@ class JobRunner:
             return
         via, _, name = row.requested_by.partition(":")
         operator = Operator(name=name, via="api" if via == "api" else "cli")
-        request = msgspec.convert(row.request, REQUEST_TYPES[row.kind])
+        try:
+            # Checked again with today's bounds: a job recorded before a bound was
+            # tightened (or written by hand) fails here, before any item, with what
+            # is wrong with it — not in the pacer after the first item.
+            request = msgspec.convert(row.request, REQUEST_TYPES[row.kind])
+        except msgspec.ValidationError as error:
+            logger.warning("operation job %s has an invalid request: %s", job_id, error)
+            self._finish(job_id, "failed", error=f"the job's request is not valid: {error}")
+            return
         try:
             result = self._dispatch(job_id, request, operator, row.tenant)
         except JobStopped:
             logger.warning("operation job %s was marked failed while it ran; stopped", job_id)
+            return
+        except PipelineError as error:
+            # A deliberate refusal: its reason is a sentence written for the operator.
+            logger.warning("operation job %s refused: %s", job_id, error.reason)
+            self._finish(job_id, "failed", error=error.reason)
             return
         except Exception:
             # Items are each done or untouched, and the counters say how far it got; the

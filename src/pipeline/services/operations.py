@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.db.retry import retry_database, worth_retrying
+from pipeline.errors import PipelineError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,14 @@ DEFAULT_RATE: Final = 50.0
 """Items per second a replay or rerun sends when the operator names no rate: a bulk
 action over thousands of documents must not flood the stage queues at once. An
 operator who wants it faster says so (``rate``/``--rate``)."""
+MIN_RATE: Final = 0.001
+"""The slowest pace an action may ask for: one item every 1,000 s (under 17 minutes,
+well inside a job's time limit). Far below it the pacer's waits stop being times a
+clock or ``sleep`` can represent (``1e-300`` per second was reported to overflow
+``time_t``; its wait of 1e300 s never shrinks by a heartbeat's step, either), and no
+operator means them."""
+MAX_RATE: Final = 10_000.0
+"""The fastest: beyond it the database, not the pacer, sets the pace."""
 ITEM_TRIES: Final = 3
 
 Action = Literal[
@@ -188,6 +197,21 @@ def carry_out(
         )
 
 
+class InvalidRate(PipelineError):
+    """A pace outside ``MIN_RATE``..``MAX_RATE`` items per second."""
+
+
+def check_rate(rate: float | None) -> float:
+    """The pace to use: ``rate`` if it is within bounds, the default if none is given."""
+    if rate is None:
+        return DEFAULT_RATE
+    if not MIN_RATE <= rate <= MAX_RATE:  # also refuses NaN
+        raise InvalidRate(
+            f"the rate must be between {MIN_RATE:g} and {MAX_RATE:g} items per second, not {rate:g}"
+        )
+    return rate
+
+
 class Heartbeat(Protocol):
     """Called at least every ``interval_s`` while a paced action waits: a job proves it
     is alive this way (and raises to stop, if it was marked failed meanwhile)."""
@@ -198,7 +222,8 @@ class Heartbeat(Protocol):
 
 
 class Pacer:
-    """Spaces sends at most ``rate`` per second (none: the default rate).
+    """Spaces sends at most ``rate`` per second (none: the default rate; out of
+    bounds: :class:`InvalidRate`, before anything is sent).
 
     While it waits, it calls ``heartbeat`` at least every ``heartbeat.interval_s``
     seconds, so a slow paced job does not look stalled.
@@ -212,7 +237,7 @@ class Pacer:
         *,
         heartbeat: Heartbeat | None = None,
     ) -> None:
-        self.interval = 1.0 / (rate if rate else DEFAULT_RATE)
+        self.interval = 1.0 / check_rate(rate)
         self.clock = clock
         self.sleep = sleep or time.sleep
         self.next_at: float | None = None

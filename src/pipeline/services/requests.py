@@ -12,12 +12,16 @@ from typing import Annotated, Literal
 import msgspec
 
 from pipeline.services.dead_letters import LetterFilter
+from pipeline.services.operations import MAX_RATE, MIN_RATE
 from pipeline.services.replay import LetterSelection
 from pipeline.services.rerun import DocumentFilter, DocumentSelection
 from pipeline.services.text import NO_NUL
 from pipeline.stages import StageName
 
-Rate = Annotated[float, msgspec.Meta(gt=0, le=10_000)]
+Rate = Annotated[float, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)]
+"""Bounded to what the pacer honours (a tiny positive rate passed ``gt=0`` and then
+overflowed the pacer's clock); an inclusive minimum also survives into the OpenAPI
+schema, where Litestar drops ``gt=0``."""
 Limit = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 """Bounded so a huge number is a 422, not a database overflow (found by the fuzzer)."""
 Reason = Annotated[str, msgspec.Meta(max_length=1000, pattern=NO_NUL)]

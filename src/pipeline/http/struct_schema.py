@@ -1,0 +1,35 @@
+"""The OpenAPI schema of a request Struct says that unknown fields are refused.
+
+msgspec refuses unknown fields of a Struct declared ``forbid_unknown_fields=True``
+(every request body and filter is), but Litestar's schema for a Struct does not say
+so, and a client generated from the schema would learn it only from a 422. This
+plugin takes Litestar's own schema for such a Struct and adds
+``additionalProperties: false``. Response Structs do not forbid unknown fields and
+keep an open schema, so a client need not reject a field added later.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Schema
+    from litestar.typing import FieldDefinition
+
+
+class ClosedStructSchemaPlugin(StructSchemaPlugin):
+    """Litestar's Struct schema, closed (``additionalProperties: false``) where msgspec
+    refuses unknown fields. Registered ahead of Litestar's plugin in ``create_app``."""
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        info = msgspec.inspect.type_info(field_definition.type_)
+        if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
+            schema.additional_properties = False
+        return schema
