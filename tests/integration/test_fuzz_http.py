@@ -3,9 +3,16 @@
 Schemathesis generates requests for every operation of the app's OpenAPI document,
 valid and invalid (its coverage phase: boundaries, wrong types, missing parameters,
 unexpected methods; then up to ``MAX_EXAMPLES`` generated cases), and sends them
-in-process over ASGI with the key the other tests use. Two properties must hold for
-every response: it is not a 5xx, and if it is an error it is an RFC 9457 problem details
-document. The run is bounded and derandomised, so CI sees the same requests every time.
+in-process over ASGI with the key the other tests use. Every check schemathesis has
+runs on every response: no 5xx; each status, content type, header and body is the one
+the schema documents; schema-valid requests are accepted and schema-violating ones
+refused; unsupported methods are ``405``; a request without the key is ``401``.
+On top, every error is an RFC 9457 problem details document. Then the stateful phase
+follows the schema's OpenAPI links (an upload's ``id`` into ``GET /documents/{id}``,
+a job's ``job_id`` into ``GET /operations/{id}``) with the same checks. A third run
+puts NULs into generated values (the classic way past validation into a database
+error) and needs only that nothing breaks. The runs are bounded and derandomised, so
+CI sees the same requests every time.
 
 The fuzzer gets a database and a Redis namespace of its own: its admin requests
 (replays, discards, re-runs by filter) must not touch the documents other tests own,
@@ -21,9 +28,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
 from litestar import Litestar
 from litestar.testing import TestClient
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import positive_data_acceptance
+from schemathesis.core.failures import AcceptedNegativeData, Failure
+from schemathesis.openapi.checks import RejectedPositiveData
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
@@ -35,6 +45,15 @@ from ..databases import own_database
 from .conftest import bearer, make_key, upload
 
 MAX_EXAMPLES = 25
+STATEFUL_EXAMPLES = 30
+STATEFUL_STEPS = 6
+HYPOTHESIS = settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 # schemathesis' header strategy calls ``random.random()`` inside a strategy
 # (specs/openapi/_hypothesis.py), which Hypothesis deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
@@ -66,7 +85,7 @@ def fuzz_app(fuzz_settings: Settings, fuzz_headers: dict[str, str]) -> Litestar:
     app = create_app(fuzz_settings, dispatcher=Dispatcher(make_broker(fuzz_settings)))
     with TestClient(app) as client:
         client.headers.update(fuzz_headers)
-        assert client.get("/schema/openapi.json").json() == schema.raw_schema
+        assert client.get("/schema/openapi.json").json() == SCHEMA_DOCUMENT
         for index in range(2):
             response = upload(client, f"Seed document {index} about glaciers.".encode())
             assert response.status_code == 202, response.text
@@ -96,8 +115,133 @@ def problem_details(ctx: schemathesis.CheckContext, response: Any, case: Any) ->
 # from a fixture, ``schemathesis.pytest.from_fixture``, fails on pytest 9: it sets
 # ``Node._nodeid``, which pytest no longer has.)
 SCHEMA_APP = create_app(Settings())
-schema = schemathesis.openapi.from_dict(SCHEMA_APP.openapi_schema.to_schema())
-schema.app = SCHEMA_APP  # in-process over ASGI; each call names the running app
+SCHEMA_DOCUMENT = SCHEMA_APP.openapi_schema.to_schema()
+
+
+def load_schema() -> Any:
+    """A schemathesis schema of the app's document, calling it in-process over ASGI
+    (each call names the running app). One per run, so hooks stay with their run."""
+    loaded = schemathesis.openapi.from_dict(SCHEMA_DOCUMENT)
+    loaded.app = SCHEMA_APP
+    return loaded
+
+
+schema = load_schema()
+nul_schema = load_schema()
+
+
+def issued_cursor_only(failure: Failure, case: Any, response: Any) -> bool:
+    """A generated ``cursor`` refused as not issued by this API: not a failure.
+
+    A cursor is opaque: only a ``next_cursor`` this API returned is one, which no JSON
+    schema can say, so a generated string is "schema-valid" and rightly refused. Real
+    cursors are exercised where they come from: the list operations' tests, and the
+    stateful phase's ``next_cursor`` links.
+    """
+    return (
+        isinstance(failure, RejectedPositiveData)
+        and response.status_code == 422
+        and "cursor" in (case.query or {})
+        and "cursor" in response.json().get("detail", "")
+    )
+
+
+# Known gaps of issue 18 that other items fix (the lead removes each after merging
+# them). Each names its item, the check and the operations, and matches only that.
+def item5_rate_exclusive_minimum(failure: Failure, case: Any, response: Any) -> bool:
+    """Item 5: a ``rate`` of 0 or less is refused, but the schema has no
+    ``exclusiveMinimum: 0`` (positive_data_acceptance on POST /dead-letters/replay and
+    POST /rerun)."""
+    return (
+        isinstance(failure, RejectedPositiveData)
+        and case.operation.label in ("POST /dead-letters/replay", "POST /rerun")
+        and response.status_code == 422
+        and _error_keys(response) == {"rate"}
+        and isinstance(case.body, dict)
+        and isinstance(case.body.get("rate"), int | float)
+        and case.body["rate"] <= 0
+    )
+
+
+def item5_additional_properties(failure: Failure, case: Any, response: Any) -> bool:
+    """Item 5: unknown body fields are refused, but the request schemas do not say
+    ``additionalProperties: false`` (positive_data_acceptance on every JSON body)."""
+    return (
+        isinstance(failure, RejectedPositiveData)
+        and case.operation.method.upper() == "POST"
+        and response.status_code == 422
+        and "unknown field" in response.json().get("detail", "")
+    )
+
+
+def item6_strict_booleans(failure: Failure, case: Any, response: Any) -> bool:
+    """Item 6: ``dry_run`` / ``force`` accept ``0``, ``1``, ``"true"`` (negative_data_rejection
+    on the POST bodies): a boolean should be ``true`` or ``false``."""
+    body = case.body if isinstance(case.body, dict) else {}
+    return (
+        isinstance(failure, AcceptedNegativeData)
+        and case.operation.method.upper() == "POST"
+        and any(name in body and not isinstance(body[name], bool) for name in ("dry_run", "force"))
+    )
+
+
+def item5_ids_or_filter(failure: Failure, case: Any, response: Any) -> bool:
+    """Item 5 (same kind: the schema allows what the server refuses): a bulk body needs
+    exactly one of ``ids`` and ``filter``, which the request schemas do not say
+    (``oneOf``) (positive_data_acceptance on the three bulk POSTs)."""
+    return (
+        isinstance(failure, RejectedPositiveData)
+        and case.operation.label in BULK_OPERATIONS
+        and response.status_code == 422
+        and "either ids or a filter" in response.json().get("detail", "")
+    )
+
+
+def item6_strict_datetimes(failure: Failure, case: Any, response: Any) -> bool:
+    """Item 6 (same kind: types are coerced), in a query: ``since`` / ``until`` take a
+    number as a Unix time where the schema says ``date-time`` (negative_data_rejection
+    on GET /dead-letters)."""
+    query = case.query or {}
+    return (
+        isinstance(failure, AcceptedNegativeData)
+        and case.operation.label == "GET /dead-letters"
+        and any(_is_number(query.get(name)) for name in ("since", "until"))
+    )
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+BULK_OPERATIONS = ("POST /dead-letters/replay", "POST /dead-letters/discard", "POST /rerun")
+TOLERATED = (
+    issued_cursor_only,
+    item5_rate_exclusive_minimum,
+    item5_additional_properties,
+    item5_ids_or_filter,
+    item6_strict_booleans,
+    item6_strict_datetimes,
+)
+
+
+def _error_keys(response: Any) -> set[str]:
+    errors = response.json().get("errors") or []
+    return {str(error.get("key")) for error in errors if isinstance(error, dict)}
+
+
+def filter_failure(
+    context: schemathesis.HookContext, failure: Failure, case: Any, response: Any
+) -> bool:
+    """Keep every failure but those :data:`TOLERATED` names."""
+    return not any(tolerated(failure, case, response) for tolerated in TOLERATED)
+
+
+schema.hook(filter_failure)
+nul_schema.hook(filter_failure)
 
 
 def with_nul(value: Any) -> Any:
@@ -119,17 +263,17 @@ def maybe_with_nul(value: Any) -> st.SearchStrategy[Any]:
     return st.sampled_from([value, with_nul(value)])
 
 
-@schema.hook
+@nul_schema.hook
 def flatmap_query(context: schemathesis.HookContext, query: Any) -> st.SearchStrategy[Any]:
     return maybe_with_nul(query)
 
 
-@schema.hook
+@nul_schema.hook
 def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
     return maybe_with_nul(body)
 
 
-@schema.hook
+@nul_schema.hook
 def flatmap_path_parameters(
     context: schemathesis.HookContext, path_parameters: Any
 ) -> st.SearchStrategy[Any]:
@@ -137,16 +281,50 @@ def flatmap_path_parameters(
 
 
 @schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-def test_api_never_5xx_and_errors_are_problem_details(
+@HYPOTHESIS
+def test_api_conforms_to_its_schema(
     case: schemathesis.Case, fuzz_app: Litestar, fuzz_headers: dict[str, str]
 ) -> None:
+    case.call_and_validate(headers=fuzz_headers, additional_checks=[problem_details], app=fuzz_app)
+
+
+@nul_schema.parametrize()
+@HYPOTHESIS
+def test_nul_in_any_value_is_refused_cleanly(
+    case: schemathesis.Case, fuzz_app: Litestar, fuzz_headers: dict[str, str]
+) -> None:
+    """Every check but positive-data acceptance: a NUL put into a valid value may make
+    it invalid (a pattern forbids it), and then refusing it is right."""
     case.call_and_validate(
-        headers=fuzz_headers, checks=[not_a_server_error, problem_details], app=fuzz_app
+        headers=fuzz_headers,
+        additional_checks=[problem_details],
+        excluded_checks=[positive_data_acceptance],
+        app=fuzz_app,
     )
+
+
+def test_stateful_links(fuzz_app: Litestar, fuzz_headers: dict[str, str]) -> None:
+    """Sequences of calls along the schema's links, each response checked like above."""
+    followed: set[str] = set()
+
+    class Links(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"headers": fuzz_headers, "app": fuzz_app}
+
+        def step(self, input: Any) -> Any:
+            transition = input.transition
+            if transition is not None and not transition.is_inferred and input.is_applied:
+                followed.add(transition.id)
+            return super().step(input)
+
+        def validate_response(self, response: Any, case: schemathesis.Case, **kwargs: Any) -> None:
+            super().validate_response(response, case, additional_checks=[problem_details], **kwargs)
+
+    run_state_machine_as_test(
+        Links,
+        settings=settings(
+            HYPOTHESIS, max_examples=STATEFUL_EXAMPLES, stateful_step_count=STATEFUL_STEPS
+        ),
+    )
+    # The phase is only stateful if the schema's own links were followed.
+    assert any("POST /documents -> [202]" in link for link in followed), followed

@@ -29,6 +29,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from sqlalchemy import Connection
 
 from pipeline.http.auth import access
+from pipeline.http.contract import AUTH, LinkTo, documented
 from pipeline.http.documents import parse_id
 from pipeline.http.json_body import StrictJSONRequest
 from pipeline.http.problems import Problem
@@ -83,32 +84,18 @@ class DocumentRerunBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     dry_run: bool = False
 
 
-class ProblemDocument(msgspec.Struct, frozen=True):
-    """An RFC 9457 problem details document (for the OpenAPI description only)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-
-
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(
-        ProblemDocument,
-        description=description,
-        media_type="application/problem+json",
-        generate_examples=False,
-    )
-
-
-INVALID = _problem("The parameters or the body are invalid")
-NOT_FOUND = _problem("No such item")
-BULK_RESPONSES = {
+GET_OPERATION = "OperationsJobIdGetOperation"
+GET_LETTER = "DeadLettersLetterIdGetLetter"
+LIST_LETTERS = "DeadLettersListLetters"
+JOB_LINKS = {
+    202: {"GetOperation": LinkTo(GET_OPERATION, {"job_id": "$response.body#/job_id"}, "Poll it")}
+}
+BULK_SUCCESSES = {
     200: ResponseSpec(OperationReport, description="Done now: what happened to each item"),
     202: ResponseSpec(JobAccepted, description="Too many items: accepted as a background job"),
-    422: INVALID,
-    503: _problem("The job was recorded but could not be queued"),
 }
+BULK_PROBLEMS = (400, *AUTH, 413, 422, 503)
+BULK_WHEN = {503: "The job was recorded but could not be queued, or the database is unavailable"}
 
 
 def operator_of(request: Request[Any, Any, Any], principal: Principal) -> Operator:
@@ -213,7 +200,23 @@ class DeadLetterController(Controller):
         summary="List dead letters, newest first",
         description="Every filter narrows the selection; naive datetimes are UTC. "
         "Page with `cursor` (the previous page's `next_cursor`) until it is null.",
-        responses={422: INVALID},
+        **documented(
+            *AUTH,
+            422,
+            503,
+            links={
+                200: {
+                    "GetLetter": LinkTo(
+                        GET_LETTER, {"letter_id": "$response.body#/items/0/id"}, "The letter"
+                    ),
+                    "NextPage": LinkTo(
+                        LIST_LETTERS,
+                        {"cursor": "$response.body#/next_cursor"},
+                        "The next page (while `next_cursor` is not null)",
+                    ),
+                }
+            },
+        ),
     )
     async def list_letters(
         self,
@@ -268,7 +271,7 @@ class DeadLetterController(Controller):
     @get(
         "/{letter_id:str}",
         summary="A dead letter: error, traceback, original message and the document's history",
-        responses={404: NOT_FOUND},
+        **documented(*AUTH, 404, 503),
     )
     async def get_letter(
         self,
@@ -295,7 +298,9 @@ class DeadLetterController(Controller):
         "letter a `filter` matches, oldest first, up to `limit`). Letters not `dead` are "
         "skipped unless `force`. Small selections and dry runs answer 200 with the "
         "report; larger ones 202 with an operation job to poll.",
-        responses=BULK_RESPONSES,
+        **documented(
+            *BULK_PROBLEMS, described=BULK_WHEN, successes=BULK_SUCCESSES, links=JOB_LINKS
+        ),
     )
     async def replay(
         self,
@@ -333,7 +338,9 @@ class DeadLetterController(Controller):
         description="Marks each selected letter `discarded` (it stays for the record). "
         "Letters not `dead` are skipped unless `force`. Small selections and dry runs "
         "answer 200 with the report; larger ones 202 with an operation job to poll.",
-        responses=BULK_RESPONSES,
+        **documented(
+            *BULK_PROBLEMS, described=BULK_WHEN, successes=BULK_SUCCESSES, links=JOB_LINKS
+        ),
     )
     async def discard(
         self,
@@ -373,11 +380,19 @@ class RerunController(Controller):
         summary="Re-run one document from a stage",
         description="Starts a new generation of the document from `from_stage`; every "
         "earlier stage must have succeeded (409 otherwise).",
-        responses={
-            404: NOT_FOUND,
-            409: _problem("The document cannot be re-run from that stage"),
-            422: INVALID,
-        },
+        **documented(
+            400,
+            *AUTH,
+            404,
+            409,
+            413,
+            422,
+            503,
+            described={
+                409: "The document cannot be re-run from that stage",
+                503: "The rerun could not be queued, or the database is unavailable",
+            },
+        ),
     )
     async def rerun_document(
         self,
@@ -416,7 +431,9 @@ class RerunController(Controller):
         "`limit`), or the given `ids`, from `from_stage`. Documents whose earlier stages "
         "have not all succeeded are skipped. Small selections and dry runs answer 200 "
         "with the report; larger ones 202 with an operation job to poll.",
-        responses=BULK_RESPONSES,
+        **documented(
+            *BULK_PROBLEMS, described=BULK_WHEN, successes=BULK_SUCCESSES, links=JOB_LINKS
+        ),
     )
     async def rerun(
         self,
@@ -454,7 +471,7 @@ class OperationController(Controller):
     @get(
         "/{job_id:str}",
         summary="A background operation job: status and progress",
-        responses={404: NOT_FOUND},
+        **documented(*AUTH, 404, 503),
     )
     async def get_operation(
         self,

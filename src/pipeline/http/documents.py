@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post, route
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.enums import HttpMethod
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from pipeline.http.auth import access, enforce_upload_rate
+from pipeline.http.contract import AUTH, DocumentedOperation, LinkTo, documented
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.http.upload_body import read_upload
@@ -29,15 +31,36 @@ class DocumentAccepted(msgspec.Struct, frozen=True):
     links: DocumentLinks
 
 
+GET_DOCUMENT = "DocumentsDocumentIdGetDocument"
+GET_CHUNKS = "DocumentsDocumentIdChunksGetChunks"
+RERUN_DOCUMENT = "DocumentsDocumentIdRerunRerunDocument"
+LIST_DOCUMENTS = "DocumentsListDocuments"
+
+
+def document_links(pointer: str) -> dict[str, LinkTo]:
+    """Links to what can be done with the document whose id is at ``pointer``."""
+    expression = f"$response.body#{pointer}"
+    return {
+        "GetDocument": LinkTo(GET_DOCUMENT, {"document_id": expression}, "The document"),
+        "GetChunks": LinkTo(GET_CHUNKS, {"document_id": expression}, "Its chunks"),
+        "RerunDocument": LinkTo(
+            RERUN_DOCUMENT, {"document_id": expression}, "Re-run it from a stage"
+        ),
+    }
+
+
 @dataclass
-class UploadOperation(Operation):
+class UploadOperation(DocumentedOperation):
     """Documents the two upload forms, which the handler reads itself."""
 
     def __post_init__(self) -> None:
-        binary = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
+        super().__post_init__()
+        # An empty file is refused (422): the schema says so.
+        binary = Schema(type=OpenAPIType.STRING, format="binary", min_length=1)  # type: ignore[arg-type]
         self.request_body = RequestBody(
             required=True,
-            description="The document: a multipart field `file`, or the raw bytes as the body.",
+            description="The document: a multipart field `file`, or the raw bytes as the body; "
+            "not empty.",
             content={
                 "multipart/form-data": OpenAPIMediaType(
                     schema=Schema(
@@ -66,12 +89,24 @@ class DocumentController(Controller):
     @post(
         "/",
         status_code=202,
-        operation_class=UploadOperation,
         summary="Upload a document",
         description="Stores the document and answers at once; processing runs in the "
         "background. Each API key may upload at its rate limit (`429` with `Retry-After` "
         "beyond it).",
         **access("ingest"),
+        **documented(
+            400,
+            *AUTH,
+            409,
+            413,
+            415,
+            422,
+            429,
+            503,
+            described={409: "This Idempotency-Key was already used for a different file"},
+            links={202: document_links("/id")},
+            operation=UploadOperation,
+        ),
     )
     async def upload(
         self,
@@ -112,7 +147,35 @@ class DocumentController(Controller):
             headers["Idempotent-Replayed"] = "true"
         return Response(body, status_code=202, headers=headers)
 
-    @get("/", summary="List documents, newest first", **access("read"))
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, **access("public"))
+    async def allow(self) -> Response[None]:
+        """``Allow`` for ``/documents``, which has two methods. Litestar 2's automatic
+        OPTIONS answer names only the first one registered (litestar-org/litestar#4169,
+        fixed in 3), which contradicts the schema. A controller's handlers register in
+        name order, and an OPTIONS handler registered after another method's loses to the
+        automatic one: hence a name before ``list_documents`` and ``upload``."""
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+    @get(
+        "/",
+        summary="List documents, newest first",
+        **access("read"),
+        **documented(
+            *AUTH,
+            422,
+            503,
+            links={
+                200: {
+                    **document_links("/items/0/id"),
+                    "NextPage": LinkTo(
+                        LIST_DOCUMENTS,
+                        {"cursor": "$response.body#/next_cursor"},
+                        "The next page (while `next_cursor` is not null)",
+                    ),
+                }
+            },
+        ),
+    )
     async def list_documents(
         self,
         api: NamedDependency[ApiState],
@@ -136,7 +199,12 @@ class DocumentController(Controller):
         except InvalidCursor as error:
             raise Problem(422, str(error)) from None
 
-    @get("/{document_id:str}", summary="A document and each of its stage runs", **access("read"))
+    @get(
+        "/{document_id:str}",
+        summary="A document and each of its stage runs",
+        **access("read"),
+        **documented(*AUTH, 404, 503),
+    )
     async def get_document(
         self,
         api: NamedDependency[ApiState],
@@ -150,7 +218,12 @@ class DocumentController(Controller):
             raise Problem(404, f"no document with id {document_id!r}")
         return document
 
-    @get("/{document_id:str}/chunks", summary="A document's chunks, in order", **access("read"))
+    @get(
+        "/{document_id:str}/chunks",
+        summary="A document's chunks, in order",
+        **access("read"),
+        **documented(*AUTH, 404, 422, 503),
+    )
     async def get_chunks(
         self,
         api: NamedDependency[ApiState],

@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from sqlalchemy import text
 
 from pipeline.http.auth import access
+from pipeline.http.contract import documented
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 
@@ -29,7 +30,11 @@ async def health() -> Health:
 
 
 @get(
-    "/ready", tags=["health"], summary="Readiness: Postgres and Redis reachable", **access("public")
+    "/ready",
+    tags=["health"],
+    summary="Readiness: Postgres and Redis reachable",
+    **access("public"),
+    **documented(503, described={503: "Postgres or Redis unreachable (`unavailable` says which)"}),
 )
 async def ready(api: NamedDependency[ApiState]) -> Health:
     failures = []

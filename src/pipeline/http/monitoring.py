@@ -8,9 +8,13 @@ from litestar.di import NamedDependency
 from prometheus_client import REGISTRY, generate_latest
 
 from pipeline.http.auth import access
+from pipeline.http.contract import AUTH, documented
 from pipeline.http.state import ApiState
 from pipeline.metrics import render_overview
 from pipeline.services.monitoring import Overview, overview, queue_depths
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+"""Prometheus' text exposition format, as the schema documents it and the route serves it."""
 
 
 async def _overview(api: ApiState) -> Overview:
@@ -28,6 +32,7 @@ async def _overview(api: ApiState) -> Overview:
     summary="Per-stage queue depth, work in flight, outcomes",
     description="Counts over every tenant: they name no document.",
     **access("admin"),
+    **documented(*AUTH, 503),
 )
 async def stages(api: NamedDependency[ApiState]) -> Overview:
     return await _overview(api)
@@ -39,8 +44,17 @@ async def stages(api: NamedDependency[ApiState]) -> Overview:
     summary="Prometheus metrics",
     description="Needs the `admin` scope unless `PIPELINE_METRICS_PUBLIC=true`.",
     include_in_schema=True,
+    media_type=PROMETHEUS_TEXT,
     **access("metrics"),
+    **documented(
+        *AUTH,
+        503,
+        described={
+            401: "No API key, or a bad one (unless `PIPELINE_METRICS_PUBLIC=true`)",
+            403: "The API key lacks the `admin` scope (unless `PIPELINE_METRICS_PUBLIC=true`)",
+        },
+    ),
 )
 async def metrics(api: NamedDependency[ApiState]) -> Response[bytes]:
     body = generate_latest(REGISTRY) + render_overview(await _overview(api))
-    return Response(body, media_type="text/plain; version=0.0.4")
+    return Response(body, media_type=PROMETHEUS_TEXT)

@@ -4,15 +4,22 @@ Litestar's plugin puts an HTTPException's text in ``title``; clients read ``deta
 so each exception is converted here with a stable title per status and the
 human-readable explanation in ``detail``. Anything unexpected becomes a 500 whose
 detail says nothing internal; the traceback goes to the log.
+
+The OpenAPI description says the same: :func:`problem_responses` documents each error
+status an operation can answer as ``application/problem+json`` with
+:class:`ProblemDocument`, the shape every error here has.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -22,6 +29,60 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+"""What Litestar's problem-details plugin serves every error as."""
+
+PROBLEM_WHEN: Final[Mapping[int, str]] = {
+    400: "The request could not be read (a body that is not JSON, a broken multipart form)",
+    401: "No API key, or one that is unknown, malformed or revoked (`WWW-Authenticate` says so)",
+    403: "The API key lacks the scope this operation needs",
+    404: "No such item (another tenant's answers the same)",
+    409: "The request conflicts with the item's state",
+    413: "The request body is larger than this server accepts",
+    415: "The declared type is not a supported document type",
+    422: "The parameters or the body are invalid (`errors` says where)",
+    429: "This API key is over its upload rate; retry after `Retry-After` seconds",
+    503: "A dependency (the database, the broker) is unavailable; nothing was changed, retry later",
+}
+"""The default description of each error status the API answers."""
+
+
+class ProblemDocument(msgspec.Struct, frozen=True):
+    """An RFC 9457 problem details document (for the OpenAPI description only).
+
+    Some problems carry more members than these four (``errors`` on a ``422``,
+    ``retry_after`` on a ``429``, the ``document_id`` a ``409`` is about): RFC 9457
+    allows extension members, and the schema does not forbid them.
+    """
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def problem_responses(
+    *statuses: int, described: Mapping[int, str] | None = None
+) -> dict[int, ResponseSpec]:
+    """The ``responses=`` of a route: each error status it can answer, as a problem.
+
+    ``described`` replaces the default description where an operation has a more
+    precise one (what a ``409`` means there, say).
+    """
+    described = described or {}
+    unknown = [status for status in statuses if status not in PROBLEM_WHEN]
+    if unknown:
+        raise ValueError(f"no description of status {unknown}; add it to PROBLEM_WHEN")
+    return {
+        status: ResponseSpec(
+            ProblemDocument,
+            description=described.get(status, PROBLEM_WHEN[status]),
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 class Problem(ProblemDetailsException):

@@ -9,6 +9,8 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from pipeline.http.auth import access
+from pipeline.http.contract import AUTH, documented
+from pipeline.http.documents import document_links
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.search.results import SearchMode, SearchRequest, SearchResults
@@ -28,6 +30,14 @@ MODE_HELP = (
     tags=["search"],
     summary="Search chunks: lexical (BM25), semantic, or both fused",
     **access("read"),
+    **documented(
+        *AUTH,
+        409,
+        422,
+        503,
+        described={409: "Semantic search was asked for where it cannot run (no model or vectors)"},
+        links={200: document_links("/hits/0/document_id")},
+    ),
 )
 async def search(
     api: NamedDependency[ApiState],
