@@ -247,3 +247,29 @@ def test_options_names_every_documented_method(
         response = client.options(probe_path(path))
         allowed = {method.strip() for method in response.headers["allow"].split(",")}
         assert {method.upper() for method in item} <= allowed, (path, allowed)
+
+
+def test_bulk_bodies_say_ids_or_a_filter_exactly_once(document: dict[str, Any]) -> None:
+    """The schema says what ``Selection`` refuses: both, or neither, of ids and filter."""
+    schemas = document["components"]["schemas"]
+    bulk = [
+        schema
+        for name, schema in schemas.items()
+        if name.endswith(("ReplayRequest", "DiscardRequest", "RerunRequest"))
+    ]
+    assert len(bulk) == 3, sorted(schemas)
+    for schema in bulk:
+        assert schema["additionalProperties"] is False
+        assert schema["oneOf"] == [
+            {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+            {"required": ["filter"], "properties": {"filter": {"type": "object"}}},
+        ]
+
+
+def test_a_number_is_not_a_date_time(client: TestClient[Any]) -> None:
+    """``until=0.5`` used to be read as a Unix time; the schema says ISO 8601."""
+    for name in ("since", "until"):
+        response = client.get("/dead-letters", params={name: "0.5"})
+        assert response.status_code == 422, response.text
+        assert "ISO 8601" in response.json()["detail"]
+    assert client.get("/dead-letters", params={"until": "2026-11-01T00:00:00Z"}).status_code == 200

@@ -220,6 +220,7 @@ class DeadLetterController(Controller):
     )
     async def list_letters(
         self,
+        request: Request[Any, Any, Any],
         api: NamedDependency[ApiState],
         principal: NamedDependency[Principal],
         stage: Annotated[StageName | None, QueryParameter(name="stage", required=False)] = None,
@@ -244,6 +245,7 @@ class DeadLetterController(Controller):
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter(name="cursor", required=False)] = None,
     ) -> LetterPage:
+        _refuse_numeric_times(request, ("since", "until"))
         selection = LetterFilter(
             stage=stage,
             error_type=error_type,
@@ -494,3 +496,24 @@ admin_router = Router(
     **access("admin"),
 )
 """Every admin endpoint, registered in ``create_app``."""
+
+
+def _refuse_numeric_times(request: Request[Any, Any, Any], names: tuple[str, ...]) -> None:
+    """A time is an ISO 8601 date-time, as the schema says: Litestar would also read a
+    bare number as a Unix time (``until=0.5``), which no client means."""
+    for name in names:
+        raw = request.query_params.get(name)
+        if raw is not None and _is_number(raw):
+            raise Problem(
+                422,
+                f"invalid query parameter `{name}`: expected an ISO 8601 date-time "
+                f"(e.g. 2026-11-01T00:00:00Z), not the number {raw!r}",
+            )
+
+
+def _is_number(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True

@@ -4,7 +4,8 @@ msgspec refuses unknown fields of a Struct declared ``forbid_unknown_fields=True
 (every request body and filter is), but Litestar's schema for a Struct does not say
 so, and a client generated from the schema would learn it only from a 422. This
 plugin takes Litestar's own schema for such a Struct and adds
-``additionalProperties: false``. Response Structs do not forbid unknown fields and
+``additionalProperties: false``, and ``oneOf`` where a Struct declares fields of which
+exactly one must be given (``exactly_one_of``). Response Structs do not forbid unknown fields and
 keep an open schema, so a client need not reject a field added later.
 """
 
@@ -14,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi.spec import OpenAPIType, Schema
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
-    from litestar.openapi.spec import Schema
     from litestar.typing import FieldDefinition
 
 
@@ -32,4 +33,12 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
         info = msgspec.inspect.type_info(field_definition.type_)
         if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
             schema.additional_properties = False
+        exactly_one = getattr(field_definition.type_, "exactly_one_of", ())
+        if exactly_one:
+            # Each branch holds when its field is present with a value of its type (not
+            # null); a body must match exactly one, as ``Selection`` checks.
+            schema.one_of = [
+                Schema(required=[name], properties={name: Schema(type=OpenAPIType(kind))})
+                for name, kind in exactly_one
+            ]
         return schema

@@ -7,7 +7,7 @@ the same Struct as JSON, so every entry point describes an action the same way.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -25,9 +25,14 @@ schema, where Litestar drops ``gt=0``."""
 Limit = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 """Bounded so a huge number is a 422, not a database overflow (found by the fuzzer)."""
 Reason = Annotated[str, msgspec.Meta(max_length=1000, pattern=NO_NUL)]
+IDS_OR_FILTER: tuple[tuple[str, str], ...] = (("ids", "array"), ("filter", "object"))
+"""A bulk request names its items one way: ``ids`` (a list, even empty) or a ``filter``
+(an object), exactly one of them; the OpenAPI schema says so with ``oneOf``
+(``pipeline.http.struct_schema``)."""
 
 
 class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    exactly_one_of: ClassVar[tuple[tuple[str, str], ...]] = IDS_OR_FILTER
     ids: list[uuid.UUID] | None = None
     filter: LetterFilter | None = None
     limit: Limit | None = None
@@ -44,6 +49,7 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class DiscardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    exactly_one_of: ClassVar[tuple[tuple[str, str], ...]] = IDS_OR_FILTER
     ids: list[uuid.UUID] | None = None
     filter: LetterFilter | None = None
     limit: Limit | None = None
@@ -59,6 +65,7 @@ class DiscardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    exactly_one_of: ClassVar[tuple[tuple[str, str], ...]] = IDS_OR_FILTER
     from_stage: StageName
     ids: list[uuid.UUID] | None = None
     filter: DocumentFilter | None = None
