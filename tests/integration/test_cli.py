@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ import pytest
 
 from pipeline.settings import Settings
 
+from .processes import free_port
+
 pytestmark = pytest.mark.slow
 PIPELINE = [sys.executable, "-m", "pipeline"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

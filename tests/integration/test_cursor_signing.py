@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,7 @@ from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from .conftest import assert_problem, bearer, make_key, upload
-from .test_cli import free_port
+from .processes import Processes, free_port, ready, wait_until
 
 PIPELINE = [sys.executable, "-m", "pipeline"]
 ISSUED = "a cursor this API issued"
@@ -172,24 +169,16 @@ def test_a_cursor_works_across_real_api_processes(
         "PIPELINE_REDIS_NAMESPACE": settings.redis_namespace + "-cursors",
     }
     env.pop("PIPELINE_CURSOR_SECRET", None)
-    ports = [free_port(), free_port()]
-    logs = [(tmp_path / f"api{n}.log").open("w") for n in range(2)]
-    processes = [
-        subprocess.Popen([*PIPELINE, "api", "--port", str(port)], env=env, stdout=log, stderr=log)
-        for port, log in zip(ports, logs, strict=True)
-    ]
+    processes = Processes(env, tmp_path)
+    urls = []
     try:
-        apis = [httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) for port in ports]
-        deadline = time.monotonic() + 30
-        for api in apis:
-            while True:
-                try:
-                    if api.get("/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "api0.log").read_text()
-                time.sleep(0.2)
+        for n in range(2):
+            port = free_port()
+            processes.start("api", "--port", str(port), name=f"api{n}")
+            urls.append(f"http://127.0.0.1:{port}")
+        for n, url in enumerate(urls):
+            wait_until(lambda url=url: ready(url), 30, f"api{n}: {processes.log(f'api{n}')}")
+        apis = [httpx.Client(base_url=url, timeout=10) for url in urls]
         first = pages(apis[0], tenant_key, None).json()
         second = pages(apis[1], tenant_key, first["next_cursor"])
         assert second.status_code == 200, second.text
@@ -200,15 +189,7 @@ def test_a_cursor_works_across_real_api_processes(
         for api in apis:
             api.close()
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs:
-            log.close()
+        processes.stop_all()
 
 
 def test_cursor_secret_setting_is_read_and_bounded() -> None:
