@@ -14,7 +14,7 @@ from typing import Any
 
 import dramatiq
 import msgspec
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import DecodeError
 from dramatiq.middleware import (
     AgeLimit,
@@ -24,6 +24,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from pipeline.dramatiq_internals import RedisConsumer, nack
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,13 +67,13 @@ class PipelineRedisBroker(RedisBroker):
         self.on_poison = on_poison
 
     @property
-    def consumer_class(self) -> type[_RedisConsumer]:
+    def consumer_class(self) -> type[RedisConsumer]:
         return _PoisonSafeConsumer
 
     def quarantine(self, queue_name: str, data: bytes, reason: str) -> None:
         redis_id = self._find_redis_id(queue_name, data)
         if redis_id is not None:
-            self.do_nack(queue_name, redis_id)
+            nack(self, queue_name, redis_id)
         message_id = redis_id or hashlib.sha256(data).hexdigest()[:32]
         logger.error("undecodable message %s on %s: %s", message_id, queue_name, reason)
         if self.on_poison is None:
@@ -96,7 +97,7 @@ class PipelineRedisBroker(RedisBroker):
         return None
 
 
-class _PoisonSafeConsumer(_RedisConsumer):
+class _PoisonSafeConsumer(RedisConsumer):
     def __next__(self) -> Any:
         while True:
             try:

@@ -21,6 +21,7 @@ from typing import Any
 import dramatiq
 from dramatiq.errors import ActorNotFound
 
+from pipeline.dramatiq_internals import failure_of, proxied_message
 from pipeline.messages import Delivery, StageMessage
 from pipeline.stages import is_stage
 
@@ -38,8 +39,8 @@ class DeadLetterRecorder(dramatiq.Middleware):
         self.given_up = given_up
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.broker.MessageProxy) -> None:
-        error = getattr(message, "_exception", None)
-        delivery = Delivery.from_message(message._message)
+        error = failure_of(message)
+        delivery = Delivery.from_message(proxied_message(message))
         if isinstance(error, ActorNotFound):
             error_type = "UnknownActor"
             reason = f"no actor named {message.actor_name!r} handles queue {message.queue_name!r}"
