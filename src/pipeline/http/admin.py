@@ -35,7 +35,6 @@ from pipeline.http.json_body import StrictJSONRequest
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.services import dead_letters
-from pipeline.services.cursors import InvalidCursor
 from pipeline.services.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
 from pipeline.services.jobs import JobView, create_job, get_job, job_message
 from pipeline.services.keys import Principal
@@ -255,20 +254,18 @@ class DeadLetterController(Controller):
             status=status,
         )
         cursors = await api.cursors.codec()
-        try:
-            return await _read(
-                api,
-                lambda conn: dead_letters.list_letters(
-                    conn,
-                    selection,
-                    limit=limit,
-                    cursors=cursors,
-                    cursor=cursor,
-                    tenant=principal.tenant,
-                ),
-            )
-        except InvalidCursor as error:
-            raise Problem(422, str(error)) from None
+        # A cursor this API did not issue is InvalidCursor: a 422 (problems.py, by type).
+        return await _read(
+            api,
+            lambda conn: dead_letters.list_letters(
+                conn,
+                selection,
+                limit=limit,
+                cursors=cursors,
+                cursor=cursor,
+                tenant=principal.tenant,
+            ),
+        )
 
     @get(
         "/{letter_id:str}",

@@ -19,7 +19,6 @@ from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.http.upload_body import read_upload
 from pipeline.services import queries
-from pipeline.services.cursors import InvalidCursor
 from pipeline.services.keys import Principal
 from pipeline.services.queries import ChunkList, DocumentLinks, DocumentPage, DocumentView
 from pipeline.services.uploads import IdempotencyConflict, Upload
@@ -187,17 +186,15 @@ class DocumentController(Controller):
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
     ) -> DocumentPage:
         cursors = await api.cursors.codec()
-        try:
-            return await queries.list_documents(
-                api.engine,
-                status=status,
-                cursor=cursor,
-                limit=limit,
-                cursors=cursors,
-                tenant=principal.tenant,
-            )
-        except InvalidCursor as error:
-            raise Problem(422, str(error)) from None
+        # A cursor this API did not issue is InvalidCursor: a 422 (problems.py, by type).
+        return await queries.list_documents(
+            api.engine,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+            cursors=cursors,
+            tenant=principal.tenant,
+        )
 
     @get(
         "/{document_id:str}",

@@ -28,6 +28,11 @@ from litestar.plugins.problem_details import (
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from pipeline.errors import PipelineError
+from pipeline.search.semantic import SemanticSearchUnavailable
+from pipeline.services.cursors import InvalidCursor
+from pipeline.services.operations import InvalidRate
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
@@ -175,11 +180,30 @@ def _from_unexpected(exc: Exception) -> ProblemDetailsException:
     )
 
 
+STATUS_OF_ERROR: tuple[tuple[type[PipelineError], int], ...] = (
+    (InvalidCursor, 422),
+    (InvalidRate, 422),
+    (SemanticSearchUnavailable, 409),
+)
+"""The HTTP status of each deliberate error a handler may let through, by type (the
+first that matches; a subclass before its base). Its ``reason`` is the ``detail``."""
+
+
+def _from_pipeline_error(exc: PipelineError) -> ProblemDetailsException:
+    for kind, status in STATUS_OF_ERROR:
+        if isinstance(exc, kind):
+            return ProblemDetailsException(
+                status_code=status, detail=exc.reason, title=_title(status), type_="about:blank"
+            )
+    return _from_unexpected(exc)  # a deliberate error no route expects: still a bug here
+
+
 def problem_details_plugin() -> ProblemDetailsPlugin:
     return ProblemDetailsPlugin(
         ProblemDetailsConfig(
             exception_to_problem_detail_map={
                 HTTPException: _from_http_exception,
+                PipelineError: _from_pipeline_error,
                 SQLAlchemyError: _from_database_error,
                 Exception: _from_unexpected,
             }

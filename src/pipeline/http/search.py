@@ -14,7 +14,6 @@ from pipeline.http.documents import document_links
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.search.results import SearchMode, SearchRequest, SearchResults
-from pipeline.search.semantic import SemanticSearchUnavailable
 from pipeline.services.keys import Principal
 from pipeline.services.text import NO_NUL
 
@@ -55,7 +54,5 @@ async def search(
     request = SearchRequest(
         query=q, tenant=principal.tenant, limit=limit, mode=mode, per_document=per_document
     )
-    try:
-        return await api.search.search(request)
-    except SemanticSearchUnavailable as error:
-        raise Problem(409, error.reason) from None
+    # SemanticSearchUnavailable is a 409 problem (pipeline.http.problems, by type).
+    return await api.search.search(request)
