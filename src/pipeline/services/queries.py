@@ -16,7 +16,10 @@ from pipeline.services.cursors import CursorCodec
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
 
 
-class StageError(msgspec.Struct, frozen=True):
+class LastError(msgspec.Struct, frozen=True):
+    """A stage row's last error, as the API shows it (named apart from the exception
+    ``pipeline.errors.StageError``, which it only describes)."""
+
     type: str | None
     message: str | None
     transient: bool | None
@@ -36,7 +39,7 @@ class StageView(msgspec.Struct, frozen=True):
     started_at: datetime | None
     finished_at: datetime | None
     duration_ms: int | None
-    last_error: StageError | None
+    last_error: LastError | None
     progress: Progress | None
 
 
@@ -115,7 +118,7 @@ def _document(row: Row[*tuple[Any, ...]], stages: list[StageView] | None) -> Doc
 def _stage(row: Row[*tuple[Any, ...]]) -> StageView:
     error = None
     if row.error_type is not None or row.error_message is not None:
-        error = StageError(row.error_type, row.error_message, row.error_transient)
+        error = LastError(row.error_type, row.error_message, row.error_transient)
     progress = None
     if row.progress_total is not None:
         progress = Progress(row.progress_current or 0, row.progress_total)
