@@ -46,14 +46,20 @@ AS $$ SELECT coalesce(sum(tf), 0)::integer FROM chunk_lexemes(tsv) $$;
 CREATE FUNCTION search_index_chunks() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO chunk_terms (tenant, term, chunk_id, tf, length)
-    SELECT n.tenant, t.term, n.id, t.tf, chunk_length(n.tsv)
-    FROM new_chunks AS n CROSS JOIN LATERAL chunk_lexemes(n.tsv) AS t;
-    -- In (tenant, shard) order, so that two transactions never lock two rows in
-    -- opposite orders.
+    -- Each chunk's length once (not once per posting: that re-read the whole tsvector
+    -- for every term), then its postings, then the totals in (tenant, shard) order, so
+    -- that two transactions never lock two rows in opposite orders.
+    WITH measured AS (
+        SELECT n.id, n.tenant, n.document_id, n.tsv, chunk_length(n.tsv) AS length
+        FROM new_chunks AS n
+    ), postings AS (
+        INSERT INTO chunk_terms (tenant, term, chunk_id, tf, length)
+        SELECT m.tenant, t.term, m.id, t.tf, m.length
+        FROM measured AS m CROSS JOIN LATERAL chunk_lexemes(m.tsv) AS t
+    )
     INSERT INTO search_totals AS s (tenant, shard, chunks, length)
-    SELECT tenant, search_shard(document_id), count(*), sum(chunk_length(tsv))
-    FROM new_chunks GROUP BY 1, 2 ORDER BY 1, 2
+    SELECT tenant, search_shard(document_id), count(*), sum(length)
+    FROM measured GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (tenant, shard) DO UPDATE
         SET chunks = s.chunks + excluded.chunks, length = s.length + excluded.length;
     RETURN NULL;
@@ -117,8 +123,9 @@ CREATE TRIGGER chunks_search_truncate AFTER TRUNCATE ON chunks
 
 BACKFILL = """
 INSERT INTO chunk_terms (tenant, term, chunk_id, tf, length)
-SELECT c.tenant, t.term, c.id, t.tf, chunk_length(c.tsv)
-FROM chunks AS c CROSS JOIN LATERAL chunk_lexemes(c.tsv) AS t;
+SELECT m.tenant, t.term, m.id, t.tf, m.length
+FROM (SELECT id, tenant, tsv, chunk_length(tsv) AS length FROM chunks) AS m
+CROSS JOIN LATERAL chunk_lexemes(m.tsv) AS t;
 INSERT INTO search_totals (tenant, shard, chunks, length)
 SELECT tenant, search_shard(document_id), count(*), sum(chunk_length(tsv))
 FROM chunks GROUP BY 1, 2;
