@@ -58,13 +58,6 @@ ORDER BY s.score DESC, s.chunk_id
 """
 )
 
-QUERY_TERMS: Final = text(
-    "SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '') "
-    "FROM unnest(to_tsvector(CAST(:config AS regconfig), :query))"
-)
-"""The query's lexemes OR-ed, as ``tsquery`` text (quoted: not normalised again), for
-the snippets; empty when the query has no lexeme (only stop words, say)."""
-
 
 async def bm25(conn: AsyncConnection, query: str, *, tenant: str, limit: int) -> list[Candidate]:
     """The tenant's ``limit`` best chunks for ``query`` by BM25, best first."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -174,9 +173,11 @@ class ExactSearch:
     def __init__(self, max_vectors: int, dimensions: int) -> None:
         self.max_vectors = max_vectors
         self.dimensions = dimensions
+        # Read and written on the event loop only (the ranking threads get one _Held,
+        # which is never changed once made): no lock but the one that keeps two
+        # requests from refreshing at once.
         self._held: OrderedDict[tuple[str, str], _Held] = OrderedDict()
         self._refresh = asyncio.Lock()
-        self._guard = threading.Lock()
 
     async def nearest(
         self, conn: AsyncConnection, vector: Vector, *, tenant: str, model: str, limit: int
@@ -188,8 +189,7 @@ class ExactSearch:
 
     def held_vectors(self) -> int:
         """How many vectors this process holds now (for tests and metrics)."""
-        with self._guard:
-            return sum(held.count for held in self._held.values())
+        return sum(held.count for held in self._held.values())
 
     async def _current(self, conn: AsyncConnection, tenant: str, model: str) -> _Held:
         key = (tenant, model)
@@ -202,19 +202,15 @@ class ExactSearch:
                 f"in memory and this tenant has {count}; install pgvector in the database "
                 "(then run `pipeline db upgrade`) or raise PIPELINE_SEARCH_EXACT_MAX_VECTORS"
             )
-        with self._guard:
-            held = self._held.get(key)
-            if held is not None and (held.count, held.last) == (count, last):
-                self._held.move_to_end(key)
-                return held
+        held = self._held.get(key)
+        if held is not None and (held.count, held.last) == (count, last):
+            self._held.move_to_end(key)
+            return held
         async with self._refresh:
-            with self._guard:
-                held = self._held.get(key)
-            held = await self._refreshed(conn, params, held, count)
-            with self._guard:
-                self._held[key] = held
-                self._held.move_to_end(key)
-                self._evict(keep=key)
+            held = await self._refreshed(conn, params, self._held.get(key), count)
+            self._held[key] = held
+            self._held.move_to_end(key)
+            self._evict(keep=key)
             return held
 
     async def _refreshed(

@@ -2,9 +2,10 @@
 
 Lexical and semantic lists are each ``search_candidates`` deep (deeper when collapsing
 to documents, so that enough documents remain); hybrid fuses them by reciprocal rank.
-The hits are then read with their documents' names and a snippet, in one query, and
-only for the chunks returned. Search statements run with JIT off: compiling them cost
-about a second here and they are short.
+The hits are then read with their documents' names and a snippet, in one query (which
+also derives the snippet's terms from the query), and only for the chunks returned.
+Search statements run with JIT off: compiling them cost about a second here and they are
+short.
 """
 
 from __future__ import annotations
@@ -41,14 +42,20 @@ PER_DOCUMENT_DEPTH: Final = 3
 
 _HITS = text(
     """
+WITH q AS (
+    -- The query's lexemes OR-ed, as tsquery text (quoted: not normalised again); empty
+    -- when the query has none (only stop words, say).
+    SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '') AS terms
+    FROM unnest(to_tsvector(CAST(:config AS regconfig), :query))
+)
 SELECT c.id, c.document_id, c.ordinal, d.filename,
        coalesce(
-           CASE WHEN :terms <> '' THEN ts_headline(
-               CAST(:config AS regconfig), c.text, CAST(:terms AS tsquery),
+           CASE WHEN q.terms <> '' THEN ts_headline(
+               CAST(:config AS regconfig), c.text, CAST(q.terms AS tsquery),
                'MaxFragments=2, MaxWords=24, MinWords=8, StartSel=**, StopSel=**')
            END,
            left(c.text, 200)) AS snippet
-FROM chunks AS c JOIN documents AS d ON d.id = c.document_id
+FROM q, chunks AS c JOIN documents AS d ON d.id = c.document_id
 WHERE c.id = ANY(:ids) AND c.tenant = :tenant
 """
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
@@ -147,15 +154,10 @@ class SearchService:
     ) -> list[SearchHit]:
         if not fused:
             return []
-        terms = (
-            await conn.execute(
-                lexical.QUERY_TERMS, {"config": TEXT_SEARCH_CONFIG, "query": request.query}
-            )
-        ).scalar_one()
         params = {
             "ids": [f.chunk_id for f in fused],
             "tenant": request.tenant,
-            "terms": terms,
+            "query": request.query,
             "config": TEXT_SEARCH_CONFIG,
         }
         rows = {row.id: row for row in (await conn.execute(_HITS, params)).all()}
