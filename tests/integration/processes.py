@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import httpx
 from litestar.testing import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
 
-from .conftest import bearer
+from .conftest import bearer, upload
 
 S = TypeVar("S")
 
@@ -89,6 +89,41 @@ class Processes:
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+class ProcessStack:
+    """What a test's stack of real processes holds (see :func:`stack_maker`), and what
+    every such test does with it; test modules subclass it with their own steps."""
+
+    body: bytes = b"A test document. It has a few sentences.\n\nAnd a second paragraph."
+    """What :meth:`upload` sends unless told otherwise."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        client: TestClient[Any],
+        processes: Processes,
+        engine: Engine,
+        settings: Settings,
+    ) -> None:
+        self.env = env
+        self.client = client
+        self.processes = processes
+        self.engine = engine
+        self.settings = settings
+        self.namespace = settings.redis_namespace
+
+    def upload(self, name: str, body: bytes | None = None) -> str:
+        response = upload(self.client, self.body if body is None else body, name)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def status(self, document_id: str) -> str:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT status FROM documents WHERE id = :id"), {"id": document_id}
+            ).scalar()
+        return str(found)
 
 
 def free_port() -> int:

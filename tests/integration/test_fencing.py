@@ -67,7 +67,7 @@ from pipeline.settings import Settings
 from pipeline.stages import STAGES, StagePolicy
 
 from .conftest import bearer, upload, wait_for_document
-from .processes import Processes, stack_maker, wait_until
+from .processes import ProcessStack, stack_maker, wait_until
 
 ME = Operator(name="fence-tester@ci", via="cli")
 BODY = b"Fencing test document. It has a few sentences.\n\nAnd a second paragraph of text."
@@ -705,31 +705,8 @@ def test_an_attempt_whose_outcome_could_not_be_recorded_is_taken_over_by_its_wor
         rig.close()
 
 
-class Stack:
-    def __init__(
-        self,
-        env: dict[str, str],
-        client: TestClient[Any],
-        processes: Processes,
-        engine: Engine,
-        settings: Settings,
-    ) -> None:
-        self.env = env
-        self.client = client
-        self.processes = processes
-        self.engine = engine
-        self.settings = settings
-        self.namespace = settings.redis_namespace
-
-    def upload(self, name: str, body: bytes = BODY) -> str:
-        response = upload(self.client, body, name)
-        assert response.status_code == 202, response.text
-        return str(response.json()["id"])
-
-    def status(self, document_id: str) -> str:
-        return str(
-            scalar(self.engine, "SELECT status FROM documents WHERE id = :id", id=document_id)
-        )
+class Stack(ProcessStack):
+    body = BODY
 
     def stage(self, document_id: str, stage: str) -> dict[str, Any]:
         return stage_row(self.engine, document_id, stage)

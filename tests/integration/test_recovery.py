@@ -17,7 +17,6 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
-from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
 from pipeline.broker import make_broker
@@ -25,39 +24,19 @@ from pipeline.messages import StageMessage
 from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
-from .conftest import events, upload
-from .processes import Processes, stack_maker, wait_until
+from .conftest import events
+from .processes import ProcessStack, stack_maker, wait_until
 
 pytestmark = pytest.mark.slow
 BODY = b"Recovery test document. It has a few sentences.\n\nAnd a second paragraph of text."
 
 
-class Stack:
-    def __init__(
-        self,
-        env: dict[str, str],
-        client: TestClient[Any],
-        processes: Processes,
-        engine: Engine,
-        settings: Settings,
-    ) -> None:
-        self.env = env
-        self.client = client
-        self.processes = processes
-        self.engine = engine
-        self.settings = settings
-
-    def upload(self, name: str, body: bytes = BODY) -> str:
-        response = upload(self.client, body, name)
-        assert response.status_code == 202, response.text
-        return str(response.json()["id"])
+class Stack(ProcessStack):
+    body = BODY
 
     def scalar(self, sql: str, **params: Any) -> Any:
         with self.engine.connect() as conn:
             return conn.execute(text(sql), params).scalar()
-
-    def status(self, document_id: str) -> str:
-        return str(self.scalar("SELECT status FROM documents WHERE id = :id", id=document_id))
 
     def stage_status(self, document_id: str, stage: str) -> str:
         return str(

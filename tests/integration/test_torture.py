@@ -16,34 +16,18 @@ and every stage row succeeded at its generation.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from pipeline.settings import Settings
 
+from ..bench_modules import load_bench
+
 pytestmark = pytest.mark.slow
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "torture.py"
-
-
-def load_torture() -> ModuleType:
-    """``bench/torture.py`` as a module (bench/ is not a package)."""
-    name = "bench_torture"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.timeout(300)
@@ -52,7 +36,7 @@ def test_short_torture_run_loses_and_doubles_nothing(
 ) -> None:
     """Kills, flushes, terminated backends, reruns and replays racing live stages: every
     document ends succeeded once, with a calm run's chunks and no stray dead letter."""
-    torture = load_torture()
+    torture = load_bench("torture.py")
     seed = int(os.environ.get("TORTURE_SEED", "0")) or uuid.uuid4().int % 1_000_000
     plan = torture.Plan(
         documents=30,

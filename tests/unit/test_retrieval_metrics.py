@@ -6,30 +6,10 @@ benchmark and these tests share one copy of it.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from tests.bench_modules import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "retrieval_metrics.py"
-
-
-def load_metrics() -> ModuleType:
-    name = "bench_retrieval_metrics"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # msgspec looks the Structs' module up while building them
-    spec.loader.exec_module(module)
-    return module
-
-
-m = load_metrics()
+m = load_bench("retrieval_metrics.py")
 
 # 1 / log2(3), the discount at rank 2: 0.6309298
 # ideal DCG of two relevant documents: 1 + 0.6309298 = 1.6309298
