@@ -26,9 +26,9 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from pipeline.access.keys import create_key
 from pipeline.db.engine import make_engine
 from pipeline.db.migrate import upgrade
-from pipeline.services.keys import create_key
 from pipeline.settings import Settings, to_sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent

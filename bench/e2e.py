@@ -39,9 +39,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from pipeline.broker import make_broker
+from pipeline.engine import transitions
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
-from pipeline.services import stage_rows
-from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings, to_sqlalchemy_url
 from pipeline.stages import STAGES
 
@@ -59,7 +59,7 @@ def load_documents(settings: Settings, count: int) -> None:
             envelope = dispatcher.build(StageMessage(document_id, "validate", 1))
             data = f"Document {i}. {BODY}".encode()
             conn.exec_driver_sql(
-                stage_rows.ACCEPT_SQL,
+                transitions.ACCEPT_SQL,
                 {
                     "id": document_id,
                     "tenant": "default",

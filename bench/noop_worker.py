@@ -14,8 +14,8 @@ from sqlalchemy import Connection
 from pipeline.actors import declare_actors
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import StageExecutor
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 

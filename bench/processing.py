@@ -13,11 +13,11 @@ import time
 
 from e2e import BODY
 
-from pipeline.services.handlers import make_handlers
-from pipeline.services.handlers.chunk import ChunkInput
-from pipeline.services.handlers.extract import ExtractInput
-from pipeline.services.handlers.index import IndexInput
 from pipeline.settings import Settings
+from pipeline.stages.builtin import make_handlers
+from pipeline.stages.chunk import ChunkInput
+from pipeline.stages.extract import ExtractInput
+from pipeline.stages.index import IndexInput
 
 
 def main() -> None:

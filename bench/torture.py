@@ -54,17 +54,17 @@ from sqlalchemy import text
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
+from pipeline.operations.common import Operator
+from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import extract
 from pipeline.processing.validate import ValidationPolicy, validate
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.handlers import make_extract_limits
-from pipeline.services.operations import Operator
-from pipeline.services.replay import LetterSelection, ReplayService
-from pipeline.services.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
+from pipeline.stages.builtin import make_extract_limits
 
 OPERATOR = Operator(name="torture", via="cli")
 PIPELINE = [sys.executable, "-m", "pipeline"]

@@ -108,7 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Serve ``/metrics`` without a key (for a scraper on a trusted network)."""
     cursor_secret: str | None = None
     """Signs pagination cursors; unset: a random secret stored in Postgres, shared by
-    every API process (see :mod:`pipeline.services.cursor_keys`)."""
+    every API process (see :mod:`pipeline.queries.cursor_keys`)."""
     faults: tuple[FaultSpec, ...] = ()
     policies: dict[StageName, StagePolicy] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_POLICIES)

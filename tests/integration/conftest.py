@@ -21,19 +21,19 @@ from dramatiq import Worker
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
+from pipeline.access.keys import create_key
 from pipeline.actors import declare_actors, declare_operations_actor
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
 from pipeline.http.app import create_app
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import StageExecutor
-from pipeline.services.handlers import make_handlers
-from pipeline.services.jobs import JobRunner
-from pipeline.services.keys import create_key
-from pipeline.services.replay import ReplayService
-from pipeline.services.rerun import RerunService
+from pipeline.operations.jobs import JobRunner
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
+from pipeline.stages.builtin import make_handlers
 
 from .faults import FaultPlan, FaultyHandler
 

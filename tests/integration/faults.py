@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 
 from pipeline.db.models import Document
 from pipeline.errors import PermanentError, TransientError
-from pipeline.services.handlers import AnyHandler
+from pipeline.stages.builtin import AnyHandler
 
 
 @dataclass

@@ -18,12 +18,12 @@ from click.testing import CliRunner, Result
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
+from pipeline.access.keys import Authenticator
+from pipeline.access.rate_limit import RateLimiter
 from pipeline.cli import main
 from pipeline.db.engine import make_async_engine
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.keys import Authenticator
-from pipeline.services.rate_limit import RateLimiter
 from pipeline.settings import Settings
 
 from .conftest import AsKey, assert_problem, bearer, make_key, upload

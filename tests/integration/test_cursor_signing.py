@@ -23,8 +23,8 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
-from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from .conftest import assert_problem, bearer, make_key, upload

@@ -8,8 +8,8 @@ from typing import Any
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
+from pipeline.engine.executor import Outcome, StageExecutor
 from pipeline.messages import Delivery
-from pipeline.services.executor import Outcome, StageExecutor
 
 from .conftest import events, stage_statuses, upload, wait_for_document
 from .faults import Fault, FaultPlan
@@ -197,8 +197,8 @@ def test_a_stage_that_never_finishes_is_dead_after_its_attempts(
 def test_reconciler_finishes_documents_whose_rows_say_they_are_done(
     settings: Any, engine: Engine, client: TestClient[Any], broker: Any, worker: Any
 ) -> None:
-    from pipeline.services.dispatch import Dispatcher
-    from pipeline.services.reconciler import Reconciler
+    from pipeline.engine.dispatch import Dispatcher
+    from pipeline.engine.reconciler import Reconciler
 
     done = upload(client, STAGE_TEXT, "finish-me.txt").json()["id"]
     assert wait_for_document(client, done)["status"] == "succeeded"

@@ -52,19 +52,19 @@ from sqlalchemy import Engine, create_engine, text
 from pipeline.actors.dead_letters import DeadLetterRecorder
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
+from pipeline.engine.reconciler import Reconciler
 from pipeline.errors import PermanentError, TransientError
 from pipeline.faults import FaultSpec
 from pipeline.http.app import create_app
 from pipeline.messages import Delivery, StageMessage
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import StageExecutor
-from pipeline.services.handlers import make_handlers
-from pipeline.services.operations import Operator
-from pipeline.services.reconciler import Reconciler
-from pipeline.services.replay import LetterSelection, ReplayService
-from pipeline.services.rerun import DocumentSelection, RerunService
+from pipeline.operations.common import Operator
+from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StagePolicy
+from pipeline.stages.builtin import make_handlers
 
 from .conftest import bearer, upload, wait_for_document
 from .processes import ProcessStack, stack_maker, wait_until

@@ -37,8 +37,8 @@ from schemathesis.openapi.checks import RejectedPositiveData
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
-from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from ..databases import own_database

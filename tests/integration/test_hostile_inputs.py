@@ -26,11 +26,11 @@ from sqlalchemy import Engine, text
 
 from pipeline.actors import declare_actors
 from pipeline.broker import make_broker
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
 from pipeline.http.app import create_app
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import StageExecutor
-from pipeline.services.handlers import make_handlers
 from pipeline.settings import Settings
+from pipeline.stages.builtin import make_handlers
 from tests import hostile
 
 from .conftest import ALL_SUCCEEDED, stage_statuses, upload, wait_for_document

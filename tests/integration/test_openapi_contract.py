@@ -20,9 +20,9 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.http.problems import PROBLEM_MEDIA_TYPE
-from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from .conftest import AsKey, make_key, upload

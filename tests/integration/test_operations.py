@@ -11,11 +11,11 @@ import msgspec
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
-from pipeline.services.cursors import CursorCodec
-from pipeline.services.dead_letters import LetterFilter, get_letter, list_letters
-from pipeline.services.operations import Operator
-from pipeline.services.replay import LetterSelection, ReplayService
-from pipeline.services.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.operations.common import Operator
+from pipeline.operations.dead_letters import LetterFilter, get_letter, list_letters
+from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 
 from .conftest import events, upload, wait_for_document
@@ -412,10 +412,10 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
     settings: Settings,
     broker: dramatiq.Broker,
 ) -> None:
-    from pipeline.services.dispatch import Dispatcher
-    from pipeline.services.jobs import create_job, get_job
-    from pipeline.services.reconciler import Reconciler
-    from pipeline.services.requests import DiscardRequest
+    from pipeline.engine.dispatch import Dispatcher
+    from pipeline.engine.reconciler import Reconciler
+    from pipeline.operations.jobs import create_job, get_job
+    from pipeline.operations.requests import DiscardRequest
 
     document_id = failed_document(client, faults, "lost-job.txt")
     letter_id = letter_of(engine, document_id)["id"]

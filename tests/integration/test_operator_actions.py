@@ -36,15 +36,15 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from pipeline.broker import make_broker
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.reconciler import Reconciler
 from pipeline.http.app import create_app
-from pipeline.services import jobs
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.jobs import create_job, job_message
-from pipeline.services.operations import Operator
-from pipeline.services.reconciler import Reconciler
-from pipeline.services.replay import LetterSelection, ReplayService
-from pipeline.services.requests import RerunRequest
-from pipeline.services.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.operations import jobs
+from pipeline.operations.common import Operator
+from pipeline.operations.jobs import create_job, job_message
+from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.operations.requests import RerunRequest
+from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
 from pipeline.settings import Settings
 
 from .conftest import bearer, events, upload, wait_for_document

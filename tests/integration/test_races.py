@@ -45,17 +45,17 @@ from sqlalchemy import Connection, Engine, text
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
+from pipeline.engine.reconciler import Reconciler
 from pipeline.http.app import create_app
 from pipeline.messages import Delivery, StageMessage
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import StageExecutor
-from pipeline.services.handlers import make_handlers
-from pipeline.services.operations import ItemOutcome, OperationReport, Operator
-from pipeline.services.reconciler import Reconciler
-from pipeline.services.replay import LetterSelection, ReplayService
-from pipeline.services.rerun import DocumentSelection, RerunService
+from pipeline.operations.common import ItemOutcome, OperationReport, Operator
+from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
+from pipeline.stages.builtin import make_handlers
 
 from .conftest import bearer, upload
 from .faults import Fault, FaultPlan, FaultyHandler

@@ -20,8 +20,8 @@ import redis
 from sqlalchemy import Engine, text
 
 from pipeline.broker import make_broker
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
-from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from .conftest import events

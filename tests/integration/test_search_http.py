@@ -16,8 +16,8 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
 from pipeline.embedding import make_embedder
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
-from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from .conftest import AsKey, assert_problem, bearer, make_key, upload, wait_for_document

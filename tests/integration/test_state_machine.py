@@ -62,18 +62,18 @@ from hypothesis.stateful import (
 from sqlalchemy import Connection, Engine, event, text
 
 from pipeline.db.engine import make_async_engine, make_engine
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
+from pipeline.engine.reconciler import Reconciler
 from pipeline.errors import PermanentError, TransientError
+from pipeline.ingestion.uploads import Upload, UploadService
 from pipeline.messages import Delivery, StageMessage
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import StageExecutor
-from pipeline.services.handlers import AnyHandler, make_handlers
-from pipeline.services.operations import OperationReport, Operator
-from pipeline.services.reconciler import Reconciler
-from pipeline.services.replay import LetterSelection, ReplayService
-from pipeline.services.rerun import DocumentSelection, RerunService
-from pipeline.services.uploads import Upload, UploadService
+from pipeline.operations.common import OperationReport, Operator
+from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StagePolicy
+from pipeline.stages.builtin import AnyHandler, make_handlers
 
 from ..databases import own_database
 

@@ -16,13 +16,13 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.json_body import MAX_JSON_DEPTH
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.jobs import JobRunner, create_job, get_job
-from pipeline.services.operations import MIN_RATE, Operator
-from pipeline.services.replay import ReplayService
-from pipeline.services.requests import ReplayRequest
-from pipeline.services.rerun import RerunService
+from pipeline.operations.common import MIN_RATE, Operator
+from pipeline.operations.jobs import JobRunner, create_job, get_job
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import ReplayRequest
+from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
 
 from .conftest import assert_problem, upload, wait_for_document

@@ -20,8 +20,8 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
 from pipeline.cli import main
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
-from pipeline.services.dispatch import Dispatcher
 from pipeline.settings import Settings
 
 from .conftest import AsKey, bearer, make_key, upload, wait_for_document

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.services.cursors import CursorCodec, InvalidCursor
+from pipeline.queries.cursors import CursorCodec, InvalidCursor
 
 AT = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
 ROW = uuid.UUID("0b6c4c1e-0000-4000-8000-000000000001")

@@ -16,6 +16,15 @@ import pytest
 from sandbox_targets import recurse
 from tests import hostile
 
+from pipeline.engine.failures import classify
+from pipeline.engine.sandbox import (
+    ParserCrashed,
+    ParserMemoryExceeded,
+    ParserTimeout,
+    ParserTooDeep,
+    Sandbox,
+    SandboxLimits,
+)
 from pipeline.errors import (
     TOO_DEEP_REASON,
     ArchiveTooLarge,
@@ -32,18 +41,9 @@ from pipeline.processing.extract.html import html_blocks
 from pipeline.processing.limits import DocxLimits, ExtractLimits
 from pipeline.processing.tokens import MAX_TOKEN_CHARS, count_tokens
 from pipeline.processing.validate import ValidationPolicy, validate
-from pipeline.services.failures import classify
-from pipeline.services.handlers import make_extract_limits
-from pipeline.services.sandbox import (
-    ParserCrashed,
-    ParserMemoryExceeded,
-    ParserTimeout,
-    ParserTooDeep,
-    Sandbox,
-    SandboxLimits,
-)
 from pipeline.settings import Settings, SettingsError
 from pipeline.stages import DEFAULT_POLICIES
+from pipeline.stages.builtin import make_extract_limits
 
 MIB = hostile.MIB
 SANDBOX = Sandbox(SandboxLimits(seconds=30, memory_mb=1024))

@@ -6,8 +6,7 @@ import hashlib
 
 import pytest
 
-from pipeline.http.auth import access
-from pipeline.services.keys import (
+from pipeline.access.keys import (
     InvalidKeyRequest,
     Principal,
     _new_key,
@@ -15,6 +14,7 @@ from pipeline.services.keys import (
     parse_key,
     parse_scopes,
 )
+from pipeline.http.auth import access
 from pipeline.settings import Settings, SettingsError
 
 

@@ -23,6 +23,14 @@ from sandbox_targets import (
     segfault,
 )
 
+from pipeline.engine.sandbox import (
+    ParserCrashed,
+    ParserMemoryExceeded,
+    ParserTimeout,
+    Sandbox,
+    SandboxLimits,
+    never_returns,
+)
 from pipeline.errors import (
     ContentTooLarge,
     CorruptContent,
@@ -31,14 +39,6 @@ from pipeline.errors import (
 )
 from pipeline.processing.extract import Extracted, extract
 from pipeline.processing.kinds import DocumentKind
-from pipeline.services.sandbox import (
-    ParserCrashed,
-    ParserMemoryExceeded,
-    ParserTimeout,
-    Sandbox,
-    SandboxLimits,
-    never_returns,
-)
 
 EXTRACT = FIXTURES / "extract"
 LIMITS = SandboxLimits(seconds=30, memory_mb=1024)

@@ -14,11 +14,11 @@ import pytest
 from processing_golden import case_files, check_json, expected_path
 
 from pipeline.processing.extract import PageSpan
-from pipeline.services.handlers import make_handlers
-from pipeline.services.handlers.chunk import ChunkInput, page_at
-from pipeline.services.handlers.extract import ExtractInput
-from pipeline.services.handlers.index import IndexInput
 from pipeline.settings import Settings
+from pipeline.stages.builtin import make_handlers
+from pipeline.stages.chunk import ChunkInput, page_at
+from pipeline.stages.extract import ExtractInput
+from pipeline.stages.index import IndexInput
 
 SETTINGS = Settings(
     embedder="hashing", chunk_target_tokens=24, chunk_overlap_tokens=6, embed_dimensions=16

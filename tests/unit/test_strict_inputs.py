@@ -11,8 +11,8 @@ from litestar.exceptions import ValidationException
 
 from pipeline.errors import PipelineError
 from pipeline.http.json_body import MAX_JSON_DEPTH, BodyTooDeep, decode_strict, exceeds_depth
-from pipeline.services.operations import DEFAULT_RATE, MAX_RATE, MIN_RATE, InvalidRate, Pacer
-from pipeline.services.requests import ReplayRequest
+from pipeline.operations.common import DEFAULT_RATE, MAX_RATE, MIN_RATE, InvalidRate, Pacer
+from pipeline.operations.requests import ReplayRequest
 
 
 def depth_of(value: object) -> int:

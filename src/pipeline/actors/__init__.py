@@ -11,9 +11,9 @@ import uuid
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from pipeline.engine.executor import StageExecutor
 from pipeline.messages import Delivery
-from pipeline.services.executor import StageExecutor
-from pipeline.services.jobs import JOB_ACTOR, OPERATIONS_QUEUE, JobRunner
+from pipeline.operations.jobs import JOB_ACTOR, OPERATIONS_QUEUE, JobRunner
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StageName
 

@@ -14,17 +14,17 @@ from pipeline.actors import declare_actors, declare_operations_actor
 from pipeline.actors.dead_letters import DeadLetterRecorder
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
 from pipeline.faults import Faults
 from pipeline.logs import configure_logging
 from pipeline.messages import Delivery
-from pipeline.metrics import StageMetrics
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.executor import StageExecutor
-from pipeline.services.handlers import make_handlers
-from pipeline.services.jobs import JobRunner
-from pipeline.services.replay import ReplayService
-from pipeline.services.rerun import RerunService
+from pipeline.monitoring.metrics import StageMetrics
+from pipeline.operations.jobs import JobRunner
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
+from pipeline.stages.builtin import make_handlers
 
 configure_logging()  # Dramatiq set up the handlers; give them our format and context
 settings = Settings.from_env()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.output import database, echo_json, load_settings, table, terminal_width, utc
-from pipeline.services.keys import (
+from pipeline.access.keys import (
     InvalidKeyRequest,
     KeyNotFound,
     KeyView,
@@ -19,6 +18,7 @@ from pipeline.services.keys import (
     list_keys,
     revoke_key,
 )
+from pipeline.cli.output import database, echo_json, load_settings, table, terminal_width, utc
 from pipeline.settings import Settings
 
 

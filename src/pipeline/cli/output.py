@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.broker import PipelineRedisBroker, make_broker
 from pipeline.db.engine import make_engine
-from pipeline.services.operations import (
+from pipeline.operations.common import (
     DEFAULT_RATE,
     MAX_RATE,
     MIN_RATE,

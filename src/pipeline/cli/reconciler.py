@@ -13,8 +13,8 @@ import msgspec
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.reconciler import Reconciler
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.reconciler import Reconciler
 from pipeline.settings import Settings
 
 

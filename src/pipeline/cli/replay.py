@@ -1,7 +1,7 @@
 """``pipeline replay``: list, show, replay, discard and import dead letters.
 
-The commands parse options, call :mod:`pipeline.services.dead_letters` and
-:class:`~pipeline.services.replay.ReplayService`, and format what they return.
+The commands parse options, call :mod:`pipeline.operations.dead_letters` and
+:class:`~pipeline.operations.replay.ReplayService`, and format what they return.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ from pipeline.cli.output import (
     utc,
 )
 from pipeline.cli.timeparse import TIME
-from pipeline.services.cursors import CursorCodec
-from pipeline.services.dead_letters import (
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.operations.common import ItemOutcome, Operator
+from pipeline.operations.dead_letters import (
     EventView,
     LetterDetail,
     LetterFilter,
@@ -52,10 +53,9 @@ from pipeline.services.dead_letters import (
     get_letter,
     list_letters,
 )
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.jobs import OPERATIONS_QUEUE
-from pipeline.services.operations import ItemOutcome, Operator
-from pipeline.services.replay import LetterSelection, ReplayService
+from pipeline.operations.jobs import OPERATIONS_QUEUE
+from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StageName
 

@@ -1,6 +1,6 @@
 """``pipeline rerun``: run documents again from a chosen stage.
 
-Parses the selection, calls :class:`~pipeline.services.rerun.RerunService` and
+Parses the selection, calls :class:`~pipeline.operations.rerun.RerunService` and
 prints what it did.
 """
 
@@ -30,9 +30,9 @@ from pipeline.cli.output import (
     run_with_progress,
 )
 from pipeline.cli.timeparse import TIME
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.operations import ItemOutcome, Operator
-from pipeline.services.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.operations.common import ItemOutcome, Operator
+from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
 from pipeline.stages import STAGES, StageName
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]

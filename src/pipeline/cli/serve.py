@@ -10,7 +10,7 @@ import click
 import uvicorn
 
 from pipeline.logs import uvicorn_log_config
-from pipeline.services.jobs import OPERATIONS_QUEUE
+from pipeline.operations.jobs import OPERATIONS_QUEUE
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 

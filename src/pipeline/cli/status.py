@@ -8,7 +8,7 @@ import click
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
-from pipeline.services.monitoring import Overview, overview, queue_depths
+from pipeline.monitoring.stages import Overview, overview, queue_depths
 from pipeline.settings import Settings
 
 COLUMNS = (

@@ -28,18 +28,18 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from sqlalchemy import Connection
 
+from pipeline.access.keys import Principal
 from pipeline.http.auth import access
 from pipeline.http.contract import AUTH, LinkTo, documented
 from pipeline.http.documents import parse_id
 from pipeline.http.json_body import StrictJSONRequest
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
-from pipeline.services import dead_letters
-from pipeline.services.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
-from pipeline.services.jobs import JobView, create_job, get_job, job_message
-from pipeline.services.keys import Principal
-from pipeline.services.operations import DEFAULT_RATE, OperationReport, Operator
-from pipeline.services.requests import (
+from pipeline.operations import dead_letters
+from pipeline.operations.common import DEFAULT_RATE, OperationReport, Operator
+from pipeline.operations.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
+from pipeline.operations.jobs import JobView, create_job, get_job, job_message
+from pipeline.operations.requests import (
     DiscardRequest,
     OperationKind,
     OperationRequest,
@@ -47,9 +47,9 @@ from pipeline.services.requests import (
     ReplayRequest,
     RerunRequest,
 )
-from pipeline.services.rerun import DocumentFilter, DocumentSelection
-from pipeline.services.text import NO_NUL
+from pipeline.operations.rerun import DocumentFilter, DocumentSelection
 from pipeline.stages import StageName
+from pipeline.text import NO_NUL
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 
+from pipeline.access.keys import Authenticator
+from pipeline.access.rate_limit import RateLimiter
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_async_engine, make_engine
+from pipeline.engine.dispatch import AsyncSender, Dispatcher
 from pipeline.http.admin import admin_router
 from pipeline.http.auth import (
     SECURITY_COMPONENTS,
@@ -30,14 +33,11 @@ from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.http.struct_schema import ClosedStructSchemaPlugin
+from pipeline.ingestion.uploads import UploadService
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.rerun import RerunService
+from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.build import make_search
-from pipeline.services.cursor_keys import CursorKeys
-from pipeline.services.dispatch import AsyncSender, Dispatcher
-from pipeline.services.keys import Authenticator
-from pipeline.services.rate_limit import RateLimiter
-from pipeline.services.replay import ReplayService
-from pipeline.services.rerun import RerunService
-from pipeline.services.uploads import UploadService
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)

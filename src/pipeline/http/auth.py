@@ -4,7 +4,7 @@ Every route declares its access with :func:`access` (``public``, ``ingest``,
 ``read``, ``admin``, or ``metrics``, which is ``admin`` unless
 ``PIPELINE_METRICS_PUBLIC``); ``create_app`` refuses to start if one does not. One
 guard, run before the handler (and before an upload's body is read), resolves the
-presented key to a :class:`~pipeline.services.keys.Principal` (a tenant and its
+presented key to a :class:`~pipeline.access.keys.Principal` (a tenant and its
 scopes) and checks the route's scope:
 
 - no key, or one that is malformed, unknown or revoked: ``401`` with
@@ -25,9 +25,9 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityScheme
 
+from pipeline.access.keys import UNAUTHENTICATED_LOCAL, Authenticator, Principal
+from pipeline.access.rate_limit import RateLimiter
 from pipeline.http.problems import Problem
-from pipeline.services.keys import UNAUTHENTICATED_LOCAL, Authenticator, Principal
-from pipeline.services.rate_limit import RateLimiter
 from pipeline.settings import Settings
 
 Access = Literal["public", "ingest", "read", "admin", "metrics"]

@@ -13,15 +13,15 @@ from litestar.enums import HttpMethod
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
+from pipeline.access.keys import Principal
 from pipeline.http.auth import access, enforce_upload_rate
 from pipeline.http.contract import AUTH, DocumentedOperation, LinkTo, documented
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.http.upload_body import read_upload
-from pipeline.services import queries
-from pipeline.services.keys import Principal
-from pipeline.services.queries import ChunkList, DocumentLinks, DocumentPage, DocumentView
-from pipeline.services.uploads import IdempotencyConflict, Upload
+from pipeline.ingestion.uploads import IdempotencyConflict, Upload
+from pipeline.queries import documents as queries
+from pipeline.queries.documents import ChunkList, DocumentLinks, DocumentPage, DocumentView
 
 
 class DocumentAccepted(msgspec.Struct, frozen=True):

@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY, generate_latest
 from pipeline.http.auth import access
 from pipeline.http.contract import AUTH, documented
 from pipeline.http.state import ApiState
-from pipeline.metrics import render_overview
-from pipeline.services.monitoring import Overview, overview, queue_depths
+from pipeline.monitoring.metrics import render_overview
+from pipeline.monitoring.stages import Overview, overview, queue_depths
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 """Prometheus' text exposition format, as the schema documents it and the route serves it."""

@@ -29,9 +29,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pipeline.errors import PipelineError
+from pipeline.operations.common import InvalidRate
+from pipeline.queries.cursors import InvalidCursor
 from pipeline.search.semantic import SemanticSearchUnavailable
-from pipeline.services.cursors import InvalidCursor
-from pipeline.services.operations import InvalidRate
 
 logger = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
+from pipeline.access.keys import Principal
 from pipeline.http.auth import access
 from pipeline.http.contract import AUTH, documented
 from pipeline.http.documents import document_links
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.search.results import SearchMode, SearchRequest, SearchResults
-from pipeline.services.keys import Principal
-from pipeline.services.text import NO_NUL
+from pipeline.text import NO_NUL
 
 MODE_HELP = (
     "hybrid: BM25 and the embedding model fused by reciprocal rank; lexical: BM25 alone; "

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline.access.keys import Authenticator
+from pipeline.access.rate_limit import RateLimiter
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.ingestion.uploads import UploadService
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.rerun import RerunService
+from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.service import SearchService
-from pipeline.services.cursor_keys import CursorKeys
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.keys import Authenticator
-from pipeline.services.rate_limit import RateLimiter
-from pipeline.services.replay import ReplayService
-from pipeline.services.rerun import RerunService
-from pipeline.services.uploads import UploadService
 from pipeline.settings import Settings
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from pipeline.access.keys import ALL_SCOPES, create_key, verify_key
 from pipeline.db.engine import make_engine
 from pipeline.db.migrate import upgrade
 from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from pipeline.local.supervisor import ChildSpec, Supervisor
-from pipeline.services.keys import ALL_SCOPES, create_key, verify_key
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 

@@ -10,12 +10,12 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 
 from pipeline.db.models import Document, DocumentText
+from pipeline.engine.artifacts import MissingInput, load_blob
+from pipeline.engine.sandbox import Sandbox, never_returns
 from pipeline.faults import Faults
 from pipeline.processing.extract import Extracted, extract
 from pipeline.processing.kinds import DocumentKind
 from pipeline.processing.limits import ExtractLimits
-from pipeline.services.handlers.storage import MissingInput, load_blob
-from pipeline.services.sandbox import Sandbox, never_returns
 
 SANDBOXED: Final[frozenset[DocumentKind]] = frozenset({"pdf", "docx", "html"})
 """Kinds parsed by C libraries on untrusted input: these run in the sandbox."""

@@ -20,10 +20,10 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, Select, exists, select, update
 
 from pipeline.db.models import DeadLetter, Document, StageRun
+from pipeline.engine import transitions
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
-from pipeline.services import stage_rows
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.operations import (
+from pipeline.operations.common import (
     Heartbeat,
     ItemOutcome,
     OperationReport,
@@ -148,7 +148,7 @@ class RerunService:
         tenant: str | None,
     ) -> ItemOutcome:
         position = STAGES.index(from_stage)
-        # Lock order (stage_rows): the document, then its stage rows, then its letters.
+        # Lock order (engine.transitions): the document, then its stage rows, then its letters.
         # A dry run reads, and locks nothing: it must never hold up live work.
         query = _generation(document_id, tenant)
         with open_item(self.engine, dry_run) as conn:
@@ -166,10 +166,10 @@ class RerunService:
                 return _item(document_id, from_stage, "would rerun", change)
             message = StageMessage(document_id, from_stage, generation + 1)
             envelope = self.dispatcher.build(message)
-            conn.execute(stage_rows.document_reopened(document_id, message.generation))
-            conn.execute(stage_rows.carry_over(document_id, position, message.generation))
-            conn.execute(stage_rows.reset_after(document_id, position, message.generation))
-            conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
+            conn.execute(transitions.document_reopened(document_id, message.generation))
+            conn.execute(transitions.carry_over(document_id, position, message.generation))
+            conn.execute(transitions.reset_after(document_id, position, message.generation))
+            conn.execute(transitions.queue(message, envelope.message_id, self.grace))
             superseded = (
                 conn.execute(
                     # The new run replaces the failed one: its dead letters are settled.
@@ -182,7 +182,7 @@ class RerunService:
                 .all()
             )
             conn.execute(
-                stage_rows.event(
+                transitions.event(
                     message,
                     "rerun",
                     None,

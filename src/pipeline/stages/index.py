@@ -10,14 +10,14 @@ import msgspec
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from pipeline.db.models import Chunk, Document
+from pipeline.engine.artifacts import load_output
 from pipeline.errors import PermanentError
-from pipeline.services.handlers.outputs import (
+from pipeline.stages.outputs import (
     ChunkPlan,
     EmbeddingSet,
     decode_embeddings,
     decode_plan,
 )
-from pipeline.services.handlers.storage import load_output
 
 _DELETE_CHUNKS = delete(Chunk).where(Chunk.document_id == bindparam("document_id"))
 _INSERT_CHUNKS = insert(Chunk).inline()  # inline: no RETURNING of the new ids, which nothing reads

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, update
 
 from pipeline.db.models import Document
+from pipeline.engine.artifacts import load_blob
 from pipeline.processing.validate import Validation, ValidationPolicy, validate
-from pipeline.services.handlers.storage import load_blob
 
 _VALIDATED = (
     update(Document)

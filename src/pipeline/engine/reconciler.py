@@ -7,7 +7,7 @@ stage). Each sweep gives such rows a new message, in bounded batches, and record
 ``resent`` event. An abandoned ``running`` row goes back to ``queued``: its old
 attempt can no longer complete, because completion is fenced on the attempt's token.
 
-The reconciler follows the lock order of ``stage_rows`` (document, then stage rows)
+The reconciler follows the lock order of ``engine.transitions`` (document, then stage rows)
 and takes every lock with ``SKIP LOCKED``: a document that live work or an operator
 holds is left for the next sweep, so a sweep never waits for anyone and nobody waits
 for, or deadlocks with, a sweep.
@@ -28,10 +28,10 @@ import msgspec
 from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
 
 from pipeline.db.models import Document, StageEvent, StageRun
+from pipeline.engine import transitions
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
-from pipeline.services import stage_rows
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.jobs import job_message, sweep_jobs
+from pipeline.operations.jobs import job_message, sweep_jobs
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
@@ -91,21 +91,23 @@ class Reconciler:
         envelopes: list[dramatiq.Message[Any]] = []
         with self.engine.begin() as conn:
             locked = list(
-                conn.execute(stage_rows.lock_overdue_documents(self.batch_size)).scalars()
+                conn.execute(transitions.lock_overdue_documents(self.batch_size)).scalars()
             )
-            rows = conn.execute(stage_rows.overdue(locked)).all() if locked else []
+            rows = conn.execute(transitions.overdue(locked)).all() if locked else []
             for row in rows:
                 message = StageMessage(row.document_id, row.stage, row.generation)
                 envelope = self.dispatcher.build(message)
                 conn.execute(
-                    stage_rows.resend(message, row.status, envelope.message_id, self.grace)
+                    transitions.resend(message, row.status, envelope.message_id, self.grace)
                 )
                 detail = {
                     "by": "reconciler",
                     "previous_status": row.status,
                     "attempts": row.attempts,
                 }
-                conn.execute(stage_rows.event(message, "resent", None, envelope.message_id, detail))
+                conn.execute(
+                    transitions.event(message, "resent", None, envelope.message_id, detail)
+                )
                 envelopes.append(envelope)
         for envelope in envelopes:
             # On failure the row keeps its new deadline: the next sweep tries again.

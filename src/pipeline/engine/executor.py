@@ -2,7 +2,7 @@
 
 Each delivery of a stage message runs through :meth:`StageExecutor.execute`:
 
-1. **Claim** the stage row (``stage_rows.CLAIM_SQL``): only if the message's generation
+1. **Claim** the stage row (``transitions.CLAIM_SQL``): only if the message's generation
    matches and the row is waiting (``queued``, or ``retrying`` and due), or its running
    attempt is past its deadline. Otherwise the message is a duplicate, stale or early:
    it is acked with a ``dropped`` event that says why, and nothing else happens.
@@ -22,7 +22,7 @@ database to claim from), and its giving up never makes a dead letter: the row is
 to the reconciler (:meth:`StageExecutor.given_up`).
 
 Every transition appends to ``stage_events``, and follows the lock order written in
-``stage_rows``.
+``engine.transitions``.
 
 Round trips and connection checkouts are the cost of a stage (``docs/benchmarks.md``),
 so a delivery checks out one autocommit connection for its claim, load and completion:
@@ -51,18 +51,18 @@ from sqlalchemy import Connection, Engine, func, select
 
 from pipeline.db.models import Document
 from pipeline.db.retry import retry_database
+from pipeline.engine import transitions
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.failures import Failure, classify
+from pipeline.engine.transitions import Attempt
 from pipeline.errors import StageError
 from pipeline.faults import Faults
 from pipeline.logs import log_context, update_log_context
 from pipeline.messages import Delivery, StageMessage
 from pipeline.progress import reporting_to
-from pipeline.services import stage_rows
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.failures import Failure, classify
-from pipeline.services.handlers import AnyHandler
-from pipeline.services.stage_rows import Attempt
 from pipeline.settings import Settings
 from pipeline.stages import StageName, next_stage
+from pipeline.stages.builtin import AnyHandler
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class StageExecutor:
             "detail": self._claimed_detail,
             "abandoned": abandoned,
         }
-        row = conn.exec_driver_sql(stage_rows.CLAIM_SQL, params).first()
+        row = conn.exec_driver_sql(transitions.CLAIM_SQL, params).first()
         if row is None:
             return None
         return Attempt(
@@ -247,7 +247,7 @@ class StageExecutor:
         once; the row's own retry message, arriving before the row is due (clocks
         disagree), is sent again to arrive when it is.
         """
-        row = conn.execute(stage_rows.current(message)).one_or_none()
+        row = conn.execute(transitions.current(message)).one_or_none()
         if row is None:
             if not _exists(conn, message):
                 raise _UnknownDocument
@@ -278,7 +278,7 @@ class StageExecutor:
         else:
             reason = f"duplicate: the stage is already {row.status}"
         conn.execute(
-            stage_rows.event(message, "dropped", None, delivery.message_id, {"reason": reason})
+            transitions.event(message, "dropped", None, delivery.message_id, {"reason": reason})
         )
         logger.info("dropped %s message for %s: %s", message.stage, message.document_id, reason)
         return None
@@ -301,7 +301,7 @@ class StageExecutor:
     def _progress(self, attempt: Attempt, current: int, total: int) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(stage_rows.progress(attempt, current, total))
+                conn.execute(transitions.progress(attempt, current, total))
         except Exception:  # progress is a courtesy: never fail a stage over it
             logger.warning("could not record progress", exc_info=True)
 
@@ -338,10 +338,10 @@ class StageExecutor:
         # The connection is in autocommit mode; psycopg's transaction block makes the
         # success and the output one transaction (SQLAlchemy's begin() cannot here).
         # The success statement goes first: it locks the document before the output's
-        # rows reference it (the lock order in ``stage_rows``), and an attempt that lost
+        # rows reference it (the lock order in ``engine.transitions``), and an attempt that lost
         # its hold finds out before writing anything.
         with _driver(conn).transaction():
-            if not conn.exec_driver_sql(stage_rows.SUCCEED_SQL, params).scalar():
+            if not conn.exec_driver_sql(transitions.SUCCEED_SQL, params).scalar():
                 raise _LostHold(attempt)  # rolls back the transaction
             handler.store(conn, message.document_id, message.generation, result)
         if envelope is not None and not drop:
@@ -405,7 +405,7 @@ class StageExecutor:
 
         def transact() -> T:
             with self.engine.begin() as conn:
-                conn.execute(stage_rows.lock_document(attempt.message.document_id))
+                conn.execute(transitions.lock_document(attempt.message.document_id))
                 return write(conn)
 
         what = f"recording the outcome of {attempt.message.stage}"
@@ -432,7 +432,7 @@ class StageExecutor:
             error=failure,
         )
         conn.execute(
-            stage_rows.event(
+            transitions.event(
                 attempt.message,
                 "retrying",
                 attempt.number,
@@ -458,11 +458,11 @@ class StageExecutor:
         self._release(conn, attempt, "dead", duration_ms, error=failure)
         trace = _format_traceback(error)
         reopened = conn.execute(
-            stage_rows.reopen_letter(attempt.delivery, failure, attempt.number, message, trace)
+            transitions.reopen_letter(attempt.delivery, failure, attempt.number, message, trace)
         ).first()
         if reopened is None:
             conn.execute(
-                stage_rows.dead_letter(
+                transitions.dead_letter(
                     attempt.delivery,
                     failure=failure,
                     attempts=attempt.number,
@@ -471,10 +471,10 @@ class StageExecutor:
                 )
             )
         conn.execute(
-            stage_rows.document_finished(message, "failed", failure.document_reason(message.stage))
+            transitions.document_finished(message, "failed", failure.document_reason(message.stage))
         )
         conn.execute(
-            stage_rows.event(
+            transitions.event(
                 message,
                 "dead",
                 attempt.number,
@@ -486,7 +486,7 @@ class StageExecutor:
     def _release(
         self, conn: Connection, attempt: Attempt, status: str, duration_ms: int, **changes: Any
     ) -> None:
-        if conn.execute(stage_rows.release(attempt, status, duration_ms, **changes)).rowcount != 1:
+        if conn.execute(transitions.release(attempt, status, duration_ms, **changes)).rowcount != 1:
             raise _LostHold(attempt)
 
     # -- records -------------------------------------------------------------------------
@@ -500,7 +500,7 @@ class StageExecutor:
         detail: dict[str, Any],
     ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(stage_rows.event(message, name, attempt, message_id, detail))
+            conn.execute(transitions.event(message, name, attempt, message_id, detail))
 
     def poison(
         self,
@@ -515,7 +515,7 @@ class StageExecutor:
         with self.engine.begin() as conn:
             known = message is not None and _exists(conn, message)
             conn.execute(
-                stage_rows.dead_letter(
+                transitions.dead_letter(
                     delivery,
                     failure=Failure(error_type=error_type, reason=reason, transient=False),
                     attempts=_delivered_times(delivery),
@@ -540,7 +540,7 @@ class StageExecutor:
             else:
                 known = True
                 conn.execute(
-                    stage_rows.event(
+                    transitions.event(
                         message,
                         "dropped",
                         None,

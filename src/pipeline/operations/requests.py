@@ -11,12 +11,12 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from pipeline.services.dead_letters import LetterFilter
-from pipeline.services.operations import MAX_RATE, MIN_RATE
-from pipeline.services.replay import LetterSelection
-from pipeline.services.rerun import DocumentFilter, DocumentSelection
-from pipeline.services.text import NO_NUL
+from pipeline.operations.common import MAX_RATE, MIN_RATE
+from pipeline.operations.dead_letters import LetterFilter
+from pipeline.operations.replay import LetterSelection
+from pipeline.operations.rerun import DocumentFilter, DocumentSelection
 from pipeline.stages import StageName
+from pipeline.text import NO_NUL
 
 Rate = Annotated[float, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)]
 """Bounded to what the pacer honours (a tiny positive rate passed ``gt=0`` and then

@@ -15,10 +15,10 @@ import msgspec
 from sqlalchemy import Connection, Select, select, tuple_
 
 from pipeline.db.models import DeadLetter, Document, StageEvent
-from pipeline.services.cursors import CursorCodec
-from pipeline.services.operations import TimeFilter
-from pipeline.services.text import PlainText
+from pipeline.operations.common import TimeFilter
+from pipeline.queries.cursors import CursorCodec
 from pipeline.stages import StageName
+from pipeline.text import PlainText
 
 LetterStatus = Literal["dead", "replayed", "discarded"]
 

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from pipeline.embedding.base import Embedder, embed_batched
+from pipeline.engine.artifacts import load_output, replace_output
 from pipeline.progress import report_progress
-from pipeline.services.handlers.outputs import ChunkPlan, EmbeddingSet, decode_plan, encode
-from pipeline.services.handlers.storage import load_output, replace_output
+from pipeline.stages.outputs import ChunkPlan, EmbeddingSet, decode_plan, encode
 
 
 class EmbedHandler:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from pipeline.embedding import make_embedder
+from pipeline.engine.sandbox import Sandbox, SandboxLimits
 from pipeline.faults import Faults
 from pipeline.processing.chunk import ChunkPolicy
 from pipeline.processing.limits import MIB, DocxLimits, ExtractLimits
 from pipeline.processing.validate import ValidationPolicy
-from pipeline.services.handlers.base import AnyHandler, StageHandler
-from pipeline.services.handlers.chunk import ChunkHandler
-from pipeline.services.handlers.embed import EmbedHandler
-from pipeline.services.handlers.extract import ExtractHandler
-from pipeline.services.handlers.index import IndexHandler
-from pipeline.services.handlers.validate import ValidateHandler
-from pipeline.services.sandbox import Sandbox, SandboxLimits
 from pipeline.settings import Settings
 from pipeline.stages import StageName
+from pipeline.stages.chunk import ChunkHandler
+from pipeline.stages.embed import EmbedHandler
+from pipeline.stages.extract import ExtractHandler
+from pipeline.stages.handler import AnyHandler, StageHandler
+from pipeline.stages.index import IndexHandler
+from pipeline.stages.validate import ValidateHandler
 
 __all__ = [
     "AnyHandler",

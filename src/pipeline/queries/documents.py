@@ -11,7 +11,7 @@ from sqlalchemy import Row, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.db.models import Chunk, Document, StageRun
-from pipeline.services.cursors import CursorCodec
+from pipeline.queries.cursors import CursorCodec
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
 

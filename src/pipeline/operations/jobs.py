@@ -8,7 +8,7 @@ A running job proves it is alive: every item, and every ``STALE_JOB / 3`` while 
 paced job waits, moves its heartbeat. Each of those writes is conditional on the job
 still running, so a job the stale sweep (or anyone) marked failed stops before its
 next item and stays failed. A job's row is only ever written in transactions of its
-own: last in the lock order of ``stage_rows``.
+own: last in the lock order of ``engine.transitions``.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from pipeline.db.models import OperationJob
 from pipeline.errors import PipelineError
-from pipeline.services.operations import ItemOutcome, OperationReport, Operator
-from pipeline.services.replay import ReplayService
-from pipeline.services.requests import (
+from pipeline.operations.common import ItemOutcome, OperationReport, Operator
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import (
     DiscardRequest,
     OperationKind,
     OperationRequest,
     ReplayRequest,
     RerunRequest,
 )
-from pipeline.services.rerun import RerunService
+from pipeline.operations.rerun import RerunService
 
 logger = logging.getLogger(__name__)
 

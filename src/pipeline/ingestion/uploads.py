@@ -21,10 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.db.models import Document
+from pipeline.engine import transitions
+from pipeline.engine.dispatch import AsyncSender, Dispatcher
 from pipeline.faults import Faults
 from pipeline.messages import StageMessage
-from pipeline.services import stage_rows
-from pipeline.services.dispatch import AsyncSender, Dispatcher
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
@@ -95,7 +95,7 @@ class UploadService:
             "accepted": _JSON.encode({"size": len(upload.data), "sha256": sha256}).decode(),
         }
         async with self.engine.begin() as conn:
-            created = (await conn.exec_driver_sql(stage_rows.ACCEPT_SQL, params)).first()
+            created = (await conn.exec_driver_sql(transitions.ACCEPT_SQL, params)).first()
             if created is None:
                 existing = await _existing(conn, upload)
                 if existing.sha256 != sha256:

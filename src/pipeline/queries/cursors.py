@@ -3,7 +3,7 @@
 Keyset pages stay fast at any depth (no OFFSET), and a cursor keeps working while
 new rows arrive ahead of it. A cursor is ``base64(position) "." base64(HMAC)``: the
 HMAC-SHA256 (cut to 128 bits) of the position, the list it belongs to and the tenant
-it was issued to, under a server secret (see :mod:`pipeline.services.cursor_keys`).
+it was issued to, under a server secret (see :mod:`pipeline.queries.cursor_keys`).
 So the promise in the 422's text, "a cursor this API issued", is checked, not hoped
 for: an edited position, another list's cursor or another tenant's is refused. The
 tenant filter stays what keeps tenants apart; the signature only makes a cursor

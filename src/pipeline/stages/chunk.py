@@ -10,10 +10,10 @@ import msgspec
 from sqlalchemy import Connection, bindparam, select
 
 from pipeline.db.models import DocumentText
+from pipeline.engine.artifacts import MissingInput, replace_output
 from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import PageSpan
-from pipeline.services.handlers.outputs import ChunkDraft, ChunkPlan, encode
-from pipeline.services.handlers.storage import MissingInput, replace_output
+from pipeline.stages.outputs import ChunkDraft, ChunkPlan, encode
 
 _TEXT = select(DocumentText.text, DocumentText.pages).where(
     DocumentText.document_id == bindparam("document_id")

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.db.models import ServerSecret
-from pipeline.services.cursors import CursorCodec
+from pipeline.queries.cursors import CursorCodec
 
 SECRET_NAME: Final = "cursor-signing"  # noqa: S105 (the row's name, not a secret)
 SECRET_BYTES: Final = 32

@@ -14,7 +14,7 @@ import msgspec
 from sqlalchemy import Connection, func, select
 
 from pipeline.db.models import DOCUMENT_STATUSES, Document, StageRun
-from pipeline.services.stage_rows import UNFINISHED
+from pipeline.engine.transitions import UNFINISHED
 from pipeline.stages import STAGES
 
 WINDOW: Final = timedelta(minutes=5)

@@ -47,7 +47,7 @@ Outcomes, and why each is transient (retried) or permanent:
 * ``RecursionError``: :class:`ParserTooDeep`, *permanent*: the same nesting exhausts
   the same stack next time;
 * any other exception: :class:`~pipeline.errors.TransientError`, as for every error
-  nobody anticipated (see :mod:`pipeline.services.failures`).
+  nobody anticipated (see :mod:`pipeline.engine.failures`).
 
 This is a fault-isolation boundary, not a security boundary: the child runs as the
 same user, with the same environment, and its answer is unpickled by the parent.

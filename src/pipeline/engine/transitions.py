@@ -56,8 +56,8 @@ from sqlalchemy import (
 )
 
 from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
+from pipeline.engine.failures import Failure
 from pipeline.messages import Delivery, StageMessage
-from pipeline.services.failures import Failure
 
 UNFINISHED = ("queued", "running", "retrying")
 

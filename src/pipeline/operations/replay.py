@@ -23,11 +23,10 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.engine import Row
 
 from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
+from pipeline.engine import transitions
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
-from pipeline.services import stage_rows
-from pipeline.services.dead_letters import LetterFilter, matching, of_tenant
-from pipeline.services.dispatch import Dispatcher
-from pipeline.services.operations import (
+from pipeline.operations.common import (
     Heartbeat,
     ItemOutcome,
     OperationReport,
@@ -40,6 +39,7 @@ from pipeline.services.operations import (
     open_item,
     report,
 )
+from pipeline.operations.dead_letters import LetterFilter, matching, of_tenant
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 
@@ -139,8 +139,8 @@ class ReplayService:
             if letter.document_id is not None:
                 # Lock order: the document (held), its stage row, then the letter.
                 message = StageMessage(letter.document_id, letter.stage, letter.generation)
-                conn.execute(stage_rows.queue(message, envelope.message_id, self.grace))
-                conn.execute(stage_rows.document_reopened(letter.document_id, letter.generation))
+                conn.execute(transitions.queue(message, envelope.message_id, self.grace))
+                conn.execute(transitions.document_reopened(letter.document_id, letter.generation))
             conn.execute(
                 update(DeadLetter)
                 .where(DeadLetter.id == letter.id)
@@ -267,7 +267,7 @@ class ReplayService:
                     outcome, action="would import", detail="would be imported"
                 )
             if target is not None:  # lock order: the document before what references it
-                conn.execute(stage_rows.lock_document(target.document_id))
+                conn.execute(transitions.lock_document(target.document_id))
             conn.execute(
                 insert(DeadLetter).values(
                     id=letter_id,
@@ -287,7 +287,7 @@ class ReplayService:
             )
             audited = {**detail, "dead_letter_id": str(letter_id)}
             if target is not None:
-                conn.execute(stage_rows.event(target, "imported", None, entry.message_id, audited))
+                conn.execute(transitions.event(target, "imported", None, entry.message_id, audited))
             else:  # undecodable, or naming no document: audited all the same
                 conn.execute(
                     insert(StageEvent).values(
@@ -355,7 +355,7 @@ def _read_letter(conn: Connection, letter_id: uuid.UUID, tenant: str | None) -> 
 def _hold_letter(
     conn: Connection, letter_id: uuid.UUID, tenant: str | None, *, lock: bool
 ) -> Row[Any] | None:
-    """The letter, with what protects it locked, in the lock order of ``stage_rows``
+    """The letter, with what protects it locked, in the lock order of ``engine.transitions``
     (``lock=False``, for a dry run: just read).
 
     A letter of a document: the document is locked first (every writer of its stage
@@ -370,7 +370,7 @@ def _hold_letter(
     if found is None:
         return None
     if found.document_id is not None:
-        conn.execute(stage_rows.lock_document(found.document_id))
+        conn.execute(transitions.lock_document(found.document_id))
         return _read_letter(conn, letter_id, tenant)
     return conn.execute(
         select(DeadLetter)

@@ -1,0 +1,1 @@
+"""Accepting uploads: the document, its bytes and its plan of stage rows, in one statement."""

@@ -1,0 +1,1 @@
+"""What operators watch: per-stage queue depth, throughput and latency, and Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""Operator actions: replay and discard dead letters, rerun documents, background jobs."""

@@ -1,0 +1,1 @@
+"""Read models: documents, chunks, stage rows and events as the API shows them, and cursors."""

@@ -1,1 +1,0 @@
-"""Services: transactions and messages, callable alike from the CLI, HTTP and tests."""
