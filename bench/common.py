@@ -147,7 +147,7 @@ def bench_env(database_url: str, namespace: str, *, pool_size: int | None = None
 
 def dramatiq_args(module: str, processes: int, threads: int) -> list[str]:
     """`dramatiq MODULE` consuming every stage queue."""
-    from pipeline.stages import STAGES
+    from pipeline.stages.builtin import PIPELINE
 
     return [
         PYTHON,
@@ -159,7 +159,7 @@ def dramatiq_args(module: str, processes: int, threads: int) -> list[str]:
         "-t",
         str(threads),
         "-Q",
-        *STAGES,
+        *PIPELINE.names,
     ]
 
 

@@ -43,7 +43,9 @@ from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings, to_sqlalchemy_url
-from pipeline.stages import STAGES
+from pipeline.stages.builtin import PIPELINE
+
+STAGES = PIPELINE.names
 
 BODY = (" ".join(["river delta harbour glacier tide estuary basin current."] * 80))[:4096]
 
@@ -73,6 +75,7 @@ def load_documents(settings: Settings, count: int) -> None:
                     "message_id": envelope.message_id,
                     "stages": list(STAGES),
                     "first_stage": "validate",
+                    "version": PIPELINE.version,
                     "accepted": "{}",
                 },
             )

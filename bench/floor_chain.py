@@ -10,7 +10,9 @@ import dramatiq
 
 from pipeline.broker import make_broker
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
+from pipeline.stages.builtin import PIPELINE
+
+STAGES = PIPELINE.names
 
 settings = Settings.from_env()
 broker = make_broker(settings)

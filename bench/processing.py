@@ -13,26 +13,27 @@ import time
 
 from e2e import BODY
 
+from pipeline.faults import Faults
 from pipeline.settings import Settings
-from pipeline.stages.builtin import make_handlers
-from pipeline.stages.chunk import ChunkInput
-from pipeline.stages.extract import ExtractInput
-from pipeline.stages.index import IndexInput
+from pipeline.stages import StageContext
+from pipeline.stages.artifacts import SEARCHABLE, Upload
+from pipeline.stages.builtin import PIPELINE
+from pipeline.stages.in_memory import InMemoryPipeline
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=500)
     options = parser.parse_args()
-    handlers = make_handlers(Settings(), sandbox=False)
-    data = f"Document 1. {BODY}".encode()
+    chain_of = InMemoryPipeline(
+        PIPELINE, StageContext(settings=Settings(), faults=Faults(), isolation=None)
+    )
+    upload = Upload(
+        data=f"Document 1. {BODY}".encode(), filename="bench.txt", declared_content_type=None
+    )
 
     def chain() -> int:
-        checked = handlers["validate"].compute(data)
-        text = handlers["extract"].compute(ExtractInput(data, checked.kind, checked.encoding))
-        plan = handlers["chunk"].compute(ChunkInput(text=text.text, pages=text.pages))
-        vectors = handlers["embed"].compute(plan)
-        return len(handlers["index"].compute(IndexInput(plan=plan, embeddings=vectors)))
+        return len(chain_of.run(upload)[SEARCHABLE.name].rows)
 
     chunks = chain()
     started = time.perf_counter()

@@ -63,9 +63,10 @@ from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import extract
 from pipeline.processing.validate import ValidationPolicy, validate
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
-from pipeline.stages.builtin import make_extract_limits
+from pipeline.stages.builtin import PIPELINE as BUILTIN
+from pipeline.stages.extract import extract_limits
 
+STAGES = BUILTIN.names
 OPERATOR = Operator(name="torture", via="cli")
 PIPELINE = [sys.executable, "-m", "pipeline"]
 WORDS = [
@@ -192,7 +193,7 @@ def make_body(rng: random.Random, index: int, markdown: bool) -> str:
 def expected_chunks(data: bytes, settings: Settings) -> list[str]:
     """The chunk texts a calm run stores for ``data``: the stages' pure functions."""
     checked = validate(data, ValidationPolicy(max_bytes=settings.max_upload_bytes))
-    extracted = extract(data, checked.kind, checked.encoding, make_extract_limits(settings))
+    extracted = extract(data, checked.kind, checked.encoding, extract_limits(settings))
     policy = ChunkPolicy(
         target_tokens=settings.chunk_target_tokens, overlap_tokens=settings.chunk_overlap_tokens
     )

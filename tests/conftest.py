@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 import redis
 from sqlalchemy import create_engine, text
@@ -20,8 +21,8 @@ from sqlalchemy.engine import make_url
 
 from pipeline.db.migrate import upgrade
 from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
-from pipeline.settings import Settings, to_sqlalchemy_url
-from pipeline.stages import StagePolicy
+from pipeline.settings import PolicyOverride, Settings, to_sqlalchemy_url
+from pipeline.stages.builtin import PIPELINE
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -60,30 +61,26 @@ def database_url(servers: Settings) -> Iterator[str]:
         admin.dispose()
 
 
-FAST = StagePolicy(max_retries=2, min_backoff_ms=100, max_backoff_ms=400, time_limit_ms=20_000)
+FAST = PolicyOverride(max_retries=2, min_backoff_ms=100, max_backoff_ms=400, time_limit_ms=20_000)
+"""Every stage of the definition retries fast in tests."""
+SHORT_LIMITED = "chunk"
+"""The stage with a short time limit, so that the time-limit test runs in seconds."""
+SHORT_LIMIT_MS = 2_000
 
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, servers: Settings) -> Iterator[Settings]:
     base = servers
     namespace = f"pipeline-test-{RUN_ID}"
-    policies = {
-        "validate": FAST,
-        "extract": FAST,
-        # A short limit so that the time-limit test runs in seconds.
-        "chunk": StagePolicy(
-            max_retries=2, min_backoff_ms=100, max_backoff_ms=400, time_limit_ms=2_000
-        ),
-        "embed": FAST,
-        "index": FAST,
-    }
+    policies = {spec.name: FAST for spec in PIPELINE}
+    policies[SHORT_LIMITED] = msgspec.structs.replace(FAST, time_limit_ms=SHORT_LIMIT_MS)
     settings = Settings(
         database_url=database_url,
         redis_url=base.redis_url,
         redis_namespace=namespace,
         max_upload_bytes=1024 * 1024,
         db_pool_size=4,
-        policies=policies,  # type: ignore[arg-type]
+        policy_overrides=policies,
     )
     upgrade(settings)
     yield settings

@@ -14,12 +14,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from typing import Final, Literal
+from typing import Final, NoReturn
 
 import msgspec
 
 from pipeline.errors import PermanentError, TransientError
-from pipeline.stages import StageName
+from pipeline.stages.spec import StageName
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ ENABLE_VALUE: Final = "enabled-for-testing"
 class FaultSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What to break, for documents whose filename matches ``match``."""
 
-    stage: StageName | Literal["upload"]
+    stage: StageName
     """A stage, or ``upload`` for the API's send of the first message."""
     match: str = "*"
     sleep_s: float = 0.0
@@ -94,3 +94,9 @@ def parse_faults(raw: str | None, switch: str | None) -> tuple[FaultSpec, ...]:
         return msgspec.json.decode(raw, type=tuple[FaultSpec, ...])
     except msgspec.DecodeError as error:
         raise ValueError(f"PIPELINE_FAULTS is not a valid list of faults: {error}") from None
+
+
+def never_returns(*args: object) -> NoReturn:
+    """Sleep in C forever: stands in for a hung parser (run in the sandbox, which kills it)."""
+    while True:
+        time.sleep(10**9)

@@ -7,6 +7,7 @@ Nothing else in the package reads ``os.environ``: entry points call
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Final, Literal
 
@@ -14,7 +15,8 @@ import msgspec
 
 from pipeline.faults import FaultSpec, parse_faults
 from pipeline.processing import limits
-from pipeline.stages import DEFAULT_POLICIES, STAGES, StageName, StagePolicy
+from pipeline.stages.pipeline import DEFAULT_DEFINITION
+from pipeline.stages.spec import StagePolicy
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
@@ -28,6 +30,27 @@ EMBEDDER_CHOICES: Final = ("auto", "minilm", "hashing")
 
 class SettingsError(ValueError):
     """An environment variable holds a value the pipeline cannot use."""
+
+
+class PolicyOverride(msgspec.Struct, frozen=True):
+    """What ``PIPELINE_<STAGE>_…`` variables change in a stage's default policy."""
+
+    max_retries: int | None = None
+    min_backoff_ms: int | None = None
+    max_backoff_ms: int | None = None
+    time_limit_ms: int | None = None
+
+    def apply(self, stage: str, policy: StagePolicy) -> StagePolicy:
+        changed = StagePolicy(
+            max_retries=_given(self.max_retries, policy.max_retries),
+            min_backoff_ms=_given(self.min_backoff_ms, policy.min_backoff_ms),
+            max_backoff_ms=_given(self.max_backoff_ms, policy.max_backoff_ms),
+            time_limit_ms=_given(self.time_limit_ms, policy.time_limit_ms),
+        )
+        if changed.max_backoff_ms < changed.min_backoff_ms:
+            prefix = _policy_prefix(stage)
+            raise SettingsError(f"{prefix}MAX_BACKOFF_S must not be below {prefix}MIN_BACKOFF_S")
+        return changed
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,12 +133,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Signs pagination cursors; unset: a random secret stored in Postgres, shared by
     every API process (see :mod:`pipeline.queries.cursor_keys`)."""
     faults: tuple[FaultSpec, ...] = ()
-    policies: dict[StageName, StagePolicy] = msgspec.field(
-        default_factory=lambda: dict(DEFAULT_POLICIES)
-    )
+    definition: str = DEFAULT_DEFINITION
+    """The pipeline definition every process runs: ``package.module:NAME``."""
+    policy_overrides: dict[str, PolicyOverride] = msgspec.field(default_factory=dict)
+    """Per-stage changes to the definition's default policies, by stage name."""
 
-    def policy(self, stage: StageName) -> StagePolicy:
-        return self.policies[stage]
+    def policy(self, stage: str, default: StagePolicy) -> StagePolicy:
+        """``stage``'s policy: its definition's ``default`` with this deployment's overrides."""
+        override = self.policy_overrides.get(stage)
+        return default if override is None else override.apply(stage, default)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -178,23 +204,62 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             metrics_public=_bool(env, "PIPELINE_METRICS_PUBLIC", default=False),
             cursor_secret=_secret(env, "PIPELINE_CURSOR_SECRET"),
             faults=_faults(env),
-            policies={stage: _policy(env, stage) for stage in STAGES},
+            definition=env.get("PIPELINE_DEFINITION", "").strip() or DEFAULT_DEFINITION,
+            policy_overrides=_policy_overrides(env),
         )
 
 
-def _policy(env: Mapping[str, str], stage: StageName) -> StagePolicy:
-    default = DEFAULT_POLICIES[stage]
-    prefix = f"PIPELINE_{stage.upper()}_"
-    min_backoff = _seconds_ms(env, prefix + "MIN_BACKOFF_S", default.min_backoff_ms)
-    max_backoff = _seconds_ms(env, prefix + "MAX_BACKOFF_S", default.max_backoff_ms)
-    if max_backoff < min_backoff:
-        raise SettingsError(f"{prefix}MAX_BACKOFF_S must not be below {prefix}MIN_BACKOFF_S")
-    return StagePolicy(
-        max_retries=_int(env, prefix + "MAX_RETRIES", default.max_retries, minimum=0),
-        min_backoff_ms=min_backoff,
-        max_backoff_ms=max_backoff,
-        time_limit_ms=_seconds_ms(env, prefix + "TIME_LIMIT_S", default.time_limit_ms),
+_POLICY_VARIABLE: Final = re.compile(
+    r"^PIPELINE_([A-Z][A-Z0-9_]*?)_(MAX_RETRIES|MIN_BACKOFF_S|MAX_BACKOFF_S|TIME_LIMIT_S)$"
+)
+NOT_POLICIES: Final = frozenset({"PIPELINE_PARSER_TIME_LIMIT_S"})
+"""Settings of their own whose names look like a stage's policy variable."""
+
+
+def _policy_prefix(stage: str) -> str:
+    return f"PIPELINE_{stage.upper()}_"
+
+
+def _policy_overrides(env: Mapping[str, str]) -> dict[str, PolicyOverride]:
+    """``PIPELINE_<STAGE>_MAX_RETRIES`` and friends, for any stage name.
+
+    Which stages exist is the definition's to say: the composition root refuses an
+    override that names none of them (a typo must not be ignored).
+    """
+    stages = sorted(
+        {
+            found.group(1).lower()
+            for name in env
+            if name not in NOT_POLICIES and (found := _POLICY_VARIABLE.match(name))
+        }
     )
+    overrides: dict[str, PolicyOverride] = {}
+    for stage in stages:
+        prefix = _policy_prefix(stage)
+        retries = env.get(prefix + "MAX_RETRIES")
+        override = PolicyOverride(
+            max_retries=_int(env, prefix + "MAX_RETRIES", 0, minimum=0)
+            if retries is not None and retries.strip()
+            else None,
+            min_backoff_ms=_optional_ms(env, prefix + "MIN_BACKOFF_S"),
+            max_backoff_ms=_optional_ms(env, prefix + "MAX_BACKOFF_S"),
+            time_limit_ms=_optional_ms(env, prefix + "TIME_LIMIT_S"),
+        )
+        low, high = override.min_backoff_ms, override.max_backoff_ms
+        if low is not None and high is not None and high < low:
+            raise SettingsError(f"{prefix}MAX_BACKOFF_S must not be below {prefix}MIN_BACKOFF_S")
+        if override != PolicyOverride():
+            overrides[stage] = override
+    return overrides
+
+
+def _optional_ms(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    return None if raw is None or not raw.strip() else _seconds_ms(env, name, 0)
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _faults(env: Mapping[str, str]) -> tuple[FaultSpec, ...]:

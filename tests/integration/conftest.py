@@ -28,14 +28,13 @@ from pipeline.db.engine import make_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import StageExecutor
 from pipeline.http.app import create_app
-from pipeline.operations.jobs import JobRunner
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
-from pipeline.stages.builtin import make_handlers
+from pipeline.stages.builtin import PIPELINE
+from pipeline.wiring import Wiring
 
-from .faults import FaultPlan, FaultyHandler
+from .faults import FaultPlan, PlannedFaults
 
 
 @pytest.fixture(scope="session")
@@ -59,19 +58,11 @@ def faults() -> FaultPlan:
 def executor(
     settings: Settings, broker: dramatiq.Broker, engine: Engine, faults: FaultPlan
 ) -> StageExecutor:
-    handlers: dict[Any, Any] = {
-        stage: FaultyHandler(stage, handler, faults)
-        for stage, handler in make_handlers(settings).items()
-    }
-    dispatcher = Dispatcher(broker)
-    executor = StageExecutor(engine, dispatcher, handlers, settings, worker_id="test-worker")
-    declare_actors(broker, executor, settings)
-    runner = JobRunner(
-        engine,
-        ReplayService(engine, dispatcher, settings),
-        RerunService(engine, dispatcher, settings),
-    )
-    declare_operations_actor(broker, runner)
+    planned = PlannedFaults(faults)
+    wiring = Wiring(settings, broker=broker, engine=engine, faults=planned, worker_id="test-worker")
+    executor = wiring.executor
+    declare_actors(broker, executor, wiring.policies)
+    declare_operations_actor(broker, wiring.jobs)
     return executor
 
 
@@ -220,7 +211,7 @@ def events(engine: Engine, document_id: str | uuid.UUID) -> list[dict[str, Any]]
         return [dict(row) for row in rows]
 
 
-ALL_SUCCEEDED = dict.fromkeys(STAGES, "succeeded")
+ALL_SUCCEEDED = dict.fromkeys(PIPELINE.names, "succeeded")
 
 
 logging.getLogger("httpx").setLevel(logging.WARNING)

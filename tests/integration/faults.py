@@ -1,18 +1,22 @@
-"""Test-only fault injection: wraps stage handlers to fail or stall on demand."""
+"""Test-only fault injection: a plan of faults the executor fires before stages compute."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Engine
 
-from pipeline.db.models import Document
+from pipeline.engine.dispatch import Dispatcher
+from pipeline.engine.executor import StageExecutor
 from pipeline.errors import PermanentError, TransientError
-from pipeline.stages.builtin import AnyHandler
+from pipeline.faults import Faults
+from pipeline.settings import Settings
+from pipeline.stages import Compute, Pipeline
+from pipeline.wiring import Wiring
 
 
 @dataclass
@@ -50,37 +54,64 @@ class FaultPlan:
             self.faults.clear()
 
 
-class FaultyHandler:
-    """Delegates to a real handler, firing planned faults before it computes."""
+class PlannedFaults(Faults):
+    """The executor's fault hook, firing a :class:`FaultPlan`'s faults before a stage
+    computes (where ``PIPELINE_FAULTS`` fire in production builds)."""
 
-    def __init__(self, stage: str, inner: AnyHandler, plan: FaultPlan) -> None:
-        self.stage = stage
-        self.inner = inner
+    def __init__(self, plan: FaultPlan) -> None:
+        super().__init__()
         self.plan = plan
 
-    def load(self, conn: Connection, document_id: uuid.UUID) -> Any:
-        filename = conn.execute(
-            select(Document.filename).where(Document.id == document_id)
-        ).scalar_one()
-        fault = self.plan.take(self.stage, filename)
-        return (fault, self.inner.load(conn, document_id))
+    def __bool__(self) -> bool:
+        return True
 
-    def compute(self, data: Any) -> Any:
-        fault, inner_data = data
-        if fault is not None:
-            if fault.kind == "transient":
-                raise TransientError("injected transient failure")
-            if fault.kind == "permanent":
-                raise PermanentError("injected permanent failure")
-            # Small sleeps: Dramatiq's soft limit interrupts Python code between
-            # bytecodes, not a single long C-level sleep.
-            deadline = time.monotonic() + fault.seconds
-            while time.monotonic() < deadline:
-                time.sleep(0.05)
-        return self.inner.compute(inner_data)
+    def before_compute(self, stage: str, filename: str, attempt: int) -> None:
+        fault = self.plan.take(stage, filename)
+        if fault is None:
+            return
+        if fault.kind == "transient":
+            raise TransientError("injected transient failure")
+        if fault.kind == "permanent":
+            raise PermanentError("injected permanent failure")
+        # Small sleeps: Dramatiq's soft limit interrupts Python code between
+        # bytecodes, not a single long C-level sleep.
+        deadline = time.monotonic() + fault.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
 
-    def summarize(self, result: Any) -> dict[str, Any]:
-        return self.inner.summarize(result)
 
-    def store(self, conn: Connection, document_id: uuid.UUID, generation: int, result: Any) -> None:
-        self.inner.store(conn, document_id, generation, result)
+def build_executor(
+    settings: Settings,
+    dispatcher: Dispatcher,
+    *,
+    engine: Engine,
+    faults: Faults | None = None,
+    worker_id: str,
+    sandbox: bool = True,
+    wrap: Callable[[str, Compute], Compute] | None = None,
+    definition: Pipeline | None = None,
+) -> StageExecutor:
+    """A stage executor as the composition root builds it, with each stage's compute
+    optionally wrapped (``wrap(stage, compute)``) by a test's instrument."""
+    wiring = Wiring(
+        settings,
+        dispatcher=dispatcher,
+        engine=engine,
+        faults=faults,
+        worker_id=worker_id,
+        sandbox=sandbox,
+        definition=definition,
+    )
+    stages = {
+        name: dataclasses.replace(stage, compute=wrap(name, stage.compute)) if wrap else stage
+        for name, stage in wiring.stages.items()
+    }
+    return StageExecutor(
+        engine,
+        dispatcher,
+        stages,
+        wiring.artifacts,
+        settings,
+        wiring.faults,
+        worker_id=worker_id,
+    )

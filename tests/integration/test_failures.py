@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from pipeline.engine.executor import Outcome, StageExecutor
 from pipeline.messages import Delivery
+from pipeline.wiring import Wiring
 
 from .conftest import events, stage_statuses, upload, wait_for_document
 from .faults import Fault, FaultPlan
@@ -198,7 +199,6 @@ def test_reconciler_finishes_documents_whose_rows_say_they_are_done(
     settings: Any, engine: Engine, client: TestClient[Any], broker: Any, worker: Any
 ) -> None:
     from pipeline.engine.dispatch import Dispatcher
-    from pipeline.engine.reconciler import Reconciler
 
     done = upload(client, STAGE_TEXT, "finish-me.txt").json()["id"]
     assert wait_for_document(client, done)["status"] == "succeeded"
@@ -207,7 +207,7 @@ def test_reconciler_finishes_documents_whose_rows_say_they_are_done(
             text("UPDATE documents SET status = 'processing', finished_at = NULL WHERE id = :id"),
             {"id": done},
         )
-    report = Reconciler(engine, Dispatcher(broker), settings).sweep()
+    report = Wiring(settings, engine=engine, dispatcher=Dispatcher(broker)).reconciler.sweep()
     assert report.finished >= 1
     assert client.get(f"/documents/{done}").json()["status"] == "succeeded"
     assert any(e["event"] == "document_succeeded" for e in events(engine, done))

@@ -54,7 +54,6 @@ from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import StageExecutor
-from pipeline.engine.reconciler import Reconciler
 from pipeline.errors import PermanentError, TransientError
 from pipeline.faults import FaultSpec
 from pipeline.http.app import create_app
@@ -62,12 +61,16 @@ from pipeline.messages import Delivery, StageMessage
 from pipeline.operations.common import Operator
 from pipeline.operations.replay import LetterSelection, ReplayService
 from pipeline.operations.rerun import DocumentSelection, RerunService
-from pipeline.settings import Settings
-from pipeline.stages import STAGES, StagePolicy
-from pipeline.stages.builtin import make_handlers
+from pipeline.settings import PolicyOverride, Settings
+from pipeline.stages import Compute, Inputs, Outputs, StagePolicy
+from pipeline.stages.builtin import PIPELINE
+from pipeline.wiring import Wiring
 
 from .conftest import bearer, upload, wait_for_document
+from .faults import build_executor
 from .processes import ProcessStack, stack_maker, wait_until
+
+STAGES = PIPELINE.names
 
 ME = Operator(name="fence-tester@ci", via="cli")
 BODY = b"Fencing test document. It has a few sentences.\n\nAnd a second paragraph of text."
@@ -119,7 +122,7 @@ def snapshot(engine: Engine, document_id: str) -> dict[str, list[dict[str, Any]]
         "stage_runs": "SELECT * FROM stage_runs WHERE document_id = :id ORDER BY position",
         "dead_letters": "SELECT * FROM dead_letters WHERE document_id = :id ORDER BY id",
         "document_texts": "SELECT * FROM document_texts WHERE document_id = :id",
-        "stage_outputs": "SELECT * FROM stage_outputs WHERE document_id = :id",
+        "artifacts": "SELECT * FROM artifacts WHERE document_id = :id",
         "chunks": "SELECT id, ordinal, text FROM chunks WHERE document_id = :id ORDER BY ordinal",
     }
     with engine.connect() as conn:
@@ -243,31 +246,24 @@ class Hold:
 
 
 class Scripted:
-    """A stage handler whose compute calls follow a script, in call order, then do the work.
+    """A stage's compute whose calls follow a script, in call order, then do the work."""
 
-    Every other attribute is the real handler's, so the executor can call whatever it
-    calls (``load``, ``store``, a summary...).
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
+        self.inner: Compute | None = None
         self.script: deque[Callable[[], None]] = deque()
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def around(self, inner: Compute) -> Compute:
+        self.inner = inner
+        return self
 
-    def load(self, conn: Any, document_id: uuid.UUID) -> Any:
-        return self.inner.load(conn, document_id)
-
-    def compute(self, data: Any) -> Any:
+    def __call__(self, inputs: Inputs) -> Outputs:
         with self._lock:
             step = self.script.popleft() if self.script else None
         if step is not None:
             step()
-        return self.inner.compute(data)
+        assert self.inner is not None
+        return self.inner(inputs)
 
     def hold(self) -> Hold:
         hold = Hold()
@@ -320,18 +316,28 @@ class Rig:
             settings,
             running_slack_ms=200,
             db_pool_size=8,
-            policies={**settings.policies, "validate": policy},
+            policy_overrides={
+                **settings.policy_overrides,
+                "validate": PolicyOverride(**msgspec.structs.asdict(policy)),
+            },
         )
         self.client = client
         self.engine = make_engine(self.settings, application_name="fence-rig")
         self.dispatcher = KeepingDispatcher(broker)
-        handlers: dict[Any, Any] = dict(make_handlers(self.settings, sandbox=False))
-        self.validate = Scripted(handlers["validate"])
-        handlers["validate"] = self.validate
-        self.executor = StageExecutor(
-            self.engine, self.dispatcher, handlers, self.settings, worker_id="fence-rig"
+        self.validate = Scripted()
+        self.executor = build_executor(
+            self.settings,
+            self.dispatcher,
+            engine=self.engine,
+            worker_id="fence-rig",
+            sandbox=False,
+            wrap=lambda name, compute: (
+                self.validate.around(compute) if name == "validate" else compute
+            ),
         )
-        self.reconciler = Reconciler(self.engine, self.dispatcher, self.settings)
+        self.reconciler = Wiring(
+            self.settings, engine=self.engine, dispatcher=self.dispatcher
+        ).reconciler
         self.replay = ReplayService(self.engine, self.dispatcher, self.settings)
         self.rerun = RerunService(self.engine, self.dispatcher, self.settings)
         self.threads: list[Delivering] = []
@@ -667,7 +673,13 @@ def test_an_attempt_whose_outcome_could_not_be_recorded_is_taken_over_by_its_wor
     long = StagePolicy(max_retries=2, min_backoff_ms=100, max_backoff_ms=200, time_limit_ms=60_000)
     rig = Rig(settings, broker, quiet_client, policy=long)
     other = StageExecutor(
-        rig.engine, rig.dispatcher, rig.executor.handlers, rig.settings, worker_id="other-worker"
+        rig.engine,
+        rig.dispatcher,
+        rig.executor.stages,
+        rig.executor.artifacts,
+        rig.settings,
+        rig.executor.faults,
+        worker_id="other-worker",
     )
     try:
         document_id = rig.upload("fence-abandoned.txt")
@@ -1158,7 +1170,7 @@ def test_dramatiq_giving_up_on_a_stage_message_makes_no_dead_letter(
     response = upload(quiet_client, BODY, "fence-gave-up.txt")
     assert response.status_code == 202, response.text
     document_id = str(response.json()["id"])
-    recorder = DeadLetterRecorder(executor.poison, executor.given_up)
+    recorder = DeadLetterRecorder(executor.poison, executor.given_up, STAGES)
 
     def nack(target: str) -> dramatiq.Message[Any]:
         message = stage_message(target, "validate", 1, str(uuid.uuid4()))

@@ -25,10 +25,12 @@ from sqlalchemy import Engine, text
 
 from pipeline.broker import PipelineRedisBroker
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
+from pipeline.stages.builtin import PIPELINE
 
 from .conftest import AsKey, make_key, upload, wait_for_document
 from .processes import Processes, stack_env, wait_until
+
+STAGES = PIPELINE.names
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +39,7 @@ OWNED_ROWS = {
     "document_blobs": "document_id",
     "stage_runs": "document_id",
     "document_texts": "document_id",
-    "stage_outputs": "document_id",
+    "artifacts": "document_id",
     "chunks": "document_id",
 }
 """Every table that holds a document's state, and the column naming the document."""

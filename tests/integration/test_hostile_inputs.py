@@ -27,10 +27,9 @@ from sqlalchemy import Engine, text
 from pipeline.actors import declare_actors
 from pipeline.broker import make_broker
 from pipeline.engine.dispatch import Dispatcher
-from pipeline.engine.executor import StageExecutor
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
-from pipeline.stages.builtin import make_handlers
+from pipeline.wiring import Wiring
 from tests import hostile
 
 from .conftest import ALL_SUCCEEDED, stage_statuses, upload, wait_for_document
@@ -55,14 +54,8 @@ def hostile_worker(hostile_settings: Settings, engine: Engine) -> Iterator[drama
     """A worker for every stage, on the module's own broker; the session's stays current."""
     previous = dramatiq.broker.global_broker
     broker = make_broker(hostile_settings)
-    executor = StageExecutor(
-        engine,
-        Dispatcher(broker),
-        make_handlers(hostile_settings),
-        hostile_settings,
-        worker_id="hostile-worker",
-    )
-    declare_actors(broker, executor, hostile_settings)
+    wiring = Wiring(hostile_settings, broker=broker, engine=engine, worker_id="hostile-worker")
+    declare_actors(broker, wiring.executor, wiring.policies)
     broker.emit_after("process_boot")
     worker = Worker(broker, worker_threads=2, worker_timeout=100)
     worker.start()

@@ -17,6 +17,7 @@ from pipeline.operations.replay import LetterSelection, ReplayService
 from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
+from pipeline.wiring import Wiring
 
 from .conftest import events, upload, wait_for_document
 from .faults import Fault, FaultPlan
@@ -413,7 +414,6 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
     broker: dramatiq.Broker,
 ) -> None:
     from pipeline.engine.dispatch import Dispatcher
-    from pipeline.engine.reconciler import Reconciler
     from pipeline.operations.jobs import create_job, get_job
     from pipeline.operations.requests import DiscardRequest
 
@@ -436,7 +436,7 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
             ),
             {"id": stalled},
         )
-    report = Reconciler(engine, Dispatcher(broker), settings).sweep()
+    report = Wiring(settings, engine=engine, dispatcher=Dispatcher(broker)).reconciler.sweep()
     assert report.jobs_resent >= 1
     assert report.jobs_failed >= 1
     deadline = time.monotonic() + 20

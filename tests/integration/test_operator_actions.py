@@ -37,7 +37,6 @@ from sqlalchemy.pool import NullPool
 
 from pipeline.broker import make_broker
 from pipeline.engine.dispatch import Dispatcher
-from pipeline.engine.reconciler import Reconciler
 from pipeline.http.app import create_app
 from pipeline.operations import jobs
 from pipeline.operations.common import Operator
@@ -46,6 +45,7 @@ from pipeline.operations.replay import LetterSelection, ReplayService
 from pipeline.operations.requests import RerunRequest
 from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
 from pipeline.settings import Settings
+from pipeline.wiring import Wiring
 
 from .conftest import bearer, events, upload, wait_for_document
 from .faults import Fault, FaultPlan
@@ -306,7 +306,7 @@ def test_a_paced_job_is_never_failed_by_the_stale_sweep_while_it_runs(
     monkeypatch.setattr(jobs, "STALE_JOB", timedelta(seconds=3))
     ids = succeeded_documents(client, "paced-job", 3)
     # Its own connections: the sweeps must not compete with the job for the worker's pool.
-    reconciler = Reconciler(locker, Dispatcher(broker), settings)
+    reconciler = Wiring(settings, engine=locker, dispatcher=Dispatcher(broker)).reconciler
     stop = threading.Event()
     errors: list[BaseException] = []
 

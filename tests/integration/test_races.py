@@ -47,19 +47,20 @@ from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import StageExecutor
-from pipeline.engine.reconciler import Reconciler
 from pipeline.http.app import create_app
 from pipeline.messages import Delivery, StageMessage
 from pipeline.operations.common import ItemOutcome, OperationReport, Operator
 from pipeline.operations.replay import LetterSelection, ReplayService
 from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
-from pipeline.stages.builtin import make_handlers
+from pipeline.stages.builtin import PIPELINE
+from pipeline.wiring import Wiring
 
 from .conftest import bearer, upload
-from .faults import Fault, FaultPlan, FaultyHandler
+from .faults import Fault, FaultPlan, PlannedFaults, build_executor
 from .processes import Processes, stack_env, wait_until
+
+STAGES = PIPELINE.names
 
 ME = Operator(name="races@tests", via="cli")
 BODY = (
@@ -121,10 +122,13 @@ def private(
     dramatiq.set_broker(broker)  # make_broker made its broker the global one: put it back
     dispatcher = Dispatcher(own_broker)
     engines = {role: make_engine(own, application_name=f"races-{tag}-{role}") for role in ROLES}
-    handlers: dict[Any, Any] = {
-        stage: FaultyHandler(stage, inner, faults) for stage, inner in make_handlers(own).items()
-    }
-    executor = StageExecutor(engines["claim"], dispatcher, handlers, own, worker_id=f"races-{tag}")
+    executor = build_executor(
+        own,
+        dispatcher,
+        engine=engines["claim"],
+        faults=PlannedFaults(faults),
+        worker_id=f"races-{tag}",
+    )
     client = TestClient(create_app(own, dispatcher=dispatcher))
     client.__enter__()
     client.headers.update(bearer(api_key))
@@ -440,7 +444,9 @@ def test_a_sweep_resending_an_overdue_row_and_a_rerun_do_not_deadlock(
             ),
             {"id": document_id},
         )
-    reconciler = Reconciler(private.engines["sweep"], private.dispatcher, private.settings)
+    reconciler = Wiring(
+        private.settings, engine=private.engines["sweep"], dispatcher=private.dispatcher
+    ).reconciler
     item, _ = race_a_parked_rerun(
         private, engine, document_id, "validate", "sweep", reconciler.sweep
     )

@@ -59,23 +59,27 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Engine, event, text
 
 from pipeline.db.engine import make_async_engine, make_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import StageExecutor
-from pipeline.engine.reconciler import Reconciler
 from pipeline.errors import PermanentError, TransientError
+from pipeline.faults import Faults
 from pipeline.ingestion.uploads import Upload, UploadService
 from pipeline.messages import Delivery, StageMessage
 from pipeline.operations.common import OperationReport, Operator
 from pipeline.operations.replay import LetterSelection, ReplayService
 from pipeline.operations.rerun import DocumentSelection, RerunService
-from pipeline.settings import Settings
-from pipeline.stages import STAGES, StagePolicy
-from pipeline.stages.builtin import AnyHandler, make_handlers
+from pipeline.settings import PolicyOverride, Settings
+from pipeline.stages import Compute, Inputs, Outputs
+from pipeline.stages.builtin import PIPELINE
+from pipeline.wiring import Wiring
 
 from ..databases import own_database
+from .faults import build_executor
+
+STAGES = PIPELINE.names
 
 
 def _body(topic: str, sentences: int) -> bytes:
@@ -97,7 +101,7 @@ STEP_TIMEOUT_S = 20.0
 MAX_ROUNDS = 20
 MAX_DELIVERIES_PER_ROUND = 200
 OPERATOR = Operator(name="model", via="cli")
-MODEL_POLICY = StagePolicy(
+MODEL_POLICY = PolicyOverride(
     max_retries=2, min_backoff_ms=900_000, max_backoff_ms=1_800_000, time_limit_ms=1_800_000
 )
 """Backoffs and deadlines far longer than an example runs (a slow CI machine took over a
@@ -223,29 +227,28 @@ class Attempt:
     thread: threading.Thread | None = None
 
 
-class GatedHandler:
-    """A real stage handler whose ``compute`` waits for the model's decision.
+class GatedCompute:
+    """A real stage's compute that waits for the model's decision.
 
-    ``load`` runs right after the claim, in the delivery's thread and on its connection:
-    it records what the attempt holds. ``compute`` parks until the model releases the
-    attempt, then returns the real result or raises the failure the model chose.
+    It runs right after the claim and the inputs' load, in the delivery's thread: it
+    records what the attempt holds (the row, read afresh: the claim has committed and
+    nothing else moves while the model waits for this thread), then parks until the
+    model releases the attempt, and returns the real outputs or raises the failure the
+    model chose.
     """
 
-    def __init__(self, stage: str, inner: AnyHandler) -> None:
+    def __init__(self, stage: str, inner: Compute, engine: Engine) -> None:
         self.stage = stage
         self.inner = inner
+        self.engine = engine
 
-    def load(self, conn: Connection, document_id: uuid.UUID) -> Any:
+    def __call__(self, inputs: Inputs) -> Outputs:
         attempt: Attempt | None = getattr(_local, "attempt", None)
         if attempt is not None:
-            params = {"id": document_id, "stage": self.stage}
-            found = conn.execute(text(ROW_SQL), params).one()
+            params = {"id": attempt.sent.target.document_id, "stage": self.stage}
+            with self.engine.connect() as conn:
+                found = conn.execute(text(ROW_SQL), params).one()
             attempt.claim = Claim(found.generation, found.attempts, found.fence)
-        return self.inner.load(conn, document_id)
-
-    def compute(self, data: Any) -> Any:
-        attempt: Attempt | None = getattr(_local, "attempt", None)
-        if attempt is not None:
             attempt.parked = True
             attempt.settled.set()
             if not attempt.gate.wait(STEP_TIMEOUT_S * 6):
@@ -254,10 +257,7 @@ class GatedHandler:
                 raise TransientError("the model chose a transient failure")
             if attempt.decision == "permanent":
                 raise PermanentError("the model chose a permanent failure")
-        return self.inner.compute(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        return self.inner(inputs)
 
 
 # -- the database as the model sees it ---------------------------------------------------
@@ -299,7 +299,8 @@ class Harness:
     has_fence: bool
     has_retry_at: bool
     uploader: Uploader
-    handlers: dict[str, GatedHandler] = field(default_factory=dict)
+    executor: Callable[[str, Dispatcher], StageExecutor] | None = None
+    """Builds one simulated worker's executor (its worker id and bus given), stages gated."""
     expected: dict[int, list[str]] = field(default_factory=dict)
     """Body index → the chunk texts of a calm run."""
 
@@ -325,7 +326,7 @@ class Uploader:
         """Accept the files (each one's validate message goes to ``bus``)."""
 
         async def accept_all() -> list[uuid.UUID]:
-            service = UploadService(self.engine, bus, self.settings)
+            service = UploadService(self.engine, bus, self.settings, PIPELINE, Faults())
             ids = []
             for name, data in files:
                 upload = Upload(filename=name, declared_type="text/plain", data=data)
@@ -345,16 +346,8 @@ class Run:
         self.h = harness
         self.log = log
         self.bus = Bus(harness.broker)
-        self.executors = [
-            StageExecutor(
-                harness.engine,
-                self.bus,
-                harness.handlers,  # type: ignore[arg-type]
-                harness.settings,
-                worker_id=f"model-w{i}",
-            )
-            for i in range(WORKERS)
-        ]
+        assert harness.executor is not None
+        self.executors = [harness.executor(f"model-w{i}", self.bus) for i in range(WORKERS)]
         self.parked: list[Attempt] = []
         self.count = 0
         files = [(f"{label}-doc{i}.txt", body) for i, body in enumerate(BODIES)]
@@ -471,7 +464,9 @@ class Run:
             )
 
     def sweep(self) -> str:
-        report = Reconciler(self.h.engine, self.bus, self.h.settings).sweep()
+        report = Wiring(
+            self.h.settings, engine=self.h.engine, dispatcher=self.bus
+        ).reconciler.sweep()
         return f"re-sent {report.resent}, finished {report.finished}"
 
     def rerun(self, document_id: uuid.UUID, stage: str) -> OperationReport:
@@ -947,7 +942,7 @@ def harness(settings: Settings, broker: dramatiq.Broker) -> Iterator[Harness]:
 def _harness(settings: Settings, broker: dramatiq.Broker) -> Iterator[Harness]:
     model_settings = msgspec.structs.replace(
         settings,
-        policies=dict.fromkeys(STAGES, MODEL_POLICY),
+        policy_overrides=dict.fromkeys(STAGES, MODEL_POLICY),
         queued_grace_ms=600_000,
         running_slack_ms=600_000,
         # Each parked attempt holds a connection; the reconciler and operators need more.
@@ -964,10 +959,6 @@ def _harness(settings: Settings, broker: dramatiq.Broker) -> Iterator[Harness]:
                 )
             ).scalars()
         )
-    handlers = {
-        stage: GatedHandler(stage, handler)
-        for stage, handler in make_handlers(model_settings, sandbox=False).items()
-    }
     with start_blocking_portal() as portal:
         uploader = Uploader(portal, model_settings)
         harness = Harness(
@@ -977,7 +968,14 @@ def _harness(settings: Settings, broker: dramatiq.Broker) -> Iterator[Harness]:
             has_fence="fence" in columns,
             has_retry_at="retry_at" in columns,
             uploader=uploader,
-            handlers=handlers,
+            executor=lambda worker_id, bus: build_executor(
+                model_settings,
+                bus,
+                engine=engine,
+                worker_id=worker_id,
+                sandbox=False,
+                wrap=lambda stage, compute: GatedCompute(stage, compute, engine),
+            ),
         )
         try:
             calm = Run(harness, lambda _: None, "calm")

@@ -7,7 +7,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.stages import STAGES
+from pipeline.stages.builtin import PIPELINE
+
+STAGES = PIPELINE.names
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -31,7 +31,7 @@ def test_enabled_faults_parse_and_reject_unknown_fields() -> None:
     with pytest.raises(ValueError, match="not a valid list"):
         parse_faults('[{"stage": "extract", "explode": true}]', ENABLE_VALUE)
     with pytest.raises(ValueError, match="not a valid list"):
-        parse_faults('[{"stage": "nowhere"}]', ENABLE_VALUE)
+        parse_faults('[{"stage": "No Stage"}]', ENABLE_VALUE)
 
 
 def test_faults_follow_attempt_numbers_and_filenames() -> None:

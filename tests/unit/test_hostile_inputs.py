@@ -42,8 +42,8 @@ from pipeline.processing.limits import DocxLimits, ExtractLimits
 from pipeline.processing.tokens import MAX_TOKEN_CHARS, count_tokens
 from pipeline.processing.validate import ValidationPolicy, validate
 from pipeline.settings import Settings, SettingsError
-from pipeline.stages import DEFAULT_POLICIES
-from pipeline.stages.builtin import make_extract_limits
+from pipeline.stages.builtin import CHUNK, EXTRACT
+from pipeline.stages.extract import extract_limits
 
 MIB = hostile.MIB
 SANDBOX = Sandbox(SandboxLimits(seconds=30, memory_mb=1024))
@@ -274,7 +274,7 @@ def test_recursion_in_the_sandbox_is_a_permanent_refusal() -> None:
     ids=lambda error: type(error).__name__,
 )
 def test_every_refusal_is_permanent(error: StageError) -> None:
-    failure = classify(error, DEFAULT_POLICIES["extract"])
+    failure = classify(error, EXTRACT.policy)
     assert failure.transient is False
     assert failure.reason == error.reason
     assert failure.error_type == type(error).__name__
@@ -282,7 +282,7 @@ def test_every_refusal_is_permanent(error: StageError) -> None:
 
 def test_recursion_error_outside_the_sandbox_is_permanent_too() -> None:
     error = RecursionError("maximum recursion depth exceeded")
-    failure = classify(error, DEFAULT_POLICIES["chunk"])
+    failure = classify(error, CHUNK.policy)
     assert failure.transient is False
     assert failure.reason == TOO_DEEP_REASON
 
@@ -301,14 +301,14 @@ def test_limits_come_from_settings() -> None:
             "PIPELINE_DOCX_MAX_RATIO": "40",
         }
     )
-    assert make_extract_limits(settings) == ExtractLimits(
+    assert extract_limits(settings) == ExtractLimits(
         max_text_chars=5000,
         max_pdf_pages=10,
         docx=DocxLimits(
             max_expanded_bytes=20 * MIB, max_part_bytes=8 * MIB, max_parts=50, max_ratio=40
         ),
     )
-    assert make_extract_limits(Settings.from_env({})) == ExtractLimits()
+    assert extract_limits(Settings.from_env({})) == ExtractLimits()
 
 
 @pytest.mark.parametrize(

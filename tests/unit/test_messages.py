@@ -23,7 +23,7 @@ def test_stage_message_round_trips_through_actor_args() -> None:
     "payload",
     [
         {"document_id": "not-a-uuid", "stage": "chunk", "generation": 1},
-        {"document_id": str(uuid.uuid4()), "stage": "paint", "generation": 1},
+        {"document_id": str(uuid.uuid4()), "stage": "Paint it!", "generation": 1},
         {"document_id": str(uuid.uuid4()), "stage": "chunk"},
         {"document_id": str(uuid.uuid4()), "stage": "chunk", "generation": 1, "extra": 1},
         "a string",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.settings import Settings, SettingsError, to_sqlalchemy_url
-from pipeline.stages import DEFAULT_POLICIES, STAGES, next_stage
+from pipeline.stages.builtin import CHUNK, EMBED, EXTRACT, PIPELINE
 
 
 def test_defaults_name_the_local_servers() -> None:
@@ -13,8 +13,9 @@ def test_defaults_name_the_local_servers() -> None:
     assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/postgres"
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.max_upload_bytes == 25 * 1024 * 1024
-    assert settings.policies == DEFAULT_POLICIES
-    assert settings.policy("extract").time_limit_ms == 60_000
+    assert settings.policy_overrides == {}
+    assert settings.definition == "pipeline.stages.builtin:PIPELINE"
+    assert settings.policy("extract", EXTRACT.policy).time_limit_ms == 60_000
 
 
 def test_per_stage_overrides_touch_only_their_stage() -> None:
@@ -26,11 +27,12 @@ def test_per_stage_overrides_touch_only_their_stage() -> None:
             "PIPELINE_MAX_UPLOAD_BYTES": "1000",
         }
     )
-    assert settings.policy("extract").time_limit_ms == 90_000
-    assert settings.policy("extract").max_retries == 2
-    assert settings.policy("extract").max_attempts == 3
-    assert settings.policy("embed").min_backoff_ms == 500
-    assert settings.policy("chunk") == DEFAULT_POLICIES["chunk"]
+    assert settings.policy("extract", EXTRACT.policy).time_limit_ms == 90_000
+    assert settings.policy("extract", EXTRACT.policy).max_retries == 2
+    assert settings.policy("extract", EXTRACT.policy).max_attempts == 3
+    assert settings.policy("embed", EMBED.policy).min_backoff_ms == 500
+    assert settings.policy("embed", EMBED.policy).time_limit_ms == EMBED.policy.time_limit_ms
+    assert settings.policy("chunk", CHUNK.policy) == CHUNK.policy
     assert settings.max_upload_bytes == 1000
 
 
@@ -92,5 +94,26 @@ def test_database_url_gets_the_psycopg_driver() -> None:
 
 
 def test_stage_order() -> None:
-    assert STAGES == ("validate", "extract", "chunk", "embed", "index")
-    assert [next_stage(stage) for stage in STAGES] == [*STAGES[1:], None]
+    assert PIPELINE.names == ("validate", "extract", "chunk", "embed", "index")
+
+
+def test_overrides_work_for_any_stage_name() -> None:
+    settings = Settings.from_env(
+        {
+            "PIPELINE_PII_REDACT_MAX_RETRIES": "1",
+            "PIPELINE_LANGUAGE_TIME_LIMIT_S": "5",
+            "PIPELINE_PARSER_TIME_LIMIT_S": "7",  # a setting of its own, not a stage's
+        }
+    )
+    assert sorted(settings.policy_overrides) == ["language", "pii_redact"]
+    default = EXTRACT.policy
+    assert settings.policy("pii_redact", default).max_retries == 1
+    assert settings.policy("pii_redact", default).time_limit_ms == default.time_limit_ms
+    assert settings.policy("language", default).time_limit_ms == 5_000
+    assert settings.parser_time_limit_ms == 7_000
+
+
+def test_an_override_below_the_minimum_backoff_is_refused() -> None:
+    settings = Settings.from_env({"PIPELINE_CHUNK_MAX_BACKOFF_S": "0.1"})
+    with pytest.raises(SettingsError, match="PIPELINE_CHUNK_MAX_BACKOFF_S must not be below"):
+        settings.policy("chunk", CHUNK.policy)

@@ -1,4 +1,4 @@
-"""The stage handlers' compute steps chained without a database, on fixtures.
+"""The built-in stages' compute steps chained without a database, on fixtures.
 
 This is the index stage's fixture test: a document goes through validate,
 extract, chunk, embed and index exactly as the workers compute them, and the rows
@@ -13,27 +13,29 @@ from typing import Any
 import pytest
 from processing_golden import case_files, check_json, expected_path
 
+from pipeline.faults import Faults
 from pipeline.processing.extract import PageSpan
 from pipeline.settings import Settings
-from pipeline.stages.builtin import make_handlers
-from pipeline.stages.chunk import ChunkInput, page_at
-from pipeline.stages.extract import ExtractInput
-from pipeline.stages.index import IndexInput
+from pipeline.stages import StageContext
+from pipeline.stages.artifacts import SEARCHABLE, Upload
+from pipeline.stages.builtin import PIPELINE
+from pipeline.stages.chunk import page_at
+from pipeline.stages.in_memory import InMemoryPipeline
+from pipeline.wiring import make_sandbox
 
 SETTINGS = Settings(
     embedder="hashing", chunk_target_tokens=24, chunk_overlap_tokens=6, embed_dimensions=16
 )
 
 
+CHAIN = InMemoryPipeline(
+    PIPELINE, StageContext(settings=SETTINGS, faults=Faults(), isolation=make_sandbox(SETTINGS))
+)
+
+
 def run_chain(data: bytes) -> list[dict[str, Any]]:
-    handlers = make_handlers(SETTINGS)
-    validation = handlers["validate"].compute(data)
-    extracted = handlers["extract"].compute(
-        ExtractInput(data=data, kind=validation.kind, encoding=validation.encoding)
-    )
-    plan = handlers["chunk"].compute(ChunkInput(text=extracted.text, pages=extracted.pages))
-    embeddings = handlers["embed"].compute(plan)
-    rows = handlers["index"].compute(IndexInput(plan=plan, embeddings=embeddings))
+    upload = Upload(data=data, filename="fixture", declared_content_type=None)
+    rows = CHAIN.run(upload)[SEARCHABLE.name].rows
     return [
         {
             "ordinal": row.ordinal,

@@ -1,12 +1,14 @@
 """Stage actors: thin Dramatiq declarations over the stage executor.
 
-Each stage gets one actor on its own queue (queue name = stage name), so a worker
-group started with ``--stage extract`` consumes extract messages and nothing else.
+Each stage of the definition gets one actor on its own queue (queue name = stage
+name), so a worker group started with ``--stage extract`` consumes extract messages
+and nothing else.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -14,15 +16,13 @@ from dramatiq.middleware import CurrentMessage
 from pipeline.engine.executor import StageExecutor
 from pipeline.messages import Delivery
 from pipeline.operations.jobs import JOB_ACTOR, OPERATIONS_QUEUE, JobRunner
-from pipeline.settings import Settings
-from pipeline.stages import STAGES, StageName
+from pipeline.stages import StagePolicy
 
 
 def declare_stage_actor(
-    broker: dramatiq.Broker, stage: StageName, executor: StageExecutor, settings: Settings
+    broker: dramatiq.Broker, stage: str, executor: StageExecutor, policy: StagePolicy
 ) -> dramatiq.Actor[[object], None]:
     """Declare ``stage``'s actor with its own retry policy and time limit."""
-    policy = settings.policy(stage)
 
     def run(payload: object) -> None:
         message = CurrentMessage.get_current_message()
@@ -44,9 +44,13 @@ def declare_stage_actor(
 
 
 def declare_actors(
-    broker: dramatiq.Broker, executor: StageExecutor, settings: Settings
-) -> dict[StageName, dramatiq.Actor[[object], None]]:
-    return {stage: declare_stage_actor(broker, stage, executor, settings) for stage in STAGES}
+    broker: dramatiq.Broker, executor: StageExecutor, policies: Mapping[str, StagePolicy]
+) -> dict[str, dramatiq.Actor[[object], None]]:
+    """One actor per stage of ``policies`` (the definition's stages, in order)."""
+    return {
+        stage: declare_stage_actor(broker, stage, executor, policy)
+        for stage, policy in policies.items()
+    }
 
 
 OPERATIONS_TIME_LIMIT_MS = 24 * 3600 * 1000

@@ -15,7 +15,7 @@ reconciler sends the unfinished stage again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import dramatiq
@@ -23,7 +23,6 @@ from dramatiq.errors import ActorNotFound
 
 from pipeline.dramatiq_internals import failure_of, proxied_message
 from pipeline.messages import Delivery, StageMessage
-from pipeline.stages import is_stage
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +33,10 @@ GivenUp = Callable[[Delivery, StageMessage, str], None]
 class DeadLetterRecorder(dramatiq.Middleware):
     """Calls ``given_up`` for a nacked stage message, ``record`` (poison) for any other."""
 
-    def __init__(self, record: Recorder, given_up: GivenUp) -> None:
+    def __init__(self, record: Recorder, given_up: GivenUp, stages: Collection[str]) -> None:
         self.record = record
         self.given_up = given_up
+        self.stages = frozenset(stages)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.broker.MessageProxy) -> None:
         error = failure_of(message)
@@ -47,7 +47,7 @@ class DeadLetterRecorder(dramatiq.Middleware):
         else:
             error_type = type(error).__name__ if error else "Nacked"
             reason = f"Dramatiq gave up on the message: {error}" if error else "message nacked"
-        stage = message.actor_name if is_stage(message.actor_name) else None
+        stage = message.actor_name if message.actor_name in self.stages else None
         stage_message = _stage_message(message)
         try:
             if (

@@ -12,6 +12,7 @@ from pipeline.cli.reconciler import reconciler
 from pipeline.cli.replay import replay
 from pipeline.cli.rerun import rerun
 from pipeline.cli.serve import api, worker
+from pipeline.cli.stages import stages
 from pipeline.cli.status import status
 from pipeline.cli.up import demo, up
 from pipeline.logs import configure_logging
@@ -24,5 +25,6 @@ def main(log_level: str) -> None:
     configure_logging(log_level.upper())
 
 
-for command in (api, worker, reconciler, db, ingest, keys, replay, rerun, status, up, demo):
+COMMANDS = (api, worker, reconciler, db, ingest, keys, replay, rerun, stages, status, up, demo)
+for command in COMMANDS:
     main.add_command(command)

@@ -13,6 +13,7 @@ import httpx
 import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from pipeline.errors import PipelineError
 from pipeline.settings import SettingsError
 
 
@@ -29,6 +30,8 @@ class PipelineGroup(click.Group):
             return super().invoke(ctx)
         except SettingsError as error:
             raise click.ClickException(f"configuration: {error}") from None
+        except PipelineError as error:  # e.g. an invalid pipeline definition, a model file
+            raise click.ClickException(error.reason) from None
         except (OperationalError, InterfaceError) as error:
             raise click.ClickException(
                 f"cannot reach Postgres (DATABASE_URL): {_first_line(error)}"

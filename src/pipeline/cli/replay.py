@@ -41,6 +41,7 @@ from pipeline.cli.output import (
     truncate,
     utc,
 )
+from pipeline.cli.stages import STAGE_NAME
 from pipeline.cli.timeparse import TIME
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.operations.common import ItemOutcome, Operator
@@ -57,7 +58,8 @@ from pipeline.operations.jobs import OPERATIONS_QUEUE
 from pipeline.operations.replay import LetterSelection, ReplayService
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
-from pipeline.stages import STAGES, StageName
+from pipeline.stages import StageName
+from pipeline.wiring import Wiring
 
 F = TypeVar("F", bound=Callable[..., Any])
 LETTER_STATUSES: Final = ("dead", "replayed", "discarded")
@@ -75,7 +77,7 @@ FILTER_FLAGS: Final = {
 def letter_filters(status_help: str) -> Callable[[F], F]:
     """The filter options shared by ``list``, ``run --all`` and ``discard --all``."""
     options = [
-        click.option("--stage", type=click.Choice(STAGES), help="Letters of this stage."),
+        click.option("--stage", type=STAGE_NAME, help="Letters of this stage."),
         click.option(
             "--error-type",
             metavar="TYPE",
@@ -510,16 +512,14 @@ def _selected(
 
 # -- import ----------------------------------------------------------------------------
 
-QUEUES: Final = (*STAGES, OPERATIONS_QUEUE)
-
 
 @replay.command("import")
 @click.option(
     "--queue",
     "queues",
     multiple=True,
-    type=click.Choice(QUEUES),
-    help="Import this queue's dead set (repeatable; default: every stage queue).",
+    help="Import this queue's dead set (repeatable; default: every stage queue of the "
+    f"definition; also {OPERATIONS_QUEUE!r}).",
 )
 @DRY_RUN_OPTION
 def import_command(queues: tuple[str, ...], dry_run: bool) -> None:
@@ -535,7 +535,7 @@ def import_command(queues: tuple[str, ...], dry_run: bool) -> None:
         report = service.import_from_redis(
             broker.client,
             Operator.from_cli(),
-            queues=list(queues or STAGES),
+            queues=list(queues or Wiring(settings).definition.names),
             dry_run=dry_run,
         )
     for item in report.items:

@@ -29,11 +29,12 @@ from pipeline.cli.output import (
     rate_option,
     run_with_progress,
 )
+from pipeline.cli.stages import STAGE_NAME
 from pipeline.cli.timeparse import TIME
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.operations.common import ItemOutcome, Operator
 from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
-from pipeline.stages import STAGES, StageName
+from pipeline.stages import StageName
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
 DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
@@ -44,13 +45,13 @@ DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
 @click.option(
     "--from-stage",
     required=True,
-    type=click.Choice(STAGES),
+    type=STAGE_NAME,
     help="Run this stage and every later one again; earlier ones keep their output.",
 )
 @click.option("--status", type=click.Choice(DOCUMENT_STATUSES), help="Documents in this state.")
 @click.option(
     "--stage",
-    type=click.Choice(STAGES),
+    type=STAGE_NAME,
     help="Documents whose STAGE is dead (the stage where they failed).",
 )
 @click.option("--since", type=TIME, help="Documents uploaded at or after TIME.")

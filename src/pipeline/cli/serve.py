@@ -12,7 +12,7 @@ import uvicorn
 from pipeline.logs import uvicorn_log_config
 from pipeline.operations.jobs import OPERATIONS_QUEUE
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
+from pipeline.wiring import Wiring
 
 
 @click.command()
@@ -53,8 +53,8 @@ def api(host: str, port: int, workers: int, access_log: bool) -> None:
     "--stage",
     "stages",
     multiple=True,
-    type=click.Choice(STAGES),
-    help="Consume only this stage's queue (repeatable; default: every stage).",
+    help="Consume only this stage's queue (repeatable; default: every stage of the "
+    "definition, see `pipeline stages`).",
 )
 @click.option(
     "--operations/--no-operations",
@@ -91,7 +91,9 @@ def worker(
 
     Runs ``dramatiq`` in place of this process, so signals reach it directly.
     """
-    queues = list(stages or STAGES)
+    definition = Wiring(Settings.from_env()).definition  # refuses an invalid definition
+    definition.check(stages)  # and a stage it does not have
+    queues = list(stages or definition.names)
     if operations or (operations is None and not stages):
         queues.append(OPERATIONS_QUEUE)
     argv = [

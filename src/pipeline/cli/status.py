@@ -10,6 +10,7 @@ from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.monitoring.stages import Overview, overview, queue_depths
 from pipeline.settings import Settings
+from pipeline.wiring import Wiring
 
 COLUMNS = (
     "stage",
@@ -81,10 +82,12 @@ def status(watch: bool, interval: float) -> None:
     settings = Settings.from_env()
     engine = make_engine(settings, application_name="pipeline-status")
     client = make_broker(settings).client
+    names = Wiring(settings).definition.names
     try:
         while True:
             with engine.connect() as conn:
-                text = render(overview(conn, queue_depths(client, settings.redis_namespace)))
+                depths = queue_depths(client, settings.redis_namespace, names)
+                text = render(overview(conn, depths, names))
             if watch:
                 click.clear()
             click.echo(text)

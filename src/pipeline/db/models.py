@@ -95,6 +95,9 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     failure_reason: Mapped[str | None] = mapped_column(Text)
     generation: Mapped[int] = mapped_column(Integer, server_default="1")
+    pipeline_version: Mapped[str | None] = mapped_column(String(64))
+    """The version of the definition that planned the document's stage rows (a rerun
+    onto the current definition updates it)."""
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -194,19 +197,22 @@ class DocumentText(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class StageOutput(Base):
-    """Intermediate output of the chunk and embed stages, replaced on every run.
+class StoredArtifact(Base):
+    """An artifact a stage wrote (``chunks``, ``vectors``, a custom stage's), replaced on
+    every run, as MessagePack of the artifact's type.
 
     Keeping these apart from ``chunks`` lets the index stage swap a document's
     searchable chunks in one transaction, so search never sees a half-built set.
     """
 
-    __tablename__ = "stage_outputs"
+    __tablename__ = "artifacts"
 
     document_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
     )
-    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str | None] = mapped_column(String(32))
+    """The stage that wrote it."""
     generation: Mapped[int] = mapped_column(Integer)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

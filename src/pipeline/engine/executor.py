@@ -40,6 +40,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, Protocol, TypeVar
 
@@ -52,6 +53,7 @@ from sqlalchemy import Connection, Engine, func, select
 from pipeline.db.models import Document
 from pipeline.db.retry import retry_database
 from pipeline.engine import transitions
+from pipeline.engine.artifacts import Artifacts
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.failures import Failure, classify
 from pipeline.engine.transitions import Attempt
@@ -61,8 +63,7 @@ from pipeline.logs import log_context, update_log_context
 from pipeline.messages import Delivery, StageMessage
 from pipeline.progress import reporting_to
 from pipeline.settings import Settings
-from pipeline.stages import StageName, next_stage
-from pipeline.stages.builtin import AnyHandler
+from pipeline.stages.spec import Compute, Outputs, StagePolicy, StageSpec
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,15 @@ class Outcome(enum.Enum):
     DROPPED = "dropped"
 
 
+@dataclass(frozen=True)
+class RunnableStage:
+    """A stage of the active definition, built and ready: its spec, work and policy."""
+
+    spec: StageSpec
+    compute: Compute
+    policy: StagePolicy
+
+
 class Observer(Protocol):
     """Told the outcome and duration of every delivery (metrics)."""
 
@@ -93,20 +103,22 @@ class StageExecutor:
         self,
         engine: Engine,
         dispatcher: Dispatcher,
-        handlers: Mapping[StageName, AnyHandler],
+        stages: Mapping[str, RunnableStage],
+        artifacts: Artifacts,
         settings: Settings,
+        faults: Faults,
         *,
-        faults: Faults | None = None,
         worker_id: str | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
-        self.handlers = handlers
-        self.policies = settings.policies
+        self.stages = stages
+        self.artifacts = artifacts
+        self.policies = {name: stage.policy for name, stage in stages.items()}
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
         self.slack = timedelta(milliseconds=settings.running_slack_ms)
-        self.faults = faults if faults is not None else Faults(settings.faults)
+        self.faults = faults
         # Single statements (the claim, loading inputs) need no transaction of their own.
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -116,7 +128,7 @@ class StageExecutor:
         """(document, stage, fence) of the attempts running in this process right now."""
         self._live_lock = threading.Lock()
 
-    def execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
+    def execute(self, stage: str, payload: object, delivery: Delivery) -> Outcome:
         started = time.monotonic()
         outcome = "error"
         try:
@@ -128,7 +140,7 @@ class StageExecutor:
             if self.observer is not None:
                 self.observer.observe(stage, outcome, time.monotonic() - started)
 
-    def _execute(self, stage: StageName, payload: object, delivery: Delivery) -> Outcome:
+    def _execute(self, stage: str, payload: object, delivery: Delivery) -> Outcome:
         try:
             message = StageMessage.from_args(payload)
         except msgspec.ValidationError as error:
@@ -235,6 +247,7 @@ class StageExecutor:
             fence=int(row[1]),
             message_id=delivery.message_id,
             delivery=delivery,
+            next_stage=row[2],
         )
 
     def _not_claimed(
@@ -289,14 +302,15 @@ class StageExecutor:
 
     # -- work ----------------------------------------------------------------------------
 
-    def _work(self, conn: Connection, attempt: Attempt) -> object:
+    def _work(self, conn: Connection, attempt: Attempt) -> Outputs:
         message = attempt.message
-        handler = self.handlers[message.stage]
-        data = handler.load(conn, message.document_id)
+        stage = self.stages[message.stage]
+        inputs = self.artifacts.load(conn, message.document_id, stage.spec)
         if self.faults:
             self.faults.before_compute(message.stage, _filename(conn, message), attempt.number)
         with reporting_to(lambda current, total: self._progress(attempt, current, total)):
-            return handler.compute(data)
+            outputs = stage.compute(inputs)
+        return self.artifacts.check(stage.spec, outputs)
 
     def _progress(self, attempt: Attempt, current: int, total: int) -> None:
         try:
@@ -308,11 +322,11 @@ class StageExecutor:
     # -- complete ------------------------------------------------------------------------
 
     def _complete(
-        self, conn: Connection, attempt: Attempt, result: object, started: float
+        self, conn: Connection, attempt: Attempt, outputs: Outputs, started: float
     ) -> Outcome:
         message = attempt.message
-        handler = self.handlers[message.stage]
-        following = next_stage(message.stage)
+        spec = self.stages[message.stage].spec
+        following = attempt.next_stage
         outgoing = following and StageMessage(message.document_id, following, message.generation)
         envelope = self.dispatcher.build(outgoing) if outgoing else None
         drop = (
@@ -321,7 +335,7 @@ class StageExecutor:
             and self.faults.drop_send(message.stage, _filename(conn, message))
         )
         duration_ms = _elapsed_ms(started)
-        summary = handler.summarize(result)
+        summary = spec.summarize(outputs)
         params = {
             "document_id": message.document_id,
             "stage": message.stage,
@@ -343,7 +357,7 @@ class StageExecutor:
         with _driver(conn).transaction():
             if not conn.exec_driver_sql(transitions.SUCCEED_SQL, params).scalar():
                 raise _LostHold(attempt)  # rolls back the transaction
-            handler.store(conn, message.document_id, message.generation, result)
+            self.artifacts.store(conn, message.document_id, message.generation, spec, outputs)
         if envelope is not None and not drop:
             self.dispatcher.send_after_commit(envelope)
         return Outcome.SUCCEEDED

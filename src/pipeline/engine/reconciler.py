@@ -20,20 +20,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
 import dramatiq
 import msgspec
 from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
+from sqlalchemy.orm import aliased
 
 from pipeline.db.models import Document, StageEvent, StageRun
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
-from pipeline.operations.jobs import job_message, sweep_jobs
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,18 @@ class SweepReport(msgspec.Struct, frozen=True):
 
 
 class Reconciler:
-    def __init__(self, engine: Engine, dispatcher: Dispatcher, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        sweep_jobs: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        """``sweep_jobs`` (from ``operations.jobs``) re-sends lost job messages and fails
+        stalled jobs, returning how many of each; the composition root hands it in."""
         self.engine = engine
         self.dispatcher = dispatcher
+        self.sweep_jobs = sweep_jobs
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
         self.batch_size = settings.reconciler_batch_size
         self.interval = settings.reconciler_interval_s
@@ -68,7 +77,7 @@ class Reconciler:
             if count < self.batch_size:
                 break
         finished = self._finish_documents()
-        jobs_resent, jobs_failed = self._sweep_jobs()
+        jobs_resent, jobs_failed = self.sweep_jobs() if self.sweep_jobs else (0, 0)
         if resent or finished or jobs_resent or jobs_failed:
             logger.info(
                 "sweep: re-sent %d message(s), finished %d document(s); "
@@ -79,13 +88,6 @@ class Reconciler:
                 jobs_failed,
             )
         return SweepReport(resent, finished, jobs_resent, jobs_failed)
-
-    def _sweep_jobs(self) -> tuple[int, int]:
-        with self.engine.begin() as conn:
-            resend, stalled = sweep_jobs(conn, self.grace)
-        for job_id in resend:
-            self.dispatcher.send_after_commit(job_message(job_id))
-        return len(resend), stalled
 
     def _resend_batch(self) -> int:
         envelopes: list[dramatiq.Message[Any]] = []
@@ -118,9 +120,7 @@ class Reconciler:
         """Close documents whose final state is in the stage rows but not on the document."""
         finished = 0
         with self.engine.begin() as conn:
-            finished += _finish(
-                conn, "succeeded", StageRun.stage == STAGES[-1], StageRun.status == "succeeded"
-            )
+            finished += _finish(conn, "succeeded", StageRun.status == "succeeded", _is_last())
             finished += _finish(conn, "failed", StageRun.status == "dead")
         return finished
 
@@ -154,6 +154,14 @@ class Reconciler:
         finally:
             if not lock.closed and not lock.invalidated:
                 lock.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
+
+
+def _is_last() -> Any:
+    """The row is the last of its document's plan (no row after it)."""
+    later = aliased(StageRun)
+    return ~exists().where(
+        later.document_id == StageRun.document_id, later.position > StageRun.position
+    )
 
 
 def _finish(conn: Connection, status: str, *conditions: Any) -> int:

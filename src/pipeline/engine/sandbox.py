@@ -68,7 +68,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Final, NoReturn, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -79,6 +79,7 @@ from pipeline.errors import (
     PipelineError,
     TransientError,
 )
+from pipeline.faults import never_returns
 from pipeline.progress import report_progress, reporting_to
 
 __all__ = [
@@ -139,12 +140,6 @@ class SandboxLimits(msgspec.Struct, frozen=True):
     """Wall-clock deadline; the child is killed once it passes."""
     memory_mb: int
     """Address-space cap of the child (``RLIMIT_AS``), in MiB."""
-
-
-def never_returns(*args: object) -> NoReturn:
-    """Sleep in C forever: stands in for a hung parser (tests, fault injection)."""
-    while True:
-        time.sleep(10**9)
 
 
 # Serialises Process.start() (which polls every other child in _cleanup()) with the

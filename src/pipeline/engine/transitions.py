@@ -72,6 +72,8 @@ class Attempt(msgspec.Struct, frozen=True):
     """The fencing token: unique for the row, whatever happened before."""
     message_id: str
     delivery: Delivery
+    next_stage: str | None
+    """What the document's plan runs after this stage (``None``: this is its last)."""
 
 
 def row_of(message: StageMessage) -> tuple[ColumnElement[bool], ...]:
@@ -81,8 +83,9 @@ def row_of(message: StageMessage) -> tuple[ColumnElement[bool], ...]:
 ACCEPT_SQL = """
 WITH doc AS (
     INSERT INTO documents (id, tenant, filename, declared_content_type, size_bytes, sha256,
-                           idempotency_key)
-    VALUES (%(id)s, %(tenant)s, %(filename)s, %(declared)s, %(size)s, %(sha256)s, %(key)s)
+                           idempotency_key, pipeline_version)
+    VALUES (%(id)s, %(tenant)s, %(filename)s, %(declared)s, %(size)s, %(sha256)s, %(key)s,
+            %(version)s)
     ON CONFLICT ON CONSTRAINT uq_documents_tenant_idempotency_key DO NOTHING
     RETURNING id
 ), blob AS (
@@ -104,10 +107,10 @@ WITH doc AS (
 )
 SELECT id FROM doc
 """
-"""A new document in one round trip: the document, its bytes, its five stage rows (the
-first queued for ``message_id``) and its first events. Returns no row when the
-tenant's idempotency key is taken. The upload path is the hottest write there is;
-this is the whole of it, as one statement."""
+"""A new document in one round trip: the document, its bytes, its plan's stage rows (in
+the definition's order, the first queued for ``message_id``) and its first events.
+Returns no row when the tenant's idempotency key is taken. The upload path is the
+hottest write there is; this is the whole of it, as one statement."""
 
 
 CLAIM_SQL = """
@@ -124,7 +127,10 @@ WITH doc AS (
            OR (r.status = 'retrying' AND r.retry_at <= now())
            OR (r.status = 'running' AND r.deadline_at < now())
            OR (r.status = 'running' AND r.fence = %(abandoned)s AND r.worker_id = %(worker)s))
-    RETURNING r.attempts, r.fence
+    RETURNING r.attempts, r.fence,
+              (SELECT n.stage FROM stage_runs AS n
+               WHERE n.document_id = r.document_id AND n.position > r.position
+               ORDER BY n.position LIMIT 1) AS next_stage
 ), document AS (
     UPDATE documents SET status = 'processing', updated_at = now()
     WHERE id = %(document_id)s AND status = 'pending' AND EXISTS (SELECT 1 FROM claimed)
@@ -134,15 +140,16 @@ WITH doc AS (
            %(detail)s::jsonb || jsonb_build_object('fence', fence)
     FROM claimed
 )
-SELECT attempts, fence FROM claimed
+SELECT attempts, fence, next_stage FROM claimed
 """
 """The claim as one statement (one round trip, no transaction of its own needed): with
 the document locked first, the row moves to ``running`` only if the message's generation
 matches and the row is waiting (``queued``, or ``retrying`` and due), or its running
 attempt is past its deadline, or is ``abandoned`` (a fence this very worker took and no
 longer runs: a completion that could not be recorded). The document becomes
-``processing`` and a ``claimed`` event is written. Returns the attempt number and the
-new fence, or no row (a duplicate, stale or early message)."""
+``processing`` and a ``claimed`` event is written. Returns the attempt number, the
+new fence and the stage that follows in the document's own plan (its rows' positions;
+none after the last), or no row (a duplicate, stale or early message)."""
 
 SUCCEED_SQL = """
 WITH doc AS (

@@ -15,8 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from pipeline.access.keys import Authenticator
 from pipeline.access.rate_limit import RateLimiter
-from pipeline.broker import make_broker
-from pipeline.db.engine import make_async_engine, make_engine
+from pipeline.db.engine import make_async_engine
 from pipeline.engine.dispatch import AsyncSender, Dispatcher
 from pipeline.http.admin import admin_router
 from pipeline.http.auth import (
@@ -34,11 +33,11 @@ from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.http.struct_schema import ClosedStructSchemaPlugin
 from pipeline.ingestion.uploads import UploadService
-from pipeline.operations.replay import ReplayService
-from pipeline.operations.rerun import RerunService
 from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.build import make_search
 from pipeline.settings import Settings
+from pipeline.stages import Pipeline
+from pipeline.wiring import Wiring
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +51,23 @@ HTTP_METRICS = PrometheusConfig(
 )
 
 
-def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Litestar:
-    """Build the app; the engine is created on startup and disposed on shutdown."""
+def create_app(
+    settings: Settings,
+    *,
+    dispatcher: Dispatcher | None = None,
+    definition: Pipeline | None = None,
+) -> Litestar:
+    """Build the app; the engines are created on startup and disposed on shutdown.
+
+    The pipeline definition is loaded (and checked) here, before anything is served.
+    """
+    wiring = Wiring(
+        settings,
+        dispatcher=dispatcher,
+        definition=definition,
+        application_name="pipeline-api-admin",
+    )
+    wiring.definition  # noqa: B018 - load and check it now: a bad one stops the start
     if settings.auth == "disabled":
         warn_auth_disabled()  # here, once per process, before anything is served
     holder: dict[str, ApiState] = {}
@@ -61,17 +75,20 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         engine = make_async_engine(settings)
-        sync_engine = make_engine(settings, application_name="pipeline-api-admin")
-        sender = dispatcher or Dispatcher(make_broker(settings))
+        sync_engine = wiring.engine
+        sender = wiring.dispatcher
         async_sender = AsyncSender(sender.broker, settings.redis_url)  # type: ignore[arg-type]
         holder["state"] = ApiState(
             settings=settings,
+            definition=wiring.definition,
             engine=engine,
             dispatcher=sender,
-            uploads=UploadService(engine, sender, settings, async_sender),
+            uploads=UploadService(
+                engine, sender, settings, wiring.definition, wiring.faults, async_sender
+            ),
             sync_engine=sync_engine,
-            replay=ReplayService(sync_engine, sender, settings),
-            rerun=RerunService(sync_engine, sender, settings),
+            replay=wiring.replay,
+            rerun=wiring.rerun,
             auth=Authenticator(engine, settings.auth_cache_ms / 1000),
             search=make_search(settings, engine),
             limiter=RateLimiter(

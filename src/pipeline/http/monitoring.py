@@ -19,9 +19,10 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 async def _overview(api: ApiState) -> Overview:
     def read() -> Overview:
-        depths = queue_depths(api.dispatcher.redis_client(), api.settings.redis_namespace)
+        names = api.definition.names
+        depths = queue_depths(api.dispatcher.redis_client(), api.settings.redis_namespace, names)
         with api.sync_engine.connect() as conn:
-            return overview(conn, depths)
+            return overview(conn, depths, names)
 
     return await anyio.to_thread.run_sync(read)
 

@@ -16,11 +16,14 @@ from pipeline.operations.rerun import RerunService
 from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.service import SearchService
 from pipeline.settings import Settings
+from pipeline.stages import Pipeline
 
 
 @dataclass(frozen=True)
 class ApiState:
     settings: Settings
+    definition: Pipeline
+    """The pipeline definition uploads are planned with."""
     engine: AsyncEngine
     dispatcher: Dispatcher
     uploads: UploadService

@@ -1,9 +1,11 @@
 """Accepting an upload: one transaction, then one message.
 
-The document, its bytes, its five stage rows and the first events are written in a
-single transaction; the validate message is sent only after it commits. If that
-send fails the upload is still accepted: the validate row waits as ``queued`` with a
-deadline, and the reconciler sends it again.
+The document, its bytes, its plan (one stage row per stage of the active definition,
+in order) and the first events are written in a single transaction; the first stage's
+message is sent only after it commits. If that send fails the upload is still
+accepted: the first row waits as ``queued`` with a deadline, and the reconciler sends
+it again. The document follows this plan to the end, whatever later changes to the
+definition (a rerun can move it onto the current one).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pipeline.engine.dispatch import AsyncSender, Dispatcher
 from pipeline.faults import Faults
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
+from pipeline.stages import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +68,22 @@ class UploadService:
         engine: AsyncEngine,
         dispatcher: Dispatcher,
         settings: Settings,
+        definition: Pipeline,
+        faults: Faults,
         sender: AsyncSender | None = None,
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.sender = sender
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
-        self.faults = Faults(settings.faults)
+        self.faults = faults
+        self.plan = list(definition.names)
+        self.version = definition.version
 
     async def accept(self, upload: Upload) -> Accepted:
         sha256 = hashlib.sha256(upload.data).hexdigest()
         document_id = uuid.uuid4()
-        first = StageMessage(document_id=document_id, stage=STAGES[0], generation=1)
+        first = StageMessage(document_id=document_id, stage=self.plan[0], generation=1)
         envelope = self.dispatcher.build(first)
         params = {
             "id": document_id,
@@ -90,8 +96,9 @@ class UploadService:
             "data": upload.data,
             "grace": self.grace,
             "message_id": envelope.message_id,
-            "stages": list(STAGES),
-            "first_stage": STAGES[0],
+            "stages": self.plan,
+            "first_stage": self.plan[0],
+            "version": self.version,
             "accepted": _JSON.encode({"size": len(upload.data), "sha256": sha256}).decode(),
         }
         async with self.engine.begin() as conn:
@@ -112,7 +119,7 @@ class UploadService:
             else:
                 await anyio.to_thread.run_sync(self.dispatcher.send, envelope)
         except Exception:
-            logger.exception("accepted %s but could not send its validate message", document_id)
+            logger.exception("accepted %s but could not send its first message", document_id)
 
 
 _JSON = msgspec.json.Encoder()

@@ -11,8 +11,6 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from pipeline.stages import STAGES
-
 SAMPLES = Path(__file__).parent / "samples"
 TERMINAL = ("succeeded", "failed")
 
@@ -97,13 +95,18 @@ def _follow(
 
 def _progress_line(documents: list[dict[str, object]]) -> str:
     """One line: for each stage, how many documents finished it (and how many are on it)."""
+    names: list[str] = []  # every stage of the documents' plans, in plan order
+    statuses: list[dict[str, str]] = []
+    for document in documents:
+        stages = document["stages"]
+        assert isinstance(stages, list)
+        statuses.append({row["stage"]: row["status"] for row in stages})
+        names.extend(row["stage"] for row in stages if row["stage"] not in names)
     cells = []
-    for position, stage in enumerate(STAGES):
+    for stage in names:
         done = running = 0
-        for document in documents:
-            stages = document["stages"]
-            assert isinstance(stages, list)
-            status = stages[position]["status"]
+        for by_stage in statuses:
+            status = by_stage.get(stage)
             done += status == "succeeded"
             running += status in ("queued", "running", "retrying")
         cells.append(f"{stage} {done}/{len(documents)}" + (f" (+{running})" if running else ""))

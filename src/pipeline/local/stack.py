@@ -25,7 +25,7 @@ from pipeline.db.migrate import upgrade
 from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from pipeline.local.supervisor import ChildSpec, Supervisor
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
+from pipeline.wiring import Wiring
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,10 @@ class LocalStack:
             if not self.options.auth:
                 env["PIPELINE_AUTH"] = "disabled"
             settings = Settings.from_env(env)
+            stages = Wiring(settings).definition.names  # an invalid definition stops here
             upgrade(settings)
             api_key = None if settings.auth == "disabled" else self._local_key(settings)
-            self.supervisor = Supervisor(self._children(), env, echo=self.echo)
+            self.supervisor = Supervisor(self._children(stages), env, echo=self.echo)
             self.supervisor.start()
         except BaseException:
             self.stop()
@@ -132,13 +133,14 @@ class LocalStack:
             handle.write(key + "\n")
         self.key_file.chmod(0o600)  # if it existed with looser bits
 
-    def _children(self) -> list[ChildSpec]:
+    def _children(self, stages: tuple[str, ...]) -> list[ChildSpec]:
+        """The API, the reconciler and one worker group per stage of the definition."""
         options = self.options
         specs = [
             ChildSpec("api", ["api", "--host", options.host, "--port", str(options.port)]),
             ChildSpec("reconciler", ["reconciler"]),
         ]
-        for stage in STAGES:
+        for stage in stages:
             args = [
                 "worker",
                 "--stage",
@@ -148,7 +150,7 @@ class LocalStack:
                 "--threads",
                 str(options.threads),
             ]
-            if stage == STAGES[0]:
+            if stage == stages[0]:
                 args.append("--operations")  # one group also carries bulk operator jobs
             specs.append(ChildSpec(stage, args))
         return specs

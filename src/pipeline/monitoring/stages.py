@@ -7,6 +7,7 @@ rows finished inside the window.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -15,7 +16,6 @@ from sqlalchemy import Connection, func, select
 
 from pipeline.db.models import DOCUMENT_STATUSES, Document, StageRun
 from pipeline.engine.transitions import UNFINISHED
-from pipeline.stages import STAGES
 
 WINDOW: Final = timedelta(minutes=5)
 
@@ -49,20 +49,22 @@ class Overview(msgspec.Struct, frozen=True):
     documents: dict[str, int]
 
 
-def queue_depths(client: Any, namespace: str) -> dict[str, QueueDepth]:
+def queue_depths(client: Any, namespace: str, stages: Sequence[str]) -> dict[str, QueueDepth]:
     with client.pipeline(transaction=False) as pipe:
-        for stage in STAGES:
+        for stage in stages:
             pipe.llen(f"{namespace}:{stage}")
             pipe.llen(f"{namespace}:{stage}.DQ")
             pipe.zcard(f"{namespace}:{stage}.XQ")
         values = pipe.execute()
     return {
         stage: QueueDepth(*(int(v) for v in values[i * 3 : i * 3 + 3]))
-        for i, stage in enumerate(STAGES)
+        for i, stage in enumerate(stages)
     }
 
 
-def overview(conn: Connection, depths: dict[str, QueueDepth]) -> Overview:
+def overview(conn: Connection, depths: dict[str, QueueDepth], stages: Sequence[str]) -> Overview:
+    """Every stage of ``stages`` (the active definition's), then any other stage that
+    documents accepted under an earlier definition still wait in."""
     now = conn.execute(select(func.now())).scalar_one()
     unfinished: dict[tuple[str, str], tuple[int, datetime | None]] = {
         (row.stage, row.status): (row.n, row.oldest)
@@ -93,15 +95,16 @@ def overview(conn: Connection, depths: dict[str, QueueDepth]) -> Overview:
                 .filter(StageRun.status == "succeeded")
                 .label("p95"),
             )
-            .where(StageRun.stage.in_(STAGES), StageRun.finished_at > now - WINDOW)
+            .where(StageRun.finished_at > now - WINDOW)
             .group_by(StageRun.stage)
         )
     }
-    stages = []
-    for stage in STAGES:
+    names = list(stages) + sorted({stage for stage, _ in unfinished} - set(stages))
+    rows = []
+    for stage in names:
         queued, oldest = unfinished.get((stage, "queued"), (0, None))
         window = recent.get(stage)
-        stages.append(
+        rows.append(
             StageStats(
                 stage=stage,
                 queue=depths.get(stage, QueueDepth(0, 0, 0)),
@@ -122,7 +125,7 @@ def overview(conn: Connection, depths: dict[str, QueueDepth]) -> Overview:
     return Overview(
         generated_at=now,
         window_s=int(WINDOW.total_seconds()),
-        stages=stages,
+        stages=rows,
         documents=documents,
     )
 

@@ -24,6 +24,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from pipeline.db.models import OperationJob
+from pipeline.engine.dispatch import Dispatcher
 from pipeline.errors import PipelineError
 from pipeline.operations.common import ItemOutcome, OperationReport, Operator
 from pipeline.operations.replay import ReplayService
@@ -301,3 +302,20 @@ def sweep_jobs(conn: Connection, grace: timedelta) -> tuple[list[uuid.UUID], int
         )
     ).rowcount
     return resend, stalled
+
+
+class JobSweep:
+    """The reconciler's sweep of jobs: re-send those whose message was lost, fail those
+    that stalled. Returns (re-sent, failed)."""
+
+    def __init__(self, engine: Engine, dispatcher: Dispatcher, grace: timedelta) -> None:
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self.grace = grace
+
+    def __call__(self) -> tuple[int, int]:
+        with self.engine.begin() as conn:
+            resend, stalled = sweep_jobs(conn, self.grace)
+        for job_id in resend:
+            self.dispatcher.send_after_commit(job_message(job_id))
+        return len(resend), stalled

@@ -41,7 +41,6 @@ from pipeline.operations.common import (
 )
 from pipeline.operations.dead_letters import LetterFilter, matching, of_tenant
 from pipeline.settings import Settings
-from pipeline.stages import STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +213,7 @@ class ReplayService:
         client: Any,
         operator: Operator,
         *,
-        queues: Sequence[str] = STAGES,
+        queues: Sequence[str],
         dry_run: bool = False,
     ) -> OperationReport:
         """Copy messages in Dramatiq's Redis dead-letter sets (``<queue>.XQ``) to Postgres.

@@ -38,7 +38,7 @@ from pipeline.operations.common import (
     report,
 )
 from pipeline.settings import Settings
-from pipeline.stages import STAGES, StageName
+from pipeline.stages import StageName
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,6 @@ class RerunService:
         dry_run: bool,
         tenant: str | None,
     ) -> ItemOutcome:
-        position = STAGES.index(from_stage)
         # Lock order (engine.transitions): the document, then its stage rows, then its letters.
         # A dry run reads, and locks nothing: it must never hold up live work.
         query = _generation(document_id, tenant)
@@ -158,6 +157,10 @@ class RerunService:
             if generation is None:
                 return ItemOutcome(id=document_id, action="skipped", detail="no such document")
             # Read under the document's lock: no other writer can change its rows now.
+            position = _position(conn, document_id, from_stage)
+            if position is None:
+                missing = f"the document's plan has no {from_stage} stage"
+                return _item(document_id, from_stage, "skipped", missing)
             refusal = _earlier_stages_refusal(conn, document_id, position)
             if refusal is not None:
                 return _item(document_id, from_stage, "skipped", refusal)
@@ -205,6 +208,15 @@ def _generation(document_id: uuid.UUID, tenant: str | None) -> Select[int]:
 def _of_tenant(tenant: str | None) -> list[Any]:
     """Another tenant's document is, to this tenant, no document at all."""
     return [] if tenant is None else [Document.tenant == tenant]
+
+
+def _position(conn: Connection, document_id: uuid.UUID, stage: str) -> int | None:
+    """Where ``stage`` stands in the document's own plan (its stage rows)."""
+    return conn.execute(
+        select(StageRun.position).where(
+            StageRun.document_id == document_id, StageRun.stage == stage
+        )
+    ).scalar_one_or_none()
 
 
 def _earlier_stages_refusal(conn: Connection, document_id: uuid.UUID, position: int) -> str | None:

@@ -1,68 +1,43 @@
-"""One handler per stage, built from settings: the executor's table of work."""
+"""The built-in pipeline: validate → extract → chunk → embed → index.
+
+A definition of your own reuses these specs and places stages of its own between them
+(README, "Writing a stage").
+"""
 
 from __future__ import annotations
 
-from pipeline.embedding import make_embedder
-from pipeline.engine.sandbox import Sandbox, SandboxLimits
-from pipeline.faults import Faults
-from pipeline.processing.chunk import ChunkPolicy
-from pipeline.processing.limits import MIB, DocxLimits, ExtractLimits
-from pipeline.processing.validate import ValidationPolicy
-from pipeline.settings import Settings
-from pipeline.stages import StageName
-from pipeline.stages.chunk import ChunkHandler
-from pipeline.stages.embed import EmbedHandler
-from pipeline.stages.extract import ExtractHandler
-from pipeline.stages.handler import AnyHandler, StageHandler
-from pipeline.stages.index import IndexHandler
-from pipeline.stages.validate import ValidateHandler
+from typing import Final
+
+from pipeline.stages import chunk, embed, extract, index, validate
+from pipeline.stages.artifacts import (
+    CHUNKS,
+    SEARCHABLE,
+    TEXT,
+    UPLOAD,
+    VALIDATION,
+    VECTORS,
+)
+from pipeline.stages.pipeline import Pipeline
 
 __all__ = [
-    "AnyHandler",
-    "StageHandler",
-    "make_extract_limits",
-    "make_handlers",
-    "make_sandbox",
+    "CHUNK",
+    "CHUNKS",
+    "EMBED",
+    "EXTRACT",
+    "INDEX",
+    "PIPELINE",
+    "SEARCHABLE",
+    "TEXT",
+    "UPLOAD",
+    "VALIDATE",
+    "VALIDATION",
+    "VECTORS",
 ]
 
+VALIDATE: Final = validate.SPEC
+EXTRACT: Final = extract.SPEC
+CHUNK: Final = chunk.SPEC
+EMBED: Final = embed.SPEC
+INDEX: Final = index.SPEC
 
-def make_sandbox(settings: Settings) -> Sandbox:
-    limits = SandboxLimits(
-        seconds=settings.parser_time_limit_ms / 1000, memory_mb=settings.parser_memory_mb
-    )
-    return Sandbox(limits)
-
-
-def make_extract_limits(settings: Settings) -> ExtractLimits:
-    """The hostile-input limits of extraction, from settings."""
-    return ExtractLimits(
-        max_text_chars=settings.max_text_chars,
-        max_pdf_pages=settings.max_pdf_pages,
-        docx=DocxLimits(
-            max_expanded_bytes=settings.docx_max_expanded_mb * MIB,
-            max_part_bytes=settings.docx_max_part_mb * MIB,
-            max_parts=settings.docx_max_parts,
-            max_ratio=settings.docx_max_ratio,
-        ),
-    )
-
-
-def make_handlers(
-    settings: Settings, *, faults: Faults | None = None, sandbox: bool = True
-) -> dict[StageName, AnyHandler]:
-    """The stage handlers; ``sandbox=False`` parses in-process (for unit tests only)."""
-    faults = faults if faults is not None else Faults(settings.faults)
-    return {
-        "validate": ValidateHandler(ValidationPolicy(max_bytes=settings.max_upload_bytes)),
-        "extract": ExtractHandler(
-            make_sandbox(settings) if sandbox else None, faults, make_extract_limits(settings)
-        ),
-        "chunk": ChunkHandler(
-            ChunkPolicy(
-                target_tokens=settings.chunk_target_tokens,
-                overlap_tokens=settings.chunk_overlap_tokens,
-            )
-        ),
-        "embed": EmbedHandler(make_embedder(settings), settings.embed_batch_size),
-        "index": IndexHandler(),
-    }
+PIPELINE: Final = Pipeline(version="builtin-1", stages=(VALIDATE, EXTRACT, CHUNK, EMBED, INDEX))

@@ -3,60 +3,40 @@
 from __future__ import annotations
 
 import bisect
-import uuid
 from typing import Any
 
-import msgspec
-from sqlalchemy import Connection, bindparam, select
-
-from pipeline.db.models import DocumentText
-from pipeline.engine.artifacts import MissingInput, replace_output
 from pipeline.processing.chunk import ChunkPolicy, chunk
-from pipeline.processing.extract import PageSpan
-from pipeline.stages.outputs import ChunkDraft, ChunkPlan, encode
-
-_TEXT = select(DocumentText.text, DocumentText.pages).where(
-    DocumentText.document_id == bindparam("document_id")
-)
+from pipeline.processing.extract import Extracted, PageSpan
+from pipeline.stages.artifacts import CHUNKS, TEXT, ChunkDraft, ChunkPlan
+from pipeline.stages.spec import Compute, Inputs, Outputs, StageContext, StagePolicy, StageSpec
 
 
-class ChunkInput(msgspec.Struct, frozen=True):
-    text: str
-    pages: list[PageSpan]
+def build(context: StageContext) -> Compute:
+    policy = ChunkPolicy(
+        target_tokens=context.settings.chunk_target_tokens,
+        overlap_tokens=context.settings.chunk_overlap_tokens,
+    )
+
+    def compute(inputs: Inputs) -> Outputs:
+        return Outputs({CHUNKS: plan_chunks(inputs[TEXT], policy)})
+
+    return compute
 
 
-class ChunkHandler:
-    def __init__(self, policy: ChunkPolicy) -> None:
-        self.policy = policy
-
-    def load(self, conn: Connection, document_id: uuid.UUID) -> ChunkInput:
-        row = conn.execute(_TEXT, {"document_id": document_id}).one_or_none()
-        if row is None:
-            raise MissingInput("the extracted text of this document is missing")
-        return ChunkInput(text=row.text, pages=msgspec.convert(row.pages, list[PageSpan]))
-
-    def compute(self, data: ChunkInput) -> ChunkPlan:
-        starts = [page.start for page in data.pages]
-        drafts = [
-            ChunkDraft(
-                ordinal=piece.ordinal,
-                start=piece.start,
-                end=piece.end,
-                text=piece.text,
-                token_count=piece.token_count,
-                page=page_at(data.pages, starts, piece.start),
-            )
-            for piece in chunk(data.text, self.policy)
-        ]
-        return ChunkPlan(chunks=drafts)
-
-    def summarize(self, result: ChunkPlan) -> dict[str, Any]:
-        return {"chunks": len(result.chunks)}
-
-    def store(
-        self, conn: Connection, document_id: uuid.UUID, generation: int, result: ChunkPlan
-    ) -> None:
-        replace_output(conn, document_id, "chunk", generation, encode(result))
+def plan_chunks(text: Extracted, policy: ChunkPolicy) -> ChunkPlan:
+    starts = [page.start for page in text.pages]
+    drafts = [
+        ChunkDraft(
+            ordinal=piece.ordinal,
+            start=piece.start,
+            end=piece.end,
+            text=piece.text,
+            token_count=piece.token_count,
+            page=page_at(text.pages, starts, piece.start),
+        )
+        for piece in chunk(text.text, policy)
+    ]
+    return ChunkPlan(chunks=drafts)
 
 
 def page_at(pages: list[PageSpan], starts: list[int], offset: int) -> int | None:
@@ -65,3 +45,18 @@ def page_at(pages: list[PageSpan], starts: list[int], offset: int) -> int | None
         return None
     index = max(0, bisect.bisect_right(starts, offset) - 1)
     return pages[index].number
+
+
+def summarize(outputs: Outputs) -> dict[str, Any]:
+    return {"chunks": len(outputs[CHUNKS].chunks)}
+
+
+SPEC = StageSpec(
+    name="chunk",
+    reads=(TEXT,),
+    writes=(CHUNKS,),
+    policy=StagePolicy(time_limit_ms=30_000),
+    build=build,
+    summarize=summarize,
+    description="overlapping, sentence-aware chunks with token counts",
+)

@@ -1,60 +1,36 @@
-"""index: swap the document's searchable chunks in one transaction."""
+"""index: the chunks and their vectors as search reads them, swapped in one transaction."""
 
 from __future__ import annotations
 
 import array
-import uuid
 from typing import Any
 
-import msgspec
-from sqlalchemy import Connection, bindparam, delete, insert, select
-
-from pipeline.db.models import Chunk, Document
-from pipeline.engine.artifacts import load_output
 from pipeline.errors import PermanentError
-from pipeline.stages.outputs import (
+from pipeline.stages.artifacts import (
+    CHUNKS,
+    SEARCHABLE,
+    VECTORS,
     ChunkPlan,
     EmbeddingSet,
-    decode_embeddings,
-    decode_plan,
+    IndexRow,
+    SearchableChunks,
 )
-
-_DELETE_CHUNKS = delete(Chunk).where(Chunk.document_id == bindparam("document_id"))
-_INSERT_CHUNKS = insert(Chunk).inline()  # inline: no RETURNING of the new ids, which nothing reads
-_TENANT = select(Document.tenant).where(Document.id == bindparam("document_id"))
+from pipeline.stages.spec import Inputs, Outputs, StagePolicy, StageSpec
 
 
-class IndexInput(msgspec.Struct, frozen=True):
-    plan: ChunkPlan
-    embeddings: EmbeddingSet
+def compute(inputs: Inputs) -> Outputs:
+    return Outputs({SEARCHABLE: searchable(inputs[CHUNKS], inputs[VECTORS])})
 
 
-class IndexRow(msgspec.Struct, frozen=True):
-    ordinal: int
-    text: str
-    start_offset: int
-    end_offset: int
-    token_count: int
-    page: int | None
-    embedding: list[float]
-    embedding_model: str
-
-
-class IndexHandler:
-    def load(self, conn: Connection, document_id: uuid.UUID) -> IndexInput:
-        return IndexInput(
-            plan=decode_plan(load_output(conn, document_id, "chunk")),
-            embeddings=decode_embeddings(load_output(conn, document_id, "embed")),
+def searchable(plan: ChunkPlan, embeddings: EmbeddingSet) -> SearchableChunks:
+    drafts, vectors = plan.chunks, embeddings.vectors
+    if len(drafts) != len(vectors):
+        raise PermanentError(
+            f"chunk and embedding counts differ ({len(drafts)} vs {len(vectors)}); "
+            "re-run the document from the chunk stage"
         )
-
-    def compute(self, data: IndexInput) -> list[IndexRow]:
-        drafts, vectors = data.plan.chunks, data.embeddings.vectors
-        if len(drafts) != len(vectors):
-            raise PermanentError(
-                f"chunk and embedding counts differ ({len(drafts)} vs {len(vectors)}); "
-                "re-run the document from the chunk stage"
-            )
-        return [
+    return SearchableChunks(
+        rows=[
             IndexRow(
                 ordinal=draft.ordinal,
                 text=draft.text,
@@ -63,26 +39,23 @@ class IndexHandler:
                 token_count=draft.token_count,
                 page=draft.page,
                 embedding=array.array("f", vector).tolist(),
-                embedding_model=data.embeddings.model,
+                embedding_model=embeddings.model,
             )
             for draft, vector in zip(drafts, vectors, strict=True)
         ]
+    )
 
-    def summarize(self, result: list[IndexRow]) -> dict[str, Any]:
-        return {"chunks": len(result)}
 
-    def store(
-        self, conn: Connection, document_id: uuid.UUID, generation: int, result: list[IndexRow]
-    ) -> None:
-        # The search triggers on ``chunks`` drop the old chunks' postings and totals and
-        # add the new ones' in this same transaction.
-        conn.execute(_DELETE_CHUNKS, {"document_id": document_id})
-        if result:
-            tenant = conn.execute(_TENANT, {"document_id": document_id}).scalar_one()
-            conn.execute(
-                _INSERT_CHUNKS,
-                [
-                    {"document_id": document_id, "tenant": tenant, **msgspec.structs.asdict(row)}
-                    for row in result
-                ],
-            )
+def summarize(outputs: Outputs) -> dict[str, Any]:
+    return {"chunks": len(outputs[SEARCHABLE].rows)}
+
+
+SPEC = StageSpec(
+    name="index",
+    reads=(CHUNKS, VECTORS),
+    writes=(SEARCHABLE,),
+    policy=StagePolicy(time_limit_ms=60_000),
+    compute=compute,
+    summarize=summarize,
+    description="write chunks, their terms and embeddings for search; the document is done",
+)
