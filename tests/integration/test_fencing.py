@@ -65,9 +65,9 @@ from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StagePolicy
 from pipeline.stages.builtin import make_handlers
-
-from .conftest import bearer, upload, wait_for_document
-from .processes import ProcessStack, stack_maker, wait_until
+from tests.support.api import bearer, upload
+from tests.support.documents import wait_for_document
+from tests.support.processes import ProcessStack, stack_maker, wait_until
 
 ME = Operator(name="fence-tester@ci", via="cli")
 BODY = b"Fencing test document. It has a few sentences.\n\nAnd a second paragraph of text."

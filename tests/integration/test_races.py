@@ -56,10 +56,9 @@ from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES
 from pipeline.stages.builtin import make_handlers
-
-from .conftest import bearer, upload
-from .faults import Fault, FaultPlan, FaultyHandler
-from .processes import Processes, stack_env, wait_until
+from tests.support.api import bearer, upload
+from tests.support.faults import Fault, FaultPlan, FaultyHandler
+from tests.support.processes import Processes, stack_env, wait_until
 
 ME = Operator(name="races@tests", via="cli")
 BODY = (

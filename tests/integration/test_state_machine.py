@@ -74,8 +74,7 @@ from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, StagePolicy
 from pipeline.stages.builtin import AnyHandler, make_handlers
-
-from ..databases import own_database
+from tests.support.databases import own_database
 
 
 def _body(topic: str, sentences: int) -> bytes:
