@@ -16,50 +16,20 @@ from sqlalchemy import Engine, text
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
+from tests.support.api import assert_problem, bearer, upload
+from tests.support.dead_letters import dead_document, dead_png, unique
+from tests.support.documents import events, wait_for_document
+from tests.support.faults import Fault, FaultPlan
 
-from .conftest import assert_problem, bearer, events, upload, wait_for_document
-from .faults import Fault, FaultPlan
-
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
 TEXT = (
     b"Admin API test text about rivers and deltas.\n\nA second paragraph about estuaries and tides."
 )
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def db_now(engine: Engine) -> datetime:
     with engine.connect() as conn:
         now: datetime = conn.execute(text("SELECT now()")).scalar_one()
     return now
-
-
-def letters_of(client: TestClient[Any], document_id: str) -> list[dict[str, Any]]:
-    response = client.get("/dead-letters", params={"document_id": document_id})
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
-
-
-def dead_document(
-    client: TestClient[Any], data: bytes, filename: str, content_type: str
-) -> tuple[str, str]:
-    """Upload a document that dies; answer (document id, dead-letter id)."""
-    document_id = upload(client, data, filename, content_type).json()["id"]
-    document = wait_for_document(client, document_id)
-    assert document["status"] == "failed", document
-    deadline = time.monotonic() + 10
-    while not (letters := letters_of(client, document_id)):
-        assert time.monotonic() < deadline, f"no dead letter for {document_id}"
-        time.sleep(0.05)
-    (letter,) = letters
-    return document_id, letter["id"]
-
-
-def dead_png(client: TestClient[Any], name: str = "image.dat") -> tuple[str, str]:
-    return dead_document(client, PNG, unique(name), "application/octet-stream")
 
 
 def dead_at_extract(client: TestClient[Any], faults: FaultPlan) -> tuple[str, str]:

@@ -25,8 +25,7 @@ from pipeline.db.engine import make_async_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
-
-from .conftest import AsKey, assert_problem, bearer, make_key, upload
+from tests.support.api import AsKey, assert_problem, bearer, make_key, upload
 
 TEXT = b"An access-control test document. It has two sentences."
 Cli = Callable[..., Result]

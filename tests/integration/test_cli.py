@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from pipeline.settings import Settings
-
-from .processes import free_port
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 PIPELINE = [sys.executable, "-m", "pipeline"]

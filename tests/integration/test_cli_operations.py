@@ -27,9 +27,9 @@ from sqlalchemy import Engine, text
 from pipeline.cli import main
 from pipeline.cli.timeparse import parse_time
 from pipeline.settings import Settings
-
-from .conftest import events, upload, wait_for_document
-from .faults import Fault, FaultPlan
+from tests.support.api import upload
+from tests.support.documents import events, wait_for_document
+from tests.support.faults import Fault, FaultPlan
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
 TEXT = b"An operator test document. It has a few sentences.\n\nAnd a second paragraph."

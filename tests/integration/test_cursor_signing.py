@@ -26,9 +26,8 @@ from sqlalchemy import Engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
-
-from .conftest import assert_problem, bearer, make_key, upload
-from .processes import Processes, free_port, ready, wait_until
+from tests.support.api import assert_problem, bearer, make_key, upload
+from tests.support.processes import Processes, free_port, ready, wait_until
 
 PIPELINE = [sys.executable, "-m", "pipeline"]
 ISSUED = "a cursor this API issued"

@@ -11,9 +11,9 @@ from sqlalchemy import Engine, text
 from pipeline.engine.executor import Outcome, StageExecutor
 from pipeline.messages import Delivery
 from pipeline.wiring import Wiring
-
-from .conftest import events, stage_statuses, upload, wait_for_document
-from .faults import Fault, FaultPlan
+from tests.support.api import upload
+from tests.support.documents import events, stage_statuses, wait_for_document
+from tests.support.faults import Fault, FaultPlan
 
 STAGE_TEXT = b"Retry me please. This text is perfectly fine.\n\nIt has two paragraphs."
 

@@ -65,10 +65,10 @@ from pipeline.settings import PolicyOverride, Settings
 from pipeline.stages import Compute, Inputs, Outputs, StagePolicy
 from pipeline.stages.builtin import PIPELINE
 from pipeline.wiring import Wiring
-
-from .conftest import bearer, upload, wait_for_document
-from .faults import build_executor
-from .processes import ProcessStack, stack_maker, wait_until
+from tests.support.api import bearer, upload
+from tests.support.documents import wait_for_document
+from tests.support.faults import build_executor
+from tests.support.processes import ProcessStack, stack_maker, wait_until
 
 STAGES = PIPELINE.names
 

@@ -26,9 +26,9 @@ from sqlalchemy import Engine, text
 from pipeline.broker import PipelineRedisBroker
 from pipeline.settings import Settings
 from pipeline.stages.builtin import PIPELINE
-
-from .conftest import AsKey, make_key, upload, wait_for_document
-from .processes import Processes, stack_env, wait_until
+from tests.support.api import AsKey, make_key, upload
+from tests.support.documents import wait_for_document
+from tests.support.processes import Processes, stack_env, wait_until
 
 STAGES = PIPELINE.names
 

@@ -40,9 +40,8 @@ from pipeline.db.engine import make_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
-
-from ..databases import own_database
-from .conftest import bearer, make_key, upload
+from tests.support.api import bearer, make_key, upload
+from tests.support.databases import own_database
 
 MAX_EXAMPLES = 25
 STATEFUL_EXAMPLES = 30

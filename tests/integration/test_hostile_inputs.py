@@ -1,6 +1,6 @@
 """Hostile documents through the real API, executor, sandbox and Dramatiq worker.
 
-Each test uploads one generated hostile document (``tests/hostile.py``) and checks
+Each test uploads one generated hostile document (``tests/support/hostile.py``) and checks
 that a limit stopped it: the stage is dead after one attempt (refusals are permanent,
 never retried), the dead letter and the document carry the same clear reason, and
 a normal document uploaded right after it succeeds: the worker keeps serving.
@@ -30,9 +30,9 @@ from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
 from pipeline.wiring import Wiring
-from tests import hostile
-
-from .conftest import ALL_SUCCEEDED, stage_statuses, upload, wait_for_document
+from tests.support import hostile
+from tests.support.api import upload
+from tests.support.documents import ALL_SUCCEEDED, stage_statuses, wait_for_document
 
 MIB = hostile.MIB
 WAIT_S = 90.0

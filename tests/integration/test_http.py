@@ -11,8 +11,8 @@ from sqlalchemy import Engine, text
 
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
-
-from .conftest import assert_problem, bearer, upload, wait_for_document
+from tests.support.api import assert_problem, bearer, upload
+from tests.support.documents import wait_for_document
 
 TEXT = b"Plain text about glaciers.\n\nA second paragraph about fjords."
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from .test_http import assert_problem
+from tests.support.api import assert_problem
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,7 @@ from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.http.problems import PROBLEM_MEDIA_TYPE
 from pipeline.settings import Settings
-
-from .conftest import AsKey, make_key, upload
+from tests.support.api import AsKey, make_key, upload
 
 PROBLEM_REF = "#/components/schemas/ProblemDocument"
 TEXT = b"A short document about contracts."

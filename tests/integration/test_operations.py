@@ -18,9 +18,9 @@ from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunSe
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 from pipeline.wiring import Wiring
-
-from .conftest import events, upload, wait_for_document
-from .faults import Fault, FaultPlan
+from tests.support.api import upload
+from tests.support.documents import events, wait_for_document
+from tests.support.faults import Fault, FaultPlan
 
 ME = Operator(name="tester@ci", via="cli")
 TEXT = b"Operations test text. It talks about otters and kelp forests.\n\nSecond paragraph."

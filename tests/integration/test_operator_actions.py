@@ -46,10 +46,10 @@ from pipeline.operations.requests import RerunRequest
 from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.wiring import Wiring
-
-from .conftest import bearer, events, upload, wait_for_document
-from .faults import Fault, FaultPlan
-from .processes import Processes, wait_until
+from tests.support.api import bearer, upload
+from tests.support.documents import events, wait_for_document
+from tests.support.faults import Fault, FaultPlan
+from tests.support.processes import Processes, wait_until
 
 ME = Operator(name="operator-actions@tests", via="cli")
 TEXT = b"Operator actions test. It mentions herons and tidal flats.\n\nA second paragraph."

@@ -11,8 +11,9 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
-from .conftest import ALL_SUCCEEDED, stage_statuses, upload, wait_for_document
-from .faults import Fault, FaultPlan
+from tests.support.api import upload
+from tests.support.documents import ALL_SUCCEEDED, stage_statuses, wait_for_document
+from tests.support.faults import Fault, FaultPlan
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "extract"
 CASES = sorted(

@@ -55,10 +55,9 @@ from pipeline.operations.rerun import DocumentSelection, RerunService
 from pipeline.settings import Settings
 from pipeline.stages.builtin import PIPELINE
 from pipeline.wiring import Wiring
-
-from .conftest import bearer, upload
-from .faults import Fault, FaultPlan, PlannedFaults, build_executor
-from .processes import Processes, stack_env, wait_until
+from tests.support.api import bearer, upload
+from tests.support.faults import Fault, FaultPlan, PlannedFaults, build_executor
+from tests.support.processes import Processes, stack_env, wait_until
 
 STAGES = PIPELINE.names
 

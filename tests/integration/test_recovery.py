@@ -23,9 +23,8 @@ from pipeline.broker import make_broker
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
-
-from .conftest import events
-from .processes import ProcessStack, stack_maker, wait_until
+from tests.support.documents import events
+from tests.support.processes import ProcessStack, stack_maker, wait_until
 
 pytestmark = pytest.mark.slow
 BODY = b"Recovery test document. It has a few sentences.\n\nAnd a second paragraph of text."

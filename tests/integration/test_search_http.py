@@ -19,8 +19,8 @@ from pipeline.embedding import make_embedder
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
-
-from .conftest import AsKey, assert_problem, bearer, make_key, upload, wait_for_document
+from tests.support.api import AsKey, assert_problem, bearer, make_key, upload
+from tests.support.documents import wait_for_document
 
 CAT = b"The feline rested on the rug all afternoon, purring quietly."
 TAXES = b"Quarterly tax filings are due at the end of the fiscal period."

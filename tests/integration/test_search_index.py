@@ -22,8 +22,7 @@ from pipeline.db.engine import make_async_engine, make_engine
 from pipeline.db.migrate import alembic_config, upgrade
 from pipeline.search import lexical
 from pipeline.settings import Settings
-
-from ..databases import own_database
+from tests.support.databases import own_database
 
 pytestmark = pytest.mark.anyio
 

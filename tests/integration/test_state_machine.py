@@ -75,9 +75,8 @@ from pipeline.settings import PolicyOverride, Settings
 from pipeline.stages import Compute, Inputs, Outputs
 from pipeline.stages.builtin import PIPELINE
 from pipeline.wiring import Wiring
-
-from ..databases import own_database
-from .faults import build_executor
+from tests.support.databases import own_database
+from tests.support.faults import build_executor
 
 STAGES = PIPELINE.names
 

@@ -9,8 +9,8 @@ from litestar.testing import TestClient
 
 from pipeline.cli import main
 from pipeline.settings import Settings
-
-from .conftest import upload, wait_for_document
+from tests.support.api import upload
+from tests.support.documents import wait_for_document
 
 
 def test_status_prints_a_row_per_stage(

@@ -24,9 +24,9 @@ from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import ReplayRequest
 from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
-
-from .conftest import assert_problem, upload, wait_for_document
-from .test_admin_http import dead_png
+from tests.support.api import assert_problem, upload
+from tests.support.dead_letters import dead_png
+from tests.support.documents import wait_for_document
 
 UNKNOWN = "00000000-0000-0000-0000-0000000000aa"
 BODY_PATHS = [

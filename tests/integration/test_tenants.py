@@ -23,8 +23,8 @@ from pipeline.cli import main
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
-
-from .conftest import AsKey, bearer, make_key, upload, wait_for_document
+from tests.support.api import AsKey, bearer, make_key, upload
+from tests.support.documents import wait_for_document
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
 

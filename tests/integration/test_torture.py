@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.settings import Settings
-
-from ..bench_modules import load_bench
+from tests.support.bench_modules import load_bench
 
 pytestmark = pytest.mark.slow
 

@@ -30,8 +30,7 @@ from pipeline.search.semantic import (
     VectorSearch,
 )
 from pipeline.settings import Settings
-
-from ..databases import own_database
+from tests.support.databases import own_database
 
 pytestmark = [
     pytest.mark.anyio,

@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from processing_golden import FIXTURES, check_json
+from tests.support.golden import FIXTURES, check_json
 
 from pipeline.embedding import Embedder, HashingEmbedder, embed_batched
 

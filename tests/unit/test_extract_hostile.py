@@ -14,7 +14,7 @@ import io
 import zipfile
 
 import pytest
-from tests import hostile
+from tests.support import hostile
 
 from pipeline.errors import CorruptContent
 from pipeline.processing.extract import extract

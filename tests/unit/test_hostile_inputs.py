@@ -1,6 +1,6 @@
 """Hostile input: every limit on the pure functions and in the sandbox, one by one.
 
-Each test feeds one generated hostile document (see ``tests/hostile.py``) to the code
+Each test feeds one generated hostile document (see ``tests/support/hostile.py``) to the code
 that must stop it, and checks the outcome: a permanent error with a reason a person
 can act on, or a bounded result. The quadratic-walk regressions have no timed
 assertion: at these sizes the old code needed many minutes, so it would fail on the
@@ -13,8 +13,8 @@ import io
 import zipfile
 
 import pytest
-from sandbox_targets import recurse
-from tests import hostile
+from tests.support import hostile
+from tests.support.sandbox_targets import recurse
 
 from pipeline.engine.failures import classify
 from pipeline.engine.sandbox import (

@@ -8,7 +8,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from processing_golden import FIXTURES, case_files, check_json, expected_path
+from tests.support.golden import FIXTURES, case_files, check_json, expected_path
 
 from pipeline.processing.chunk import Chunk, ChunkPolicy, chunk
 from pipeline.processing.tokens import count_tokens, token_spans, tokenize

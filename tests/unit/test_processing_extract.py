@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from processing_golden import (
+from tests.support.golden import (
     FIXTURES,
     case_files,
     check_json,

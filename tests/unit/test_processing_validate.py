@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from processing_golden import FIXTURES, case_files, check_json, error_result, expected_path
+from tests.support.golden import FIXTURES, case_files, check_json, error_result, expected_path
 
 from pipeline.errors import (
     ContentTooLarge,

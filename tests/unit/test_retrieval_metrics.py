@@ -7,7 +7,7 @@ benchmark and these tests share one copy of it.
 from __future__ import annotations
 
 import pytest
-from tests.bench_modules import load_bench
+from tests.support.bench_modules import load_bench
 
 m = load_bench("retrieval_metrics.py")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from dramatiq.threading import raise_thread_exception
-from processing_golden import FIXTURES
-from sandbox_targets import (
+from tests.support.golden import FIXTURES
+from tests.support.sandbox_targets import (
     MIB,
     allocate,
     child_info,

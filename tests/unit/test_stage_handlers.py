@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processing_golden import case_files, check_json, expected_path
+from tests.support.golden import case_files, check_json, expected_path
 
 from pipeline.faults import Faults
 from pipeline.processing.extract import PageSpan

@@ -1,8 +1,8 @@
 """Functions the sandbox tests run in a child process.
 
-They must be importable top-level functions: the child unpickles them by reference.
-This module sits next to the tests, on the ``sys.path`` pytest gives the tests, and
-the sandbox passes that ``sys.path`` on to its children.
+They must be importable top-level functions: the child unpickles them by reference
+(as ``tests.support.sandbox_targets.<name>``). The project root is on the ``sys.path``
+pytest gives the tests, and the sandbox's forkserver starts with that ``sys.path``.
 """
 
 from __future__ import annotations

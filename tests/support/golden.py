@@ -18,7 +18,7 @@ import msgspec
 
 from pipeline.errors import PipelineError
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 UPDATE = os.environ.get("PIPELINE_UPDATE_FIXTURES") == "1"
 _EXPECTED_SUFFIXES = (".expected.json", ".expected.txt")
 

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
 
-from .conftest import bearer, upload
+from .api import bearer, upload
 
 S = TypeVar("S")
 
