@@ -246,8 +246,11 @@ class _JobWatch:
             raise JobStopped(self.job_id)
 
 
-class JobStopped(Exception):
+class JobStopped(PipelineError):
     """The job is no longer ``running`` (marked failed while it ran): stop at once."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"operation job {job_id} is no longer running")
 
 
 STALE_JOB = timedelta(minutes=10)
