@@ -56,9 +56,10 @@ from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
-from pipeline.operations.common import Operator
-from pipeline.operations.replay import LetterSelection, ReplayService
-from pipeline.operations.rerun import DocumentSelection, RerunService
+from pipeline.operations.common import Operator, RunContext
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import ReplayRequest, RerunRequest
+from pipeline.operations.rerun import RerunService
 from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import extract
 from pipeline.processing.validate import ValidationPolicy, validate
@@ -67,7 +68,7 @@ from pipeline.stages.builtin import PIPELINE as BUILTIN
 from pipeline.stages.extract import extract_limits
 
 STAGES = BUILTIN.names
-OPERATOR = Operator(name="torture", via="cli")
+RUN = RunContext(operator=Operator(name="torture", via="cli"))
 PIPELINE = [sys.executable, "-m", "pipeline"]
 WORDS = [
     *("river", "delta", "harbour", "glacier", "tide", "estuary", "basin", "current"),
@@ -671,7 +672,7 @@ class Torture:
                 eligible += 1
             stage = STAGES[self.rng.randint(0, eligible)]
             result = self.rerun_service.rerun(
-                DocumentSelection(ids=[uuid.UUID(doc.id)]), stage, OPERATOR, reason="torture"
+                RerunRequest(from_stage=stage, ids=[uuid.UUID(doc.id)], reason="torture"), RUN
             )
             actions = [item.action for item in result.items]
             if "rerun" in actions:
@@ -702,9 +703,7 @@ class Torture:
         letters = self.dead_letters(docs)
         if not letters:
             return 0
-        result = self.replay_service.replay(
-            LetterSelection(ids=letters), OPERATOR, reason="torture"
-        )
+        result = self.replay_service.replay(ReplayRequest(ids=letters, reason="torture"), RUN)
         replayed = 0
         for item in result.items:
             action = str(item.action)  # the fixed engine adds "failed"

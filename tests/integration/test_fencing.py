@@ -58,9 +58,10 @@ from pipeline.errors import PermanentError, TransientError
 from pipeline.faults import FaultSpec
 from pipeline.http.app import create_app
 from pipeline.messages import Delivery, StageMessage
-from pipeline.operations.common import Operator
-from pipeline.operations.replay import LetterSelection, ReplayService
-from pipeline.operations.rerun import DocumentSelection, RerunService
+from pipeline.operations.common import Operator, RunContext
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import ReplayRequest, RerunRequest
+from pipeline.operations.rerun import RerunService
 from pipeline.settings import PolicyOverride, Settings
 from pipeline.stages import Compute, Inputs, Outputs, StagePolicy
 from pipeline.stages.builtin import PIPELINE
@@ -72,7 +73,7 @@ from tests.support.processes import ProcessStack, stack_maker, wait_until
 
 STAGES = PIPELINE.names
 
-ME = Operator(name="fence-tester@ci", via="cli")
+RUN = RunContext(operator=Operator(name="fence-tester@ci", via="cli"))
 BODY = b"Fencing test document. It has a few sentences.\n\nAnd a second paragraph of text."
 BOOT_S = 90.0
 """Longest a worker may take to boot (several test runs may share a small machine)."""
@@ -468,7 +469,7 @@ def test_a_hung_attempt_cannot_complete_over_the_replay_of_its_stage(rig: Rig) -
     )
     assert letter_id is not None, "the second attempt left no dead letter"
 
-    replayed = rig.replay.replay(LetterSelection(ids=[letter_id]), ME, reason="fixed")
+    replayed = rig.replay.replay(ReplayRequest(ids=[letter_id], reason="fixed"), RUN)
     assert [item.action for item in replayed.items] == ["replayed"], replayed
     replay_message = rig.dispatcher.take(document_id, "validate")
     attempt3 = rig.start(replay_message)
@@ -509,7 +510,7 @@ def test_a_hung_attempt_cannot_complete_over_the_replay_of_its_stage(rig: Rig) -
 
 
 def _rerun(rig: Rig, document_id: str) -> Any:
-    report = rig.rerun.rerun(DocumentSelection(ids=[uuid.UUID(document_id)]), "validate", ME)
+    report = rig.rerun.rerun(RerunRequest(from_stage="validate", ids=[uuid.UUID(document_id)]), RUN)
     assert [item.action for item in report.items] == ["rerun"], report
     return rig.dispatcher.take(document_id, "validate")
 
@@ -564,7 +565,9 @@ def test_messages_of_an_earlier_generation_still_in_redis_are_dropped_after_a_re
     response = upload(client, BODY, "stale-after-rerun.txt")
     document_id = str(response.json()["id"])
     assert wait_for_document(client, document_id)["status"] == "succeeded"
-    report = rerun_service.rerun(DocumentSelection(ids=[uuid.UUID(document_id)]), "chunk", ME)
+    report = rerun_service.rerun(
+        RerunRequest(from_stage="chunk", ids=[uuid.UUID(document_id)]), RUN
+    )
     assert [item.action for item in report.items] == ["rerun"], report
     dispatcher = Dispatcher(broker)
     stale = [

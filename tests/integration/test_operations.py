@@ -11,10 +11,11 @@ import msgspec
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
-from pipeline.operations.common import Operator
+from pipeline.operations.common import Operator, RunContext
 from pipeline.operations.dead_letters import LetterFilter, get_letter, list_letters
-from pipeline.operations.replay import LetterSelection, ReplayService
-from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import DiscardRequest, ReplayRequest, RerunRequest
+from pipeline.operations.rerun import DocumentFilter, RerunService
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 from pipeline.wiring import Wiring
@@ -23,6 +24,7 @@ from tests.support.documents import events, wait_for_document
 from tests.support.faults import Fault, FaultPlan
 
 ME = Operator(name="tester@ci", via="cli")
+RUN = RunContext(operator=ME)
 TEXT = b"Operations test text. It talks about otters and kelp forests.\n\nSecond paragraph."
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
 CURSORS = CursorCodec.ephemeral()
@@ -82,7 +84,7 @@ def test_replay_after_the_cause_is_fixed_succeeds(
     document_id = failed_document(client, faults, "fixed-later.txt")  # fault fires once
     letter = letter_of(engine, document_id)
     assert letter["status"] == "dead"
-    result = replay_service.replay(LetterSelection(ids=[letter["id"]]), ME, reason="parser fixed")
+    result = replay_service.replay(ReplayRequest(ids=[letter["id"]], reason="parser fixed"), RUN)
     assert [item.action for item in result.items] == ["replayed"]
     document = wait_for_document(client, document_id)
     assert document["status"] == "succeeded"
@@ -106,7 +108,7 @@ def test_replay_without_fixing_dies_again_with_history_intact(
 ) -> None:
     document_id = failed_document(client, faults, "still-broken.txt", times=5)
     letter = letter_of(engine, document_id)
-    replay_service.replay(LetterSelection(ids=[letter["id"]]), ME)
+    replay_service.replay(ReplayRequest(ids=[letter["id"]]), RUN)
     deadline = time.monotonic() + 20
     while letter_of(engine, document_id)["status"] != "dead" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -118,7 +120,7 @@ def test_replay_without_fixing_dies_again_with_history_intact(
     history = [(e["stage"], e["event"]) for e in events(engine, document_id)]
     assert history.count(("extract", "dead")) == 2
     assert ("extract", "replayed") in history
-    refused = replay_service.replay(LetterSelection(ids=[letter["id"]]), ME)
+    refused = replay_service.replay(ReplayRequest(ids=[letter["id"]]), RUN)
     assert refused.items[0].action == "replayed"  # dead again: replayable again
     wait_for_document(client, document_id)
 
@@ -132,12 +134,12 @@ def test_replaying_a_replayed_letter_needs_force(
 ) -> None:
     document_id = failed_document(client, faults, "twice.txt")
     letter_id = letter_of(engine, document_id)["id"]
-    replay_service.replay(LetterSelection(ids=[letter_id]), ME)
+    replay_service.replay(ReplayRequest(ids=[letter_id]), RUN)
     assert wait_for_document(client, document_id)["status"] == "succeeded"
-    refused = replay_service.replay(LetterSelection(ids=[letter_id]), ME)
+    refused = replay_service.replay(ReplayRequest(ids=[letter_id]), RUN)
     assert refused.items[0].action == "skipped"
     assert "already replayed" in refused.items[0].detail
-    forced = replay_service.replay(LetterSelection(ids=[letter_id]), ME, force=True)
+    forced = replay_service.replay(ReplayRequest(ids=[letter_id], force=True), RUN)
     assert forced.items[0].action == "skipped"  # the stage succeeded meanwhile: nothing to do
     assert "not dead" in forced.items[0].detail
 
@@ -164,7 +166,7 @@ def test_bulk_replay_is_paced_and_replays_each_letter_once(
         )
     assert len(letters) == 200
     started = time.monotonic()
-    result = replay_service.replay(LetterSelection(ids=letters), ME, rate=50)
+    result = replay_service.replay(ReplayRequest(ids=letters, rate=50), RUN)
     elapsed = time.monotonic() - started
     assert result.done == 200
     assert elapsed >= 3.9, elapsed
@@ -199,7 +201,7 @@ def test_rerun_from_chunk_keeps_earlier_stages_and_one_set_of_chunks(
     assert wait_for_document(client, document_id)["status"] == "succeeded"
     before = snapshot(engine, [document_id])
     result = rerun_service.rerun(
-        DocumentSelection(ids=[uuid.UUID(document_id)]), "chunk", ME, reason="new chunker"
+        RerunRequest(from_stage="chunk", ids=[uuid.UUID(document_id)], reason="new chunker"), RUN
     )
     assert result.items[0].action == "rerun"
     document = wait_for_document(client, document_id)
@@ -237,7 +239,9 @@ def test_rerun_refuses_when_an_earlier_stage_has_not_succeeded(
     rerun_service: RerunService,
 ) -> None:
     document_id = failed_document(client, faults, "no-text.txt", stage="extract", times=9)
-    result = rerun_service.rerun(DocumentSelection(ids=[uuid.UUID(document_id)]), "embed", ME)
+    result = rerun_service.rerun(
+        RerunRequest(from_stage="embed", ids=[uuid.UUID(document_id)]), RUN
+    )
     assert result.items[0].action == "skipped"
     assert "extract has not succeeded" in result.items[0].detail
 
@@ -255,9 +259,11 @@ def test_dry_runs_change_nothing(
     assert wait_for_document(client, fine)["status"] == "succeeded"
     letter_id = letter_of(engine, failed)["id"]
     before = snapshot(engine, [failed, fine])
-    replay = replay_service.replay(LetterSelection(ids=[letter_id]), ME, dry_run=True)
-    discard = replay_service.discard(LetterSelection(ids=[letter_id]), ME, dry_run=True)
-    rerun = rerun_service.rerun(DocumentSelection(ids=[uuid.UUID(fine)]), "chunk", ME, dry_run=True)
+    replay = replay_service.replay(ReplayRequest(ids=[letter_id], dry_run=True), RUN)
+    discard = replay_service.discard(DiscardRequest(ids=[letter_id], dry_run=True), RUN)
+    rerun = rerun_service.rerun(
+        RerunRequest(from_stage="chunk", ids=[uuid.UUID(fine)], dry_run=True), RUN
+    )
     assert [replay.items[0].action, discard.items[0].action, rerun.items[0].action] == [
         "would replay",
         "would discard",
@@ -276,7 +282,7 @@ def test_discard_marks_the_letter_and_keeps_the_document_failed(
 ) -> None:
     document_id = failed_document(client, faults, "discard-me.txt")
     letter_id = letter_of(engine, document_id)["id"]
-    result = replay_service.discard(LetterSelection(ids=[letter_id]), ME, reason="junk upload")
+    result = replay_service.discard(DiscardRequest(ids=[letter_id], reason="junk upload"), RUN)
     assert result.items[0].action == "discarded"
     assert letter_of(engine, document_id)["status"] == "discarded"
     assert wait_for_document(client, document_id)["status"] == "failed"
@@ -396,10 +402,10 @@ def test_rerun_by_filter_selects_documents_dead_at_a_stage(
 ) -> None:
     failed_document(client, faults, "filter-dead.txt", stage="chunk")
     dry = rerun_service.rerun(
-        DocumentSelection(filter=DocumentFilter(status="failed", stage="chunk")),
-        "chunk",
-        ME,
-        dry_run=True,
+        RerunRequest(
+            from_stage="chunk", filter=DocumentFilter(status="failed", stage="chunk"), dry_run=True
+        ),
+        RUN,
     )
     assert dry.matched >= 1
     assert all(item.action == "would rerun" for item in dry.items)
@@ -415,7 +421,6 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
 ) -> None:
     from pipeline.engine.dispatch import Dispatcher
     from pipeline.operations.jobs import create_job, get_job
-    from pipeline.operations.requests import DiscardRequest
 
     document_id = failed_document(client, faults, "lost-job.txt")
     letter_id = letter_of(engine, document_id)["id"]
@@ -466,7 +471,9 @@ def test_rerun_settles_the_dead_letters_of_the_failed_run(
 ) -> None:
     document_id = failed_document(client, faults, "rerun-settles.txt", stage="chunk")
     assert letter_of(engine, document_id)["status"] == "dead"
-    result = rerun_service.rerun(DocumentSelection(ids=[uuid.UUID(document_id)]), "chunk", ME)
+    result = rerun_service.rerun(
+        RerunRequest(from_stage="chunk", ids=[uuid.UUID(document_id)]), RUN
+    )
     assert result.items[0].action == "rerun"
     assert wait_for_document(client, document_id)["status"] == "succeeded"
     assert letter_of(engine, document_id)["status"] == "discarded"

@@ -39,11 +39,11 @@ from pipeline.broker import make_broker
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.operations import jobs
-from pipeline.operations.common import Operator
+from pipeline.operations.common import Operator, RunContext
 from pipeline.operations.jobs import create_job, job_message
-from pipeline.operations.replay import LetterSelection, ReplayService
-from pipeline.operations.requests import RerunRequest
-from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import ReplayRequest, RerunRequest
+from pipeline.operations.rerun import DocumentFilter, RerunService
 from pipeline.settings import Settings
 from pipeline.wiring import Wiring
 from tests.support.api import bearer, upload
@@ -52,6 +52,7 @@ from tests.support.faults import Fault, FaultPlan
 from tests.support.processes import Processes, wait_until
 
 ME = Operator(name="operator-actions@tests", via="cli")
+RUN = RunContext(operator=ME)
 TEXT = b"Operator actions test. It mentions herons and tidal flats.\n\nA second paragraph."
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 LOCK_TIMEOUT_MS = 300
@@ -503,14 +504,14 @@ def test_bulk_replay_is_paced_by_default_and_honours_a_higher_rate(
     letters = dead_letter_ids(engine, ids)
     paced = SleepRecorder()
     service = ReplayService(engine, Dispatcher(broker), settings, sleep=paced)
-    result = service.replay(LetterSelection(ids=letters), ME)
+    result = service.replay(ReplayRequest(ids=letters), RUN)
     assert [item.action for item in result.items] == ["replayed"] * 10, result
     assert paced.sleeps, "a replay without a rate was not paced"
     assert max(paced.sleeps) <= 1 / 20, paced.sleeps  # the default is about 50/s
     wait_all_failed(client, ids)  # the letters are dead again
     fast = SleepRecorder()
     service = ReplayService(engine, Dispatcher(broker), settings, sleep=fast)
-    result = service.replay(LetterSelection(ids=letters), ME, rate=1000)
+    result = service.replay(ReplayRequest(ids=letters, rate=1000), RUN)
     assert [item.action for item in result.items] == ["replayed"] * 10, result
     assert all(pause <= 1 / 1000 + 1e-6 for pause in fast.sleeps), fast.sleeps
     wait_all_failed(client, ids)
@@ -530,15 +531,17 @@ def test_bulk_rerun_is_paced_by_default_and_honours_a_higher_rate(
     ids = unsupported_documents(client, "default-rate-rerun", 10)
     paced = SleepRecorder()
     service = RerunService(engine, Dispatcher(broker), settings, sleep=paced)
-    result = service.rerun(DocumentSelection(ids=[uuid.UUID(i) for i in ids]), "validate", ME)
+    result = service.rerun(
+        RerunRequest(from_stage="validate", ids=[uuid.UUID(i) for i in ids]), RUN
+    )
     assert [item.action for item in result.items] == ["rerun"] * 10, result
     assert paced.sleeps, "a rerun without a rate was not paced"
     assert max(paced.sleeps) <= 1 / 20, paced.sleeps
     wait_all_failed(client, ids)
     fast = SleepRecorder()
     service = RerunService(engine, Dispatcher(broker), settings, sleep=fast)
-    selection = DocumentSelection(ids=[uuid.UUID(i) for i in ids])
-    result = service.rerun(selection, "validate", ME, rate=1000)
+    request = RerunRequest(from_stage="validate", ids=[uuid.UUID(i) for i in ids], rate=1000)
+    result = service.rerun(request, RUN)
     assert [item.action for item in result.items] == ["rerun"] * 10, result
     assert all(pause <= 1 / 1000 + 1e-6 for pause in fast.sleeps), fast.sleeps
     wait_all_failed(client, ids)

@@ -49,9 +49,10 @@ from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import StageExecutor
 from pipeline.http.app import create_app
 from pipeline.messages import Delivery, StageMessage
-from pipeline.operations.common import ItemOutcome, OperationReport, Operator
-from pipeline.operations.replay import LetterSelection, ReplayService
-from pipeline.operations.rerun import DocumentSelection, RerunService
+from pipeline.operations.common import ItemOutcome, OperationReport, Operator, RunContext
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import DiscardRequest, ReplayRequest, RerunRequest
+from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
 from pipeline.stages.builtin import PIPELINE
 from pipeline.wiring import Wiring
@@ -61,7 +62,7 @@ from tests.support.processes import Processes, stack_env, wait_until
 
 STAGES = PIPELINE.names
 
-ME = Operator(name="races@tests", via="cli")
+RUN = RunContext(operator=Operator(name="races@tests", via="cli"))
 BODY = (
     b"Lock order test document. Otters float in kelp forests and hold hands while asleep.\n\n"
     b"A second paragraph, so that the chunker has more than one piece of text to cut.\n\n"
@@ -397,13 +398,13 @@ def race_a_parked_rerun(
 
     Neither may raise, and Postgres may not have broken a deadlock between them."""
     before = deadlocks(engine)
-    selection = DocumentSelection(ids=[document_id])
+    request = RerunRequest(ids=[document_id], from_stage=from_stage, reason="races")  # type: ignore[arg-type]
     with (
         ThreadPoolExecutor(2) as pool,
         Holder(private.engines["holder"], stage_row_lock(document_id, "chunk")) as holder,
     ):
         rerun = private.rerun_service()
-        reran = pool.submit(rerun.rerun, selection, from_stage, ME, reason="races")  # type: ignore[arg-type]
+        reran = pool.submit(rerun.rerun, request, RUN)
         park(private, "rerun", holder)
         raced = pool.submit(other)
         run_until_it_waits_or_ends(private, role, raced)
@@ -523,7 +524,7 @@ def test_a_replay_and_a_rerun_of_one_document_do_not_deadlock(
         document_id,
         "validate",
         "replay",
-        partial(replay.replay, LetterSelection(ids=[letter_id]), ME, reason="races"),
+        partial(replay.replay, ReplayRequest(ids=[letter_id], reason="races"), RUN),
     )
     items: list[ItemOutcome] = [rerun_item, report.items[0]]
     winners = [item for item in items if item.action != "skipped"]
@@ -559,7 +560,7 @@ def test_a_discard_and_a_rerun_of_one_document_do_not_deadlock(
         document_id,
         "validate",
         "replay",
-        partial(replay.discard, LetterSelection(ids=[letter_id]), ME, reason="races"),
+        partial(replay.discard, DiscardRequest(ids=[letter_id], reason="races"), RUN),
     )
     [discard_item] = report.items
     assert rerun_item.action == "rerun", rerun_item
@@ -604,13 +605,17 @@ def test_dry_runs_wait_for_no_lock_and_change_nothing(
     [letter] = letters(engine, document_id)
     before = snapshot(engine, [document_id])
     rerun, replay = private.rerun_service(), private.replay_service()
-    ids = DocumentSelection(ids=[document_id])
-    letter_ids = LetterSelection(ids=[letter["id"]])
+    ids = [document_id]
+    letter_ids = [letter["id"]]
     calls: dict[str, Callable[[], OperationReport]] = {
-        "rerun from extract": partial(rerun.rerun, ids, "extract", ME, dry_run=True),
-        "rerun from chunk": partial(rerun.rerun, ids, "chunk", ME, dry_run=True),
-        "replay": partial(replay.replay, letter_ids, ME, dry_run=True),
-        "discard": partial(replay.discard, letter_ids, ME, dry_run=True),
+        "rerun from extract": partial(
+            rerun.rerun, RerunRequest(ids=ids, from_stage="extract", dry_run=True), RUN
+        ),
+        "rerun from chunk": partial(
+            rerun.rerun, RerunRequest(ids=ids, from_stage="chunk", dry_run=True), RUN
+        ),
+        "replay": partial(replay.replay, ReplayRequest(ids=letter_ids, dry_run=True), RUN),
+        "discard": partial(replay.discard, DiscardRequest(ids=letter_ids, dry_run=True), RUN),
     }
     key_share = ("SELECT 1 FROM documents WHERE id = :id FOR KEY SHARE", {"id": document_id})
     letter_lock = (
@@ -707,36 +712,37 @@ class Operators:
         rng = self.rng
         roll = rng.random()
         ids = rng.sample(self.live, rng.randint(1, 3))
-        chosen = DocumentSelection(ids=ids)
         stage: Any = rng.choice(STAGES)
         dead = self.dead_letters(self.live)
         if roll < 0.35:
-            self.act("rerun", partial(self.rerun.rerun, chosen, stage, ME, rate=500.0))
+            rerun = RerunRequest(ids=ids, from_stage=stage, rate=500.0, reason="soak")
+            self.act("rerun", partial(self.rerun.rerun, rerun, RUN))
         elif roll < 0.55 and dead:
-            picked = LetterSelection(ids=rng.sample(dead, min(len(dead), rng.randint(1, 2))))
-            self.act("replay", partial(self.replay.replay, picked, ME, rate=500.0))
+            picked = rng.sample(dead, min(len(dead), rng.randint(1, 2)))
+            replay = ReplayRequest(ids=picked, rate=500.0, reason="soak")
+            self.act("replay", partial(self.replay.replay, replay, RUN))
         elif roll < 0.62 and dead:
-            picked = LetterSelection(ids=[rng.choice(dead)])
-            self.act("discard", partial(self.replay.discard, picked, ME))
+            discard = DiscardRequest(ids=[rng.choice(dead)], reason="soak")
+            self.act("discard", partial(self.replay.discard, discard, RUN))
         else:
             # Dry runs on documents in flight, and on finished ones nothing else touches.
-            targets = DocumentSelection(ids=[*ids, rng.choice(self.still)])
-            letters_ = LetterSelection(ids=[*dead[:2], *self.still_letters])
+            targets = [*ids, rng.choice(self.still)]
+            letters_ = [*dead[:2], *self.still_letters]
             kind = rng.choice(("rerun", "replay", "discard"))
             if kind == "rerun":
-                self.act("dry rerun", partial(self.rerun.rerun, targets, stage, ME), dry=True)
+                dry_rerun = RerunRequest(ids=targets, from_stage=stage, dry_run=True, reason="dry")
+                self.act("dry rerun", partial(self.rerun.rerun, dry_rerun, RUN), dry=True)
             elif kind == "replay":
-                self.act("dry replay", partial(self.replay.replay, letters_, ME), dry=True)
+                dry_replay = ReplayRequest(ids=letters_, dry_run=True, reason="dry")
+                self.act("dry replay", partial(self.replay.replay, dry_replay, RUN), dry=True)
             else:
-                self.act("dry discard", partial(self.replay.discard, letters_, ME), dry=True)
+                dry_discard = DiscardRequest(ids=letters_, dry_run=True, reason="dry")
+                self.act("dry discard", partial(self.replay.discard, dry_discard, RUN), dry=True)
 
-    def act(self, kind: str, call: Callable[..., OperationReport], *, dry: bool = False) -> None:
+    def act(self, kind: str, call: Callable[[], OperationReport], *, dry: bool = False) -> None:
         self.counts[kind] += 1
         try:
-            if dry:
-                self.results.append((True, call(dry_run=True, reason="dry")))
-            else:
-                self.results.append((False, call(reason="soak")))
+            self.results.append((dry, call()))
         except Exception as error:  # every one of them is reported at the end
             self.errors.append(f"{kind}: {error!r}"[:600])
 

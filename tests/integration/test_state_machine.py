@@ -68,9 +68,10 @@ from pipeline.errors import PermanentError, TransientError
 from pipeline.faults import Faults
 from pipeline.ingestion.uploads import Upload, UploadService
 from pipeline.messages import Delivery, StageMessage
-from pipeline.operations.common import OperationReport, Operator
-from pipeline.operations.replay import LetterSelection, ReplayService
-from pipeline.operations.rerun import DocumentSelection, RerunService
+from pipeline.operations.common import OperationReport, Operator, RunContext
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import DiscardRequest, ReplayRequest, RerunRequest
+from pipeline.operations.rerun import RerunService
 from pipeline.settings import PolicyOverride, Settings
 from pipeline.stages import Compute, Inputs, Outputs
 from pipeline.stages.builtin import PIPELINE
@@ -99,7 +100,7 @@ STEP_TIMEOUT_S = 20.0
 """How long a delivery may take to park or return, and a released attempt to return."""
 MAX_ROUNDS = 20
 MAX_DELIVERIES_PER_ROUND = 200
-OPERATOR = Operator(name="model", via="cli")
+RUN = RunContext(operator=Operator(name="model", via="cli"))
 MODEL_POLICY = PolicyOverride(
     max_retries=2, min_backoff_ms=900_000, max_backoff_ms=1_800_000, time_limit_ms=1_800_000
 )
@@ -470,16 +471,16 @@ class Run:
 
     def rerun(self, document_id: uuid.UUID, stage: str) -> OperationReport:
         service = RerunService(self.h.engine, self.bus, self.h.settings)
-        selection = DocumentSelection(ids=[document_id])
-        return service.rerun(selection, stage, OPERATOR)  # type: ignore[arg-type]
+        request = RerunRequest(ids=[document_id], from_stage=stage)  # type: ignore[arg-type]
+        return service.rerun(request, RUN)
 
     def replay(self, letter_id: uuid.UUID) -> OperationReport:
         service = ReplayService(self.h.engine, self.bus, self.h.settings)
-        return service.replay(LetterSelection(ids=[letter_id]), OPERATOR)
+        return service.replay(ReplayRequest(ids=[letter_id]), RUN)
 
     def discard(self, letter_id: uuid.UUID) -> OperationReport:
         service = ReplayService(self.h.engine, self.bus, self.h.settings)
-        return service.discard(LetterSelection(ids=[letter_id]), OPERATOR)
+        return service.discard(DiscardRequest(ids=[letter_id]), RUN)
 
     # -- reading the database ------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 import msgspec
@@ -32,11 +32,12 @@ from pipeline.operations.common import (
     MIN_RATE,
     ItemOutcome,
     OperationReport,
-    Progress,
+    RunContext,
 )
 from pipeline.settings import Settings, SettingsError
 
 ELLIPSIS: Final = "…"
+R = TypeVar("R")
 
 # -- connecting --------------------------------------------------------------------------
 
@@ -155,8 +156,13 @@ def confirm_bulk(count: int, question: str, *, threshold: int, yes: bool, dry_ru
         )
 
 
-def run_with_progress(label: str, operate: Callable[..., OperationReport]) -> OperationReport:
-    """Call ``operate(progress=..., on_selected=...)`` with a progress bar on stderr.
+def run_with_progress(
+    label: str,
+    operate: Callable[[R, RunContext], OperationReport],
+    request: R,
+    run: RunContext,
+) -> OperationReport:
+    """Call ``operate(request, run)``, with ``run`` watched by a progress bar on stderr.
 
     Interrupted (Ctrl-C), it says how many items were handled: each item runs in its
     own transaction, so every item is either done or untouched.
@@ -183,9 +189,9 @@ def run_with_progress(label: str, operate: Callable[..., OperationReport]) -> Op
             if bars:
                 bars[0].update(1, item)
 
-        hook: Progress = progress
+        watched = msgspec.structs.replace(run, progress=progress, on_selected=on_selected)
         try:
-            return operate(progress=hook, on_selected=on_selected)
+            return operate(request, watched)
         except KeyboardInterrupt:
             stack.close()
             counts = Counter(item.action for item in handled)

@@ -6,7 +6,6 @@ The commands parse options, call :mod:`pipeline.operations.dead_letters` and
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -44,7 +43,7 @@ from pipeline.cli.output import (
 from pipeline.cli.stages import STAGE_NAME
 from pipeline.cli.timeparse import TIME
 from pipeline.engine.dispatch import Dispatcher
-from pipeline.operations.common import ItemOutcome, Operator
+from pipeline.operations.common import ItemOutcome, Operator, RunContext
 from pipeline.operations.dead_letters import (
     EventView,
     LetterDetail,
@@ -55,7 +54,8 @@ from pipeline.operations.dead_letters import (
     list_letters,
 )
 from pipeline.operations.jobs import OPERATIONS_QUEUE
-from pipeline.operations.replay import LetterSelection, ReplayService
+from pipeline.operations.replay import ReplayService
+from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 from pipeline.stages import StageName
@@ -321,9 +321,9 @@ def _short_detail(detail: dict[str, Any]) -> str:
 def letter_selection(
     ids: tuple[uuid.UUID, ...],
     select_all: bool,
-    limit: int | None,
     filters: dict[str, Any],
-) -> LetterSelection:
+) -> tuple[list[uuid.UUID] | None, LetterFilter | None]:
+    """The ``ids`` or the ``filter`` of the request (exactly one of them is not None)."""
     given = [FILTER_FLAGS[name] for name, value in filters.items() if value is not None]
     if ids and select_all:
         raise click.UsageError("give dead-letter ids or --all, not both")
@@ -332,9 +332,8 @@ def letter_selection(
     if ids:
         if given:
             raise click.UsageError(f"{', '.join(given)} only apply with --all")
-        return LetterSelection(ids=list(ids), limit=limit)
-    letter_filter = make_filter(**{**filters, "status": filters["status"] or "dead"})
-    return LetterSelection(filter=letter_filter, limit=limit)
+        return list(ids), None
+    return None, make_filter(**{**filters, "status": filters["status"] or "dead"})
 
 
 def describe_letter(item: ItemOutcome) -> str:
@@ -394,27 +393,23 @@ def run_command(
         "document": document,
         "status": status,
     }
-    selection = letter_selection(ids, select_all, limit, filters)
+    chosen_ids, chosen_filter = letter_selection(ids, select_all, filters)
+    request = ReplayRequest(
+        ids=chosen_ids,
+        filter=chosen_filter,
+        limit=limit,
+        dry_run=dry_run,
+        rate=rate,
+        reason=reason,
+        force=force,
+    )
     settings = load_settings()
     with database(settings, "replay run") as engine, broker_for(settings) as broker:
         service = _service(settings, engine, broker)
-        if not _selected(
-            service, selection, "replay", settings, yes=yes, dry_run=dry_run, tenant=tenant
-        ):
+        if not _selected(service, request, "replay", settings, yes=yes, tenant=tenant):
             return
-        report = run_with_progress(
-            "replaying",
-            functools.partial(
-                service.replay,
-                selection,
-                Operator.from_cli(),
-                dry_run=dry_run,
-                rate=rate,
-                reason=reason,
-                force=force,
-                tenant=tenant,
-            ),
-        )
+        run = RunContext(operator=Operator.from_cli(), tenant=tenant)
+        report = run_with_progress("replaying", service.replay, request, run)
     finish(report, describe_letter, done="replayed", would="would replay")
 
 
@@ -458,45 +453,40 @@ def discard_command(
         "document": document,
         "status": status,
     }
-    selection = letter_selection(ids, select_all, limit, filters)
+    chosen_ids, chosen_filter = letter_selection(ids, select_all, filters)
+    request = DiscardRequest(
+        ids=chosen_ids,
+        filter=chosen_filter,
+        limit=limit,
+        dry_run=dry_run,
+        reason=reason,
+        force=force,
+    )
     settings = load_settings()
     with database(settings, "replay discard") as engine, broker_for(settings) as broker:
         service = _service(settings, engine, broker)
-        if not _selected(
-            service, selection, "discard", settings, yes=yes, dry_run=dry_run, tenant=tenant
-        ):
+        if not _selected(service, request, "discard", settings, yes=yes, tenant=tenant):
             return
-        report = run_with_progress(
-            "discarding",
-            functools.partial(
-                service.discard,
-                selection,
-                Operator.from_cli(),
-                dry_run=dry_run,
-                reason=reason,
-                force=force,
-                tenant=tenant,
-            ),
-        )
+        run = RunContext(operator=Operator.from_cli(), tenant=tenant)
+        report = run_with_progress("discarding", service.discard, request, run)
     finish(report, describe_letter, done="discarded", would="would discard")
 
 
 def _selected(
     service: ReplayService,
-    selection: LetterSelection,
+    request: ReplayRequest | DiscardRequest,
     verb: str,
     settings: Settings,
     *,
     yes: bool,
-    dry_run: bool,
     tenant: str | None,
 ) -> bool:
     """Count the selection (False if empty) and confirm a large one.
 
-    The service is then called with the selection itself, not the ids counted here,
+    The service is then called with the request itself, not the ids counted here,
     so that the audit trail records the filter the operator gave.
     """
-    count = len(service.select(selection, tenant))
+    count = len(service.select(request, tenant))
     if count == 0:
         click.echo("no dead letters match")
         return False
@@ -505,7 +495,7 @@ def _selected(
         f"{verb} {count} dead letters?",
         threshold=settings.confirm_threshold,
         yes=yes,
-        dry_run=dry_run,
+        dry_run=request.dry_run,
     )
     return True
 

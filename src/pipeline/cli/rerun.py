@@ -6,7 +6,6 @@ prints what it did.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from datetime import datetime
 from typing import Final, Literal
@@ -32,8 +31,9 @@ from pipeline.cli.output import (
 from pipeline.cli.stages import STAGE_NAME
 from pipeline.cli.timeparse import TIME
 from pipeline.engine.dispatch import Dispatcher
-from pipeline.operations.common import ItemOutcome, Operator
-from pipeline.operations.rerun import DocumentFilter, DocumentSelection, RerunService
+from pipeline.operations.common import ItemOutcome, Operator, RunContext
+from pipeline.operations.requests import RerunRequest
+from pipeline.operations.rerun import DocumentFilter, RerunService
 from pipeline.stages import StageName
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
@@ -84,20 +84,24 @@ def rerun(
     searchable until the index stage replaces them. Every stage before --from-stage must
     have succeeded. Exits 1 if any document was skipped.
     """
-    selection = document_selection(
-        document_ids,
-        limit,
-        status=status,
-        stage=stage,
-        since=since,
-        until=until,
+    chosen_ids, chosen_filter = document_selection(
+        document_ids, status=status, stage=stage, since=since, until=until
+    )
+    request = RerunRequest(
+        from_stage=from_stage,
+        ids=chosen_ids,
+        filter=chosen_filter,
+        limit=limit,
+        dry_run=dry_run,
+        rate=rate,
+        reason=reason,
     )
     settings = load_settings()
     with database(settings, "rerun") as engine, broker_for(settings) as broker:
         service = RerunService(engine, Dispatcher(broker), settings)
-        # Counted only to confirm: the service gets the selection itself, so that
+        # Counted only to confirm: the service gets the request itself, so that
         # the audit trail records the filter the operator gave.
-        count = len(service.select(selection, tenant))
+        count = len(service.select(request, tenant))
         if count == 0:
             click.echo("no documents match")
             return
@@ -108,37 +112,26 @@ def rerun(
             yes=yes,
             dry_run=dry_run,
         )
-        report = run_with_progress(
-            "re-running",
-            functools.partial(
-                service.rerun,
-                selection,
-                from_stage,
-                Operator.from_cli(),
-                dry_run=dry_run,
-                rate=rate,
-                reason=reason,
-                tenant=tenant,
-            ),
-        )
+        run = RunContext(operator=Operator.from_cli(), tenant=tenant)
+        report = run_with_progress("re-running", service.rerun, request, run)
     finish(report, describe_document, done="re-ran", would="would rerun")
 
 
 def document_selection(
     document_ids: tuple[uuid.UUID, ...],
-    limit: int | None,
     *,
     status: DocumentStatus | None,
     stage: StageName | None,
     since: datetime | None,
     until: datetime | None,
-) -> DocumentSelection:
+) -> tuple[list[uuid.UUID] | None, DocumentFilter | None]:
+    """The ``ids`` or the ``filter`` of the request (exactly one of them is not None)."""
     flags = {"--status": status, "--stage": stage, "--since": since, "--until": until}
     given = [flag for flag, value in flags.items() if value is not None]
     if document_ids and given:
         raise click.UsageError(f"give document ids or {', '.join(given)}, not both")
     if document_ids:
-        return DocumentSelection(ids=list(document_ids), limit=limit)
+        return list(document_ids), None
     if not given:
         raise click.UsageError(
             "give document ids, or select documents with at least one of "
@@ -146,8 +139,7 @@ def document_selection(
         )
     if since is not None and until is not None and since >= until:
         raise click.UsageError("--since must be before --until")
-    document_filter = DocumentFilter(status=status, stage=stage, since=since, until=until)
-    return DocumentSelection(filter=document_filter, limit=limit)
+    return None, DocumentFilter(status=status, stage=stage, since=since, until=until)
 
 
 def describe_document(item: ItemOutcome) -> str:

@@ -36,7 +36,13 @@ from pipeline.http.json_body import StrictJSONRequest
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.operations import dead_letters
-from pipeline.operations.common import DEFAULT_RATE, OperationReport, Operator
+from pipeline.operations.common import (
+    DEFAULT_RATE,
+    NotFound,
+    OperationReport,
+    Operator,
+    RunContext,
+)
 from pipeline.operations.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
 from pipeline.operations.jobs import JobView, create_job, get_job, job_message
 from pipeline.operations.requests import (
@@ -47,7 +53,7 @@ from pipeline.operations.requests import (
     ReplayRequest,
     RerunRequest,
 )
-from pipeline.operations.rerun import DocumentFilter, DocumentSelection
+from pipeline.operations.rerun import DocumentFilter
 from pipeline.stages import StageName
 from pipeline.text import NO_NUL
 
@@ -56,9 +62,7 @@ logger = logging.getLogger(__name__)
 MAX_PACED_SECONDS = 5.0
 """A paced request that would hold the connection longer than this runs as a job."""
 T = TypeVar("T")
-
-NO_SUCH_DOCUMENT = "no such document"
-"""The detail :class:`RerunService` gives an item whose document does not exist."""
+R = TypeVar("R", ReplayRequest, DiscardRequest, RerunRequest)
 
 
 class JobLinks(msgspec.Struct, frozen=True):
@@ -97,10 +101,12 @@ BULK_PROBLEMS = (400, *AUTH, 413, 422, 503)
 BULK_WHEN = {503: "The job was recorded but could not be queued, or the database is unavailable"}
 
 
-def operator_of(request: Request[Any, Any, Any], principal: Principal) -> Operator:
-    """The audit trail's "who": the key (tenant and prefix) and the client address."""
+def run_of(request: Request[Any, Any, Any], principal: Principal) -> RunContext:
+    """Who acts, and for whom: the audit trail's "who" is the key (tenant and prefix) and
+    the client address; the action touches the key's tenant's items only."""
     host = request.client.host if request.client else None
-    return Operator(name=f"{principal.label}@{host or 'unknown'}", via="api")
+    operator = Operator(name=f"{principal.label}@{host or 'unknown'}", via="api")
+    return RunContext(operator=operator, tenant=principal.tenant)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -144,35 +150,32 @@ async def _read(api: ApiState, query: Callable[[Connection], T]) -> T:
 async def _run_or_queue(
     api: ApiState,
     kind: OperationKind,
-    body: OperationRequest,
-    operator: Operator,
-    tenant: str,
-    select: Callable[[], list[uuid.UUID]],
-    run: Callable[[], OperationReport],
+    body: R,
+    run: RunContext,
+    select: Callable[[R, str | None], list[uuid.UUID]],
+    operate: Callable[[R, RunContext], OperationReport],
 ) -> Response[OperationReport | JobAccepted]:
-    """Run the action now if it is small (or a dry run), else queue it as ``tenant``'s job."""
+    """Run the action now if it is small (or a dry run), else queue it as the tenant's job."""
     if not body.dry_run:
-        total = len(await anyio.to_thread.run_sync(select))
+        total = len(await anyio.to_thread.run_sync(select, body, run.tenant))
         paced = hasattr(body, "rate")  # replays and reruns are paced; discards are not
         rate = getattr(body, "rate", None) or DEFAULT_RATE
         paced_seconds = total / rate if paced else 0.0
         if total > api.settings.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
-            return await _queue(api, kind, body, operator, tenant, total)
-    report = await anyio.to_thread.run_sync(run)
+            return await _queue(api, kind, body, run, total)
+    report = await anyio.to_thread.run_sync(operate, body, run)
     return Response(report, status_code=200)
 
 
 async def _queue(
-    api: ApiState,
-    kind: OperationKind,
-    body: OperationRequest,
-    operator: Operator,
-    tenant: str,
-    total: int,
+    api: ApiState, kind: OperationKind, body: OperationRequest, run: RunContext, total: int
 ) -> Response[OperationReport | JobAccepted]:
+    tenant = run.tenant
+    assert tenant is not None  # the API acts for a key's tenant (only the CLI for every one)
+
     def record() -> uuid.UUID:
         with api.sync_engine.begin() as conn:
-            return create_job(conn, kind, body, operator, tenant)
+            return create_job(conn, kind, body, run.operator, tenant)
 
     job_id = await anyio.to_thread.run_sync(record)
     # Sent only once the job is committed, so the worker always finds it.
@@ -309,26 +312,8 @@ class DeadLetterController(Controller):
         data: JSONBody[ReplayRequest],
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
-        operator = operator_of(request, principal)
-        selection = body.selection()
-        tenant = principal.tenant
-        return await _run_or_queue(
-            api,
-            "replay",
-            body,
-            operator,
-            tenant,
-            lambda: api.replay.select(selection, tenant),
-            lambda: api.replay.replay(
-                selection,
-                operator,
-                dry_run=body.dry_run,
-                rate=body.rate,
-                reason=body.reason,
-                force=body.force,
-                tenant=tenant,
-            ),
-        )
+        run = run_of(request, principal)
+        return await _run_or_queue(api, "replay", body, run, api.replay.select, api.replay.replay)
 
     @post(
         "/discard",
@@ -349,25 +334,8 @@ class DeadLetterController(Controller):
         data: JSONBody[DiscardRequest],
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
-        operator = operator_of(request, principal)
-        selection = body.selection()
-        tenant = principal.tenant
-        return await _run_or_queue(
-            api,
-            "discard",
-            body,
-            operator,
-            tenant,
-            lambda: api.replay.select(selection, tenant),
-            lambda: api.replay.discard(
-                selection,
-                operator,
-                dry_run=body.dry_run,
-                reason=body.reason,
-                force=body.force,
-                tenant=tenant,
-            ),
-        )
+        run = run_of(request, principal)
+        return await _run_or_queue(api, "discard", body, run, api.replay.select, api.replay.discard)
 
 
 class RerunController(Controller):
@@ -402,23 +370,16 @@ class RerunController(Controller):
         data: JSONBody[DocumentRerunBody],
     ) -> OperationReport:
         parsed = parse_id(document_id)
-        operator = operator_of(request, principal)
-        report = await anyio.to_thread.run_sync(
-            lambda: api.rerun.rerun(
-                DocumentSelection(ids=[parsed]),
-                data.from_stage,
-                operator,
-                dry_run=data.dry_run,
-                reason=data.reason,
-                tenant=principal.tenant,
-            )
+        rerun = RerunRequest(
+            ids=[parsed], from_stage=data.from_stage, reason=data.reason, dry_run=data.dry_run
         )
+        report = await anyio.to_thread.run_sync(api.rerun.rerun, rerun, run_of(request, principal))
         (item,) = report.items
+        if isinstance(item, NotFound):
+            raise Problem(404, f"no document with id {document_id!r}")
         if item.action == "failed":  # one item: nothing was done, and it is true to say so
             raise Problem(503, f"the rerun was {item.detail}", document_id=str(parsed))
         if item.action == "skipped":
-            if item.detail == NO_SUCH_DOCUMENT:
-                raise Problem(404, f"no document with id {document_id!r}")
             raise Problem(409, item.detail, document_id=str(parsed), from_stage=data.from_stage)
         return report
 
@@ -442,26 +403,8 @@ class RerunController(Controller):
         data: JSONBody[RerunRequest],
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_document_filter_utc(data.filter))
-        operator = operator_of(request, principal)
-        selection = body.selection()
-        tenant = principal.tenant
-        return await _run_or_queue(
-            api,
-            "rerun",
-            body,
-            operator,
-            tenant,
-            lambda: api.rerun.select(selection, tenant),
-            lambda: api.rerun.rerun(
-                selection,
-                body.from_stage,
-                operator,
-                dry_run=body.dry_run,
-                rate=body.rate,
-                reason=body.reason,
-                tenant=tenant,
-            ),
-        )
+        run = run_of(request, principal)
+        return await _run_or_queue(api, "rerun", body, run, api.rerun.select, api.rerun.rerun)
 
 
 class OperationController(Controller):

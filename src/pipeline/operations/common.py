@@ -81,6 +81,13 @@ class ItemOutcome(msgspec.Struct, frozen=True):
     message_id: str | None = None
 
 
+class NotFound(ItemOutcome, frozen=True):
+    """A skipped item that does not exist (another tenant's is, to a tenant, the same).
+
+    Encoded exactly as an :class:`ItemOutcome`; its type lets a caller that asked for
+    one item answer "not found" without reading the ``detail`` sentence."""
+
+
 class OperationReport(msgspec.Struct, frozen=True):
     dry_run: bool
     matched: int
@@ -112,28 +119,31 @@ class TimeFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return {k: v for k, v in msgspec.to_builtins(self).items() if v is not None}
 
 
-class Selection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Explicit ids, or every item a filter (defined by subclasses) matches, up to ``limit``."""
-
-    ids: list[uuid.UUID] | None = None
-    limit: int | None = None
+class Chooses(Protocol):
+    """What a request selects: explicit ids, or every item a filter matches, up to ``limit``."""
 
     @property
-    def chosen_filter(self) -> TimeFilter | None:
-        found = getattr(self, "filter", None)
-        return found if isinstance(found, TimeFilter) else None
+    def ids(self) -> list[uuid.UUID] | None: ...
+    @property
+    def filter(self) -> TimeFilter | None: ...
+    @property
+    def limit(self) -> int | None: ...
 
-    def __post_init__(self) -> None:
-        if (self.ids is None) == (self.chosen_filter is None):
-            raise ValueError("give either ids or a filter, not both and not neither")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be at least 1")
 
-    def describe(self) -> dict[str, Any]:
-        if self.ids is not None:
-            return {"ids": [str(item) for item in self.ids]}
-        assert self.chosen_filter is not None
-        return {"filter": self.chosen_filter.describe(), "limit": self.limit}
+def check_selection(request: Chooses) -> None:
+    """Refuse a request that gives both ids and a filter, or neither, or a limit below 1."""
+    if (request.ids is None) == (request.filter is None):
+        raise ValueError("give either ids or a filter, not both and not neither")
+    if request.limit is not None and request.limit < 1:
+        raise ValueError("limit must be at least 1")
+
+
+def describe_selection(request: Chooses) -> dict[str, Any]:
+    """The selection as recorded in the audit trail."""
+    if request.ids is not None:
+        return {"ids": [str(item) for item in request.ids]}
+    assert request.filter is not None
+    return {"filter": request.filter.describe(), "limit": request.limit}
 
 
 def audit(operator: Operator, reason: str | None, selection: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +172,7 @@ def open_item(engine: Engine, dry_run: bool) -> AbstractContextManager[Connectio
 
 def carry_out(
     item_id: uuid.UUID,
-    act: Callable[[], ItemOutcome],
+    act: Callable[[uuid.UUID], ItemOutcome],
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ItemOutcome:
@@ -175,7 +185,11 @@ def carry_out(
     """
     try:
         return retry_database(
-            act, tries=ITEM_TRIES, what=f"operator action on {item_id}", pause_s=0.2, sleep=sleep
+            lambda: act(item_id),
+            tries=ITEM_TRIES,
+            what=f"operator action on {item_id}",
+            pause_s=0.2,
+            sleep=sleep,
         )
     except DBAPIError as error:
         logger.warning("operator action on %s failed: %s", item_id, error)
@@ -221,6 +235,32 @@ class Heartbeat(Protocol):
     def __call__(self) -> None: ...
 
 
+class RunContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What an entry point adds to an operator's request: who asked, for which tenant
+    (``None``: every tenant's items, the trusted CLI), and who watches the run.
+
+    The CLI, the admin API and the job runner each build one and pass it, with the
+    request itself, to the service: ``service.replay(request, run)``.
+    """
+
+    operator: Operator
+    tenant: str | None = None
+    progress: Progress | None = None
+    """Called with each item's outcome, as soon as it is known."""
+    on_selected: Callable[[int], None] | None = None
+    """Called once with how many items the selection matched, before the first."""
+    heartbeat: Heartbeat | None = None
+    """Called while a paced run waits (see :class:`Heartbeat`)."""
+
+    def selected(self, total: int) -> None:
+        if self.on_selected is not None:
+            self.on_selected(total)
+
+    def handled(self, item: ItemOutcome) -> None:
+        if self.progress is not None:
+            self.progress(item)
+
+
 class Pacer:
     """Spaces sends at most ``rate`` per second (none: the default rate; out of
     bounds: :class:`InvalidRate`, before anything is sent).
@@ -257,3 +297,25 @@ class Pacer:
                     self.heartbeat()
             now = self.next_at
         self.next_at = now + self.interval
+
+
+def run_items(
+    chosen: list[uuid.UUID],
+    act: Callable[[uuid.UUID], ItemOutcome],
+    run: RunContext,
+    *,
+    dry_run: bool,
+    pacer: Pacer | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> OperationReport:
+    """Carry out ``act`` on each chosen item in turn (paced by ``pacer``, unless a dry
+    run), telling ``run`` what was selected and what happened to each item."""
+    run.selected(len(chosen))
+    items = []
+    for item_id in chosen:
+        if pacer is not None and not dry_run:
+            pacer.wait()
+        item = carry_out(item_id, act, sleep=sleep or time.sleep)
+        items.append(item)
+        run.handled(item)
+    return report(dry_run, items)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +25,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from pipeline.db.models import OperationJob
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.errors import PipelineError
-from pipeline.operations.common import ItemOutcome, OperationReport, Operator
+from pipeline.operations.common import ItemOutcome, OperationReport, Operator, RunContext
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import (
     DiscardRequest,
@@ -157,8 +156,17 @@ class JobRunner:
             logger.warning("operation job %s has an invalid request: %s", job_id, error)
             self._finish(job_id, "failed", error=f"the job's request is not valid: {error}")
             return
+        watch = _JobWatch(self.engine, job_id)
+        # A job acts for the tenant whose key made it, and no other.
+        run = RunContext(
+            operator=operator,
+            tenant=row.tenant,
+            progress=watch.handled,
+            on_selected=watch.selected,
+            heartbeat=watch,
+        )
         try:
-            result = self._dispatch(job_id, request, operator, row.tenant)
+            result = self._carry_out(request, run)
         except JobStopped:
             logger.warning("operation job %s was marked failed while it ran; stopped", job_id)
             return
@@ -180,65 +188,14 @@ class JobRunner:
             return
         self._finish(job_id, "succeeded", total=result.matched)
 
-    def _dispatch(
-        self, job_id: uuid.UUID, request: OperationRequest, operator: Operator, tenant: str
-    ) -> OperationReport:
-        hooks: dict[str, Any] = {
-            "progress": self._progress(job_id),
-            "on_selected": self._total(job_id),
-            "dry_run": request.dry_run,
-            "reason": request.reason,
-            "tenant": tenant,  # a job acts for the tenant whose key made it, and no other
-        }
-        if isinstance(request, ReplayRequest):
-            return self.replay.replay(
-                request.selection(),
-                operator,
-                rate=request.rate,
-                force=request.force,
-                heartbeat=self._heartbeat(job_id),
-                **hooks,
-            )
-        if isinstance(request, DiscardRequest):
-            return self.replay.discard(request.selection(), operator, force=request.force, **hooks)
-        return self.rerun.rerun(
-            request.selection(),
-            request.from_stage,
-            operator,
-            rate=request.rate,
-            heartbeat=self._heartbeat(job_id),
-            **hooks,
-        )
-
-    def _touch(self, job_id: uuid.UUID, **values: Any) -> None:
-        """Move the heartbeat (and counters) of a job that is still running, else stop it."""
-        with self.engine.begin() as conn:
-            moved = conn.execute(
-                update(OperationJob)
-                .where(OperationJob.id == job_id, OperationJob.status == "running")
-                .values(heartbeat_at=func.now(), **values)
-            ).rowcount
-        if moved != 1:
-            raise JobStopped(job_id)
-
-    def _heartbeat(self, job_id: uuid.UUID) -> _JobHeartbeat:
-        return _JobHeartbeat(lambda: self._touch(job_id), STALE_JOB.total_seconds() / 3)
-
-    def _total(self, job_id: uuid.UUID) -> Any:
-        return lambda total: self._touch(job_id, total=total)
-
-    def _progress(self, job_id: uuid.UUID) -> Any:
-        def record(item: ItemOutcome) -> None:
-            skipped = int(item.action == "skipped")
-            failed = int(item.action == "failed")
-            self._touch(
-                job_id,
-                done=OperationJob.done + 1 - skipped - failed,
-                skipped=OperationJob.skipped + skipped,
-                failed=OperationJob.failed + failed,
-            )
-
-        return record
+    def _carry_out(self, request: OperationRequest, run: RunContext) -> OperationReport:
+        match request:
+            case ReplayRequest():
+                return self.replay.replay(request, run)
+            case DiscardRequest():
+                return self.replay.discard(request, run)
+            case RerunRequest():
+                return self.rerun.rerun(request, run)
 
     def _finish(
         self, job_id: uuid.UUID, status: str, *, total: int | None = None, error: str | None = None
@@ -254,17 +211,47 @@ class JobRunner:
             )
 
 
-class _JobHeartbeat:
-    def __init__(self, beat: Callable[[], None], interval_s: float) -> None:
-        self.beat = beat
-        self.interval_s = interval_s
+class _JobWatch:
+    """A running job's observer: counts each item on the job's row, records the total,
+    and beats while a paced job waits (a :class:`~pipeline.operations.common.Heartbeat`)."""
+
+    def __init__(self, engine: Engine, job_id: uuid.UUID) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.interval_s = STALE_JOB.total_seconds() / 3
 
     def __call__(self) -> None:
-        self.beat()
+        self._touch()
+
+    def selected(self, total: int) -> None:
+        self._touch(total=total)
+
+    def handled(self, item: ItemOutcome) -> None:
+        skipped = int(item.action == "skipped")
+        failed = int(item.action == "failed")
+        self._touch(
+            done=OperationJob.done + 1 - skipped - failed,
+            skipped=OperationJob.skipped + skipped,
+            failed=OperationJob.failed + failed,
+        )
+
+    def _touch(self, **values: Any) -> None:
+        """Move the heartbeat (and counters) of a job that is still running, else stop it."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                update(OperationJob)
+                .where(OperationJob.id == self.job_id, OperationJob.status == "running")
+                .values(heartbeat_at=func.now(), **values)
+            ).rowcount
+        if moved != 1:
+            raise JobStopped(self.job_id)
 
 
-class JobStopped(Exception):
+class JobStopped(PipelineError):
     """The job is no longer ``running`` (marked failed while it ran): stop at once."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"operation job {job_id} is no longer running")
 
 
 STALE_JOB = timedelta(minutes=10)

@@ -9,9 +9,7 @@ again with its ``replay_count`` kept. Every action appends an audited event.
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,28 +25,23 @@ from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
 from pipeline.operations.common import (
-    Heartbeat,
     ItemOutcome,
+    NotFound,
     OperationReport,
     Operator,
     Pacer,
-    Progress,
-    Selection,
+    RunContext,
     audit,
-    carry_out,
+    describe_selection,
     open_item,
     report,
+    run_items,
 )
-from pipeline.operations.dead_letters import LetterFilter, matching, of_tenant
+from pipeline.operations.dead_letters import matching, of_tenant
+from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-class LetterSelection(Selection, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Explicit ids, or every letter a filter matches (oldest first, up to ``limit``)."""
-
-    filter: LetterFilter | None = None
 
 
 class ReplayService:
@@ -66,66 +59,47 @@ class ReplayService:
         self.namespace = settings.redis_namespace
         self.sleep = sleep
 
-    def select(self, selection: LetterSelection, tenant: str | None = None) -> list[uuid.UUID]:
+    def select(
+        self, request: ReplayRequest | DiscardRequest, tenant: str | None = None
+    ) -> list[uuid.UUID]:
         """The letters to act on; explicit ids are checked (and tenant-bound) item by item."""
-        if selection.ids is not None:
-            return list(dict.fromkeys(selection.ids))[: selection.limit]
-        assert selection.filter is not None
-        query = matching(selection.filter, selection.limit, tenant=tenant)
+        if request.ids is not None:
+            return list(dict.fromkeys(request.ids))[: request.limit]
+        assert request.filter is not None
+        query = matching(request.filter, request.limit, tenant=tenant)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
     # -- replay --------------------------------------------------------------------------
 
-    def replay(
-        self,
-        selection: LetterSelection,
-        operator: Operator,
-        *,
-        dry_run: bool = False,
-        rate: float | None = None,
-        reason: str | None = None,
-        force: bool = False,
-        progress: Progress | None = None,
-        on_selected: Callable[[int], None] | None = None,
-        tenant: str | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> OperationReport:
-        """Replay the selected letters (only ``tenant``'s documents' letters, if given).
+    def replay(self, request: ReplayRequest, run: RunContext) -> OperationReport:
+        """Replay the selected letters (only ``run.tenant``'s documents' letters, if given).
 
-        Paced at ``rate`` per second (default: ``operations.DEFAULT_RATE``).
+        Paced at ``request.rate`` per second (default: ``operations.DEFAULT_RATE``).
         """
-        pacer = Pacer(rate, sleep=self.sleep, heartbeat=heartbeat)
-        detail = audit(operator, reason, selection.describe())
-        chosen = self.select(selection, tenant)
-        if on_selected:
-            on_selected(len(chosen))
-        items = []
-        for letter_id in chosen:
-            if not dry_run:
-                pacer.wait()
-            act = functools.partial(
-                self._replay_one, letter_id, detail, dry_run=dry_run, force=force, tenant=tenant
-            )
-            item = carry_out(letter_id, act, sleep=self.sleep or time.sleep)
-            items.append(item)
-            if progress:
-                progress(item)
-        return report(dry_run, items)
+        pacer = Pacer(request.rate, sleep=self.sleep, heartbeat=run.heartbeat)
+        detail = audit(run.operator, request.reason, describe_selection(request))
+
+        def replay_one(letter_id: uuid.UUID) -> ItemOutcome:
+            return self._replay_one(letter_id, request, detail, run.tenant)
+
+        chosen = self.select(request, run.tenant)
+        return run_items(
+            chosen, replay_one, run, dry_run=request.dry_run, pacer=pacer, sleep=self.sleep
+        )
 
     def _replay_one(
         self,
         letter_id: uuid.UUID,
+        request: ReplayRequest,
         detail: dict[str, Any],
-        *,
-        dry_run: bool,
-        force: bool,
         tenant: str | None,
     ) -> ItemOutcome:
+        dry_run = request.dry_run
         # A dry run reads, and locks nothing: it must never hold up live work.
         with open_item(self.engine, dry_run) as conn:
             letter = _hold_letter(conn, letter_id, tenant, lock=not dry_run)
-            refusal = _refuse(letter, force, "replay")
+            refusal = _refuse(letter, request.force, "replay")
             if refusal is None and letter is not None:
                 refusal = _stage_refusal(conn, letter)
             if refusal is not None or letter is None:
@@ -156,46 +130,27 @@ class ReplayService:
 
     # -- discard -------------------------------------------------------------------------
 
-    def discard(
-        self,
-        selection: LetterSelection,
-        operator: Operator,
-        *,
-        dry_run: bool = False,
-        reason: str | None = None,
-        force: bool = False,
-        progress: Progress | None = None,
-        on_selected: Callable[[int], None] | None = None,
-        tenant: str | None = None,
-    ) -> OperationReport:
-        """Discard the selected letters (only ``tenant``'s documents' letters, if given)."""
-        detail = audit(operator, reason, selection.describe())
-        chosen = self.select(selection, tenant)
-        if on_selected:
-            on_selected(len(chosen))
-        items = []
-        for letter_id in chosen:
-            act = functools.partial(
-                self._discard_one, letter_id, detail, dry_run=dry_run, force=force, tenant=tenant
-            )
-            item = carry_out(letter_id, act, sleep=self.sleep or time.sleep)
-            items.append(item)
-            if progress:
-                progress(item)
-        return report(dry_run, items)
+    def discard(self, request: DiscardRequest, run: RunContext) -> OperationReport:
+        """Discard the selected letters (only ``run.tenant``'s documents' letters, if given)."""
+        detail = audit(run.operator, request.reason, describe_selection(request))
+
+        def discard_one(letter_id: uuid.UUID) -> ItemOutcome:
+            return self._discard_one(letter_id, request, detail, run.tenant)
+
+        chosen = self.select(request, run.tenant)
+        return run_items(chosen, discard_one, run, dry_run=request.dry_run, sleep=self.sleep)
 
     def _discard_one(
         self,
         letter_id: uuid.UUID,
+        request: DiscardRequest,
         detail: dict[str, Any],
-        *,
-        dry_run: bool,
-        force: bool,
         tenant: str | None,
     ) -> ItemOutcome:
+        dry_run = request.dry_run
         with open_item(self.engine, dry_run) as conn:  # a dry run: reads only, no locks
             letter = _hold_letter(conn, letter_id, tenant, lock=not dry_run)
-            refusal = _refuse(letter, force, "discard")
+            refusal = _refuse(letter, request.force, "discard")
             if refusal is not None or letter is None:
                 return _skipped(letter_id, letter, refusal or "no such dead letter")
             if dry_run:
@@ -475,5 +430,5 @@ def _outcome(
 
 def _skipped(letter_id: uuid.UUID, letter: Row[Any] | None, reason: str) -> ItemOutcome:
     if letter is None:
-        return ItemOutcome(id=letter_id, action="skipped", detail=reason)
+        return NotFound(id=letter_id, action="skipped", detail=reason)
     return _outcome(letter, "skipped", reason)

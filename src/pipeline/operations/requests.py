@@ -1,7 +1,9 @@
 """The operator requests, as the CLI, the admin API and background jobs pass them.
 
-One Struct per action: the HTTP bodies are these Structs, and a background job stores
-the same Struct as JSON, so every entry point describes an action the same way.
+One Struct per action: the HTTP bodies are these Structs, the CLI builds them from its
+options, and a background job stores the same Struct as JSON; each entry point hands
+it as is to the service, with a :class:`~pipeline.operations.common.RunContext` (who,
+for which tenant, and who watches), so every entry point describes an action the same way.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from pipeline.operations.common import MAX_RATE, MIN_RATE
+from pipeline.operations.common import MAX_RATE, MIN_RATE, check_selection
 from pipeline.operations.dead_letters import LetterFilter
-from pipeline.operations.replay import LetterSelection
-from pipeline.operations.rerun import DocumentFilter, DocumentSelection
+from pipeline.operations.rerun import DocumentFilter
 from pipeline.stages import StageName
 from pipeline.text import NO_NUL
 
@@ -42,10 +43,7 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     force: bool = False
 
     def __post_init__(self) -> None:
-        self.selection()  # validates: ids or filter
-
-    def selection(self) -> LetterSelection:
-        return LetterSelection(ids=self.ids, filter=self.filter, limit=self.limit)
+        check_selection(self)
 
 
 class DiscardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,10 +56,7 @@ class DiscardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     force: bool = False
 
     def __post_init__(self) -> None:
-        self.selection()
-
-    def selection(self) -> LetterSelection:
-        return LetterSelection(ids=self.ids, filter=self.filter, limit=self.limit)
+        check_selection(self)
 
 
 class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -75,10 +70,7 @@ class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     reason: Reason | None = None
 
     def __post_init__(self) -> None:
-        self.selection()
-
-    def selection(self) -> DocumentSelection:
-        return DocumentSelection(ids=self.ids, filter=self.filter, limit=self.limit)
+        check_selection(self)
 
 
 OperationKind = Literal["replay", "discard", "rerun"]

@@ -9,13 +9,11 @@ stage's message. The document's chunks stay searchable until the index stage rep
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, Engine, Select, exists, select, update
 
@@ -24,21 +22,22 @@ from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
 from pipeline.operations.common import (
-    Heartbeat,
     ItemOutcome,
+    NotFound,
     OperationReport,
-    Operator,
     Pacer,
-    Progress,
-    Selection,
+    RunContext,
     TimeFilter,
     audit,
-    carry_out,
+    describe_selection,
     open_item,
-    report,
+    run_items,
 )
 from pipeline.settings import Settings
 from pipeline.stages import StageName
+
+if TYPE_CHECKING:  # requests.py builds its RerunRequest on this module's DocumentFilter
+    from pipeline.operations.requests import RerunRequest
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +68,6 @@ class DocumentFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_field
         return conditions
 
 
-class DocumentSelection(Selection, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    filter: DocumentFilter | None = None
-
-
 class RerunService:
     def __init__(
         self,
@@ -87,66 +82,48 @@ class RerunService:
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
         self.sleep = sleep
 
-    def select(self, selection: DocumentSelection, tenant: str | None = None) -> list[uuid.UUID]:
+    def select(self, request: RerunRequest, tenant: str | None = None) -> list[uuid.UUID]:
         """The documents to act on; explicit ids are checked (and tenant-bound) one by one."""
-        if selection.ids is not None:
-            return list(dict.fromkeys(selection.ids))[: selection.limit]
-        assert selection.filter is not None
+        if request.ids is not None:
+            return list(dict.fromkeys(request.ids))[: request.limit]
+        assert request.filter is not None
         query = (
             select(Document.id)
-            .where(*selection.filter.where(), *_of_tenant(tenant))
+            .where(*request.filter.where(), *_of_tenant(tenant))
             .order_by(Document.created_at, Document.id)
         )
-        if selection.limit is not None:
-            query = query.limit(selection.limit)
+        if request.limit is not None:
+            query = query.limit(request.limit)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    def rerun(
-        self,
-        selection: DocumentSelection,
-        from_stage: StageName,
-        operator: Operator,
-        *,
-        dry_run: bool = False,
-        rate: float | None = None,
-        reason: str | None = None,
-        progress: Progress | None = None,
-        on_selected: Callable[[int], None] | None = None,
-        tenant: str | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> OperationReport:
-        """Re-run the selected documents (only ``tenant``'s, if given).
+    def rerun(self, request: RerunRequest, run: RunContext) -> OperationReport:
+        """Re-run the selected documents (only ``run.tenant``'s, if given).
 
-        Paced at ``rate`` per second (default: ``operations.DEFAULT_RATE``).
+        Paced at ``request.rate`` per second (default: ``operations.DEFAULT_RATE``).
         """
-        pacer = Pacer(rate, sleep=self.sleep, heartbeat=heartbeat)
-        detail = {**audit(operator, reason, selection.describe()), "from_stage": from_stage}
-        chosen = self.select(selection, tenant)
-        if on_selected:
-            on_selected(len(chosen))
-        items = []
-        for document_id in chosen:
-            if not dry_run:
-                pacer.wait()
-            act = functools.partial(
-                self._rerun_one, document_id, from_stage, detail, dry_run=dry_run, tenant=tenant
-            )
-            item = carry_out(document_id, act, sleep=self.sleep or time.sleep)
-            items.append(item)
-            if progress:
-                progress(item)
-        return report(dry_run, items)
+        pacer = Pacer(request.rate, sleep=self.sleep, heartbeat=run.heartbeat)
+        detail = {
+            **audit(run.operator, request.reason, describe_selection(request)),
+            "from_stage": request.from_stage,
+        }
+
+        def rerun_one(document_id: uuid.UUID) -> ItemOutcome:
+            return self._rerun_one(document_id, request, detail, run.tenant)
+
+        chosen = self.select(request, run.tenant)
+        return run_items(
+            chosen, rerun_one, run, dry_run=request.dry_run, pacer=pacer, sleep=self.sleep
+        )
 
     def _rerun_one(
         self,
         document_id: uuid.UUID,
-        from_stage: StageName,
+        request: RerunRequest,
         detail: dict[str, Any],
-        *,
-        dry_run: bool,
         tenant: str | None,
     ) -> ItemOutcome:
+        from_stage, dry_run = request.from_stage, request.dry_run
         # Lock order (engine.transitions): the document, then its stage rows, then its letters.
         # A dry run reads, and locks nothing: it must never hold up live work.
         query = _generation(document_id, tenant)
@@ -155,7 +132,7 @@ class RerunService:
                 query if dry_run else query.with_for_update(key_share=True)
             ).scalar_one_or_none()
             if generation is None:
-                return ItemOutcome(id=document_id, action="skipped", detail="no such document")
+                return NotFound(id=document_id, action="skipped", detail="no such document")
             # Read under the document's lock: no other writer can change its rows now.
             position = _position(conn, document_id, from_stage)
             if position is None:
