@@ -459,8 +459,8 @@ class Torture:
         docs = make_documents(self.plan, self.settings, self.rng)
         engine = make_engine(self.settings, application_name="torture")
         dispatcher = Dispatcher(make_broker(self.settings))
-        self.rerun_service = RerunService(engine, dispatcher, self.settings)
-        self.replay_service = ReplayService(engine, dispatcher, self.settings)
+        self.rerun_service = RerunService(engine, dispatcher, self.settings, BUILTIN)
+        self.replay_service = ReplayService(engine, dispatcher, self.settings, BUILTIN)
         self.engine = engine
         client = TestClient(create_app(self.settings))
         client.__enter__()

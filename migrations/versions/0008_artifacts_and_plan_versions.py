@@ -40,8 +40,9 @@ def upgrade() -> None:
     op.add_column("artifacts", sa.Column("stage", sa.String(length=32), nullable=True))
     for stage, name in RENAMES:
         op.execute(
-            sa.text("UPDATE artifacts SET name = :name, stage = :stage WHERE name = :stage")
-            .bindparams(name=name, stage=stage)
+            sa.text(
+                "UPDATE artifacts SET name = :name, stage = :stage WHERE name = :stage"
+            ).bindparams(name=name, stage=stage)
         )
     op.add_column("documents", sa.Column("pipeline_version", sa.String(length=64), nullable=True))
     op.execute("UPDATE documents SET pipeline_version = 'builtin-1'")
@@ -51,8 +52,9 @@ def downgrade() -> None:
     op.drop_column("documents", "pipeline_version")
     for stage, name in RENAMES:
         op.execute(
-            sa.text("UPDATE artifacts SET name = :stage WHERE name = :name")
-            .bindparams(name=name, stage=stage)
+            sa.text("UPDATE artifacts SET name = :stage WHERE name = :name").bindparams(
+                name=name, stage=stage
+            )
         )
     op.execute("DELETE FROM artifacts WHERE name NOT IN ('chunk', 'embed')")
     op.drop_column("artifacts", "stage")

@@ -166,11 +166,11 @@ class Wiring:
 
     @cached_property
     def replay(self) -> ReplayService:
-        return ReplayService(self.engine, self.dispatcher, self.settings)
+        return ReplayService(self.engine, self.dispatcher, self.settings, self.definition)
 
     @cached_property
     def rerun(self) -> RerunService:
-        return RerunService(self.engine, self.dispatcher, self.settings)
+        return RerunService(self.engine, self.dispatcher, self.settings, self.definition)
 
     @cached_property
     def jobs(self) -> JobRunner:

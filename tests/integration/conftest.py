@@ -27,6 +27,7 @@ from pipeline.http.app import create_app
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
+from pipeline.stages.builtin import PIPELINE
 from pipeline.wiring import Wiring
 from tests.support.api import bearer, make_key
 from tests.support.faults import FaultPlan, PlannedFaults
@@ -63,12 +64,12 @@ def executor(
 
 @pytest.fixture(scope="session")
 def replay_service(settings: Settings, broker: dramatiq.Broker, engine: Engine) -> ReplayService:
-    return ReplayService(engine, Dispatcher(broker), settings)
+    return ReplayService(engine, Dispatcher(broker), settings, PIPELINE)
 
 
 @pytest.fixture(scope="session")
 def rerun_service(settings: Settings, broker: dramatiq.Broker, engine: Engine) -> RerunService:
-    return RerunService(engine, Dispatcher(broker), settings)
+    return RerunService(engine, Dispatcher(broker), settings, PIPELINE)
 
 
 @pytest.fixture(scope="session")

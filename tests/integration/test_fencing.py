@@ -339,8 +339,8 @@ class Rig:
         self.reconciler = Wiring(
             self.settings, engine=self.engine, dispatcher=self.dispatcher
         ).reconciler
-        self.replay = ReplayService(self.engine, self.dispatcher, self.settings)
-        self.rerun = RerunService(self.engine, self.dispatcher, self.settings)
+        self.replay = ReplayService(self.engine, self.dispatcher, self.settings, PIPELINE)
+        self.rerun = RerunService(self.engine, self.dispatcher, self.settings, PIPELINE)
         self.threads: list[Delivering] = []
         self.holds: list[Hold] = []
 

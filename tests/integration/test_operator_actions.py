@@ -45,6 +45,7 @@ from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import ReplayRequest, RerunRequest
 from pipeline.operations.rerun import DocumentFilter, RerunService
 from pipeline.settings import Settings
+from pipeline.stages.builtin import PIPELINE
 from pipeline.wiring import Wiring
 from tests.support.api import bearer, upload
 from tests.support.documents import events, wait_for_document
@@ -503,14 +504,14 @@ def test_bulk_replay_is_paced_by_default_and_honours_a_higher_rate(
     ids = unsupported_documents(client, "default-rate-replay", 10)
     letters = dead_letter_ids(engine, ids)
     paced = SleepRecorder()
-    service = ReplayService(engine, Dispatcher(broker), settings, sleep=paced)
+    service = ReplayService(engine, Dispatcher(broker), settings, PIPELINE, sleep=paced)
     result = service.replay(ReplayRequest(ids=letters), RUN)
     assert [item.action for item in result.items] == ["replayed"] * 10, result
     assert paced.sleeps, "a replay without a rate was not paced"
     assert max(paced.sleeps) <= 1 / 20, paced.sleeps  # the default is about 50/s
     wait_all_failed(client, ids)  # the letters are dead again
     fast = SleepRecorder()
-    service = ReplayService(engine, Dispatcher(broker), settings, sleep=fast)
+    service = ReplayService(engine, Dispatcher(broker), settings, PIPELINE, sleep=fast)
     result = service.replay(ReplayRequest(ids=letters, rate=1000), RUN)
     assert [item.action for item in result.items] == ["replayed"] * 10, result
     assert all(pause <= 1 / 1000 + 1e-6 for pause in fast.sleeps), fast.sleeps
@@ -530,7 +531,7 @@ def test_bulk_rerun_is_paced_by_default_and_honours_a_higher_rate(
     """
     ids = unsupported_documents(client, "default-rate-rerun", 10)
     paced = SleepRecorder()
-    service = RerunService(engine, Dispatcher(broker), settings, sleep=paced)
+    service = RerunService(engine, Dispatcher(broker), settings, PIPELINE, sleep=paced)
     result = service.rerun(
         RerunRequest(from_stage="validate", ids=[uuid.UUID(i) for i in ids]), RUN
     )
@@ -539,7 +540,7 @@ def test_bulk_rerun_is_paced_by_default_and_honours_a_higher_rate(
     assert max(paced.sleeps) <= 1 / 20, paced.sleeps
     wait_all_failed(client, ids)
     fast = SleepRecorder()
-    service = RerunService(engine, Dispatcher(broker), settings, sleep=fast)
+    service = RerunService(engine, Dispatcher(broker), settings, PIPELINE, sleep=fast)
     request = RerunRequest(from_stage="validate", ids=[uuid.UUID(i) for i in ids], rate=1000)
     result = service.rerun(request, RUN)
     assert [item.action for item in result.items] == ["rerun"] * 10, result

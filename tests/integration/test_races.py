@@ -105,10 +105,10 @@ class Private:
         return uuid.UUID(response.json()["id"])
 
     def rerun_service(self) -> RerunService:
-        return RerunService(self.engines["rerun"], self.dispatcher, self.settings)
+        return RerunService(self.engines["rerun"], self.dispatcher, self.settings, PIPELINE)
 
     def replay_service(self) -> ReplayService:
-        return ReplayService(self.engines["replay"], self.dispatcher, self.settings)
+        return ReplayService(self.engines["replay"], self.dispatcher, self.settings, PIPELINE)
 
 
 @pytest.fixture(scope="module")
@@ -831,8 +831,8 @@ def test_soak_operators_against_live_workers_and_reconciler(
         before = snapshot(engine, still, drops=False)
         operators = Operators(
             operator_engine,
-            RerunService(operator_engine, dispatcher, own),
-            ReplayService(operator_engine, dispatcher, own),
+            RerunService(operator_engine, dispatcher, own, PIPELINE),
+            ReplayService(operator_engine, dispatcher, own, PIPELINE),
             live,
             still,
             random.Random(seed),

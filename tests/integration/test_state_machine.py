@@ -470,16 +470,16 @@ class Run:
         return f"re-sent {report.resent}, finished {report.finished}"
 
     def rerun(self, document_id: uuid.UUID, stage: str) -> OperationReport:
-        service = RerunService(self.h.engine, self.bus, self.h.settings)
+        service = RerunService(self.h.engine, self.bus, self.h.settings, PIPELINE)
         request = RerunRequest(ids=[document_id], from_stage=stage)  # type: ignore[arg-type]
         return service.rerun(request, RUN)
 
     def replay(self, letter_id: uuid.UUID) -> OperationReport:
-        service = ReplayService(self.h.engine, self.bus, self.h.settings)
+        service = ReplayService(self.h.engine, self.bus, self.h.settings, PIPELINE)
         return service.replay(ReplayRequest(ids=[letter_id]), RUN)
 
     def discard(self, letter_id: uuid.UUID) -> OperationReport:
-        service = ReplayService(self.h.engine, self.bus, self.h.settings)
+        service = ReplayService(self.h.engine, self.bus, self.h.settings, PIPELINE)
         return service.discard(DiscardRequest(ids=[letter_id]), RUN)
 
     # -- reading the database ------------------------------------------------------------

@@ -24,6 +24,7 @@ from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import ReplayRequest
 from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
+from pipeline.stages.builtin import PIPELINE
 from tests.support.api import assert_problem, upload
 from tests.support.dead_letters import dead_png
 from tests.support.documents import wait_for_document
@@ -138,8 +139,8 @@ def test_job_recorded_with_an_unhonourable_rate_fails_plainly(
     dispatcher = Dispatcher(broker)
     runner = JobRunner(
         engine,
-        ReplayService(engine, dispatcher, settings, sleep=sleep),
-        RerunService(engine, dispatcher, settings, sleep=sleep),
+        ReplayService(engine, dispatcher, settings, PIPELINE, sleep=sleep),
+        RerunService(engine, dispatcher, settings, PIPELINE, sleep=sleep),
     )
     runner.run(job_id)  # must not raise
     with engine.connect() as conn:

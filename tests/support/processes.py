@@ -22,6 +22,7 @@ from sqlalchemy import Engine, text
 
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
+from pipeline.stages import DEFAULT_DEFINITION, load_definition
 
 from .api import bearer, upload
 
@@ -156,7 +157,8 @@ def stack_env(
 ) -> dict[str, str]:
     """The environment of a stack of real processes: this run's database, a Redis
     namespace of its own, and short recovery settings (queued grace 2 s, running slack
-    1 s, a sweep every 0.5 s, chunk's time limit 4 s, backoffs of 0.1-0.5 s)."""
+    1 s, a sweep every 0.5 s, chunk's time limit 4 s, backoffs of 0.1-0.5 s for every
+    stage of the definition ``PIPELINE_DEFINITION`` names, the built-in one by default)."""
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -168,9 +170,10 @@ def stack_env(
         "PIPELINE_CHUNK_TIME_LIMIT_S": "4",
         "PIPELINE_DB_POOL_SIZE": "4",
     }
-    for stage in ("VALIDATE", "EXTRACT", "CHUNK", "EMBED", "INDEX"):
-        env[f"PIPELINE_{stage}_MIN_BACKOFF_S"] = "0.1"
-        env[f"PIPELINE_{stage}_MAX_BACKOFF_S"] = "0.5"
+    definition = load_definition(extra.get("PIPELINE_DEFINITION") or DEFAULT_DEFINITION)
+    for stage in definition.names:  # every stage of the stack's definition
+        env[f"PIPELINE_{stage.upper()}_MIN_BACKOFF_S"] = "0.1"
+        env[f"PIPELINE_{stage.upper()}_MAX_BACKOFF_S"] = "0.5"
     if faults:
         env["PIPELINE_FAULTS"] = json.dumps(faults)
         env["PIPELINE_FAULT_INJECTION"] = "enabled-for-testing"

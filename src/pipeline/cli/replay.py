@@ -42,7 +42,6 @@ from pipeline.cli.output import (
 )
 from pipeline.cli.stages import STAGE_NAME
 from pipeline.cli.timeparse import TIME
-from pipeline.engine.dispatch import Dispatcher
 from pipeline.operations.common import ItemOutcome, Operator, RunContext
 from pipeline.operations.dead_letters import (
     EventView,
@@ -347,7 +346,7 @@ def describe_letter(item: ItemOutcome) -> str:
 
 
 def _service(settings: Settings, engine: Engine, broker: PipelineRedisBroker) -> ReplayService:
-    return ReplayService(engine, Dispatcher(broker), settings)
+    return Wiring(settings, engine=engine, broker=broker).replay
 
 
 @replay.command("run")

@@ -30,11 +30,11 @@ from pipeline.cli.output import (
 )
 from pipeline.cli.stages import STAGE_NAME
 from pipeline.cli.timeparse import TIME
-from pipeline.engine.dispatch import Dispatcher
 from pipeline.operations.common import ItemOutcome, Operator, RunContext
 from pipeline.operations.requests import RerunRequest
-from pipeline.operations.rerun import DocumentFilter, RerunService
+from pipeline.operations.rerun import DocumentFilter
 from pipeline.stages import StageName
+from pipeline.wiring import Wiring
 
 DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
 DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
@@ -59,6 +59,12 @@ DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
 @TENANT_OPTION
 @DRY_RUN_OPTION
 @rate_option("re-runs")
+@click.option(
+    "--to-current-plan",
+    is_flag=True,
+    help="Move each document onto the active definition's stages from --from-stage on "
+    "(`pipeline stages`); without it a document re-runs the plan it was accepted with.",
+)
 @LIMIT_OPTION
 @REASON_OPTION
 @YES_OPTION
@@ -72,6 +78,7 @@ def rerun(
     tenant: str | None,
     dry_run: bool,
     rate: float | None,
+    to_current_plan: bool,
     limit: int | None,
     reason: str | None,
     yes: bool,
@@ -95,10 +102,11 @@ def rerun(
         dry_run=dry_run,
         rate=rate,
         reason=reason,
+        to_current_plan=to_current_plan,
     )
     settings = load_settings()
     with database(settings, "rerun") as engine, broker_for(settings) as broker:
-        service = RerunService(engine, Dispatcher(broker), settings)
+        service = Wiring(settings, engine=engine, broker=broker).rerun
         # Counted only to confirm: the service gets the request itself, so that
         # the audit trail records the filter the operator gave.
         count = len(service.select(request, tenant))

@@ -46,9 +46,11 @@ from typing import Any
 import msgspec
 from sqlalchemy import (
     ColumnElement,
+    Delete,
     Insert,
     Select,
     Update,
+    delete,
     func,
     insert,
     select,
@@ -316,6 +318,39 @@ def reset_after(document_id: uuid.UUID, position: int, generation: int) -> Updat
             updated_at=func.now(),
             **dict.fromkeys(Failure.COLUMNS),
         )
+    )
+
+
+def drop_plan_from(document_id: uuid.UUID, position: int) -> Delete:
+    """A rerun onto the current plan: the document's rows from ``position`` on go (the
+    plan's are inserted in their place by :func:`plan_rows`)."""
+    return delete(StageRun).where(
+        StageRun.document_id == document_id, StageRun.position >= position
+    )
+
+
+def plan_rows(document_id: uuid.UUID, stages: list[str], position: int, generation: int) -> Insert:
+    """Pending rows for ``stages``, numbered on from ``position``."""
+    return insert(StageRun).values(
+        [
+            {
+                "document_id": document_id,
+                "stage": stage,
+                "position": position + offset,
+                "status": "pending",
+                "generation": generation,
+            }
+            for offset, stage in enumerate(stages)
+        ]
+    )
+
+
+def plan_version(document_id: uuid.UUID, version: str) -> Update:
+    """The definition that planned the document's rows, after a rerun onto it."""
+    return (
+        update(Document)
+        .where(Document.id == document_id)
+        .values(pipeline_version=version, updated_at=func.now())
     )
 
 

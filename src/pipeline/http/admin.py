@@ -85,6 +85,8 @@ class DocumentRerunBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     from_stage: StageName
     reason: Reason | None = None
     dry_run: bool = False
+    to_current_plan: bool = False
+    """Move the document onto the active definition's stages from ``from_stage`` on."""
 
 
 GET_OPERATION = "OperationsJobIdGetOperation"
@@ -346,7 +348,9 @@ class RerunController(Controller):
         status_code=200,
         summary="Re-run one document from a stage",
         description="Starts a new generation of the document from `from_stage`; every "
-        "earlier stage must have succeeded (409 otherwise).",
+        "earlier stage must have succeeded (409 otherwise). With `to_current_plan`, the "
+        "document moves onto the active pipeline definition's stages from `from_stage` on. "
+        "A stage the active definition does not have is a 422.",
         **documented(
             400,
             *AUTH,
@@ -371,7 +375,11 @@ class RerunController(Controller):
     ) -> OperationReport:
         parsed = parse_id(document_id)
         rerun = RerunRequest(
-            ids=[parsed], from_stage=data.from_stage, reason=data.reason, dry_run=data.dry_run
+            ids=[parsed],
+            from_stage=data.from_stage,
+            reason=data.reason,
+            dry_run=data.dry_run,
+            to_current_plan=data.to_current_plan,
         )
         report = await anyio.to_thread.run_sync(api.rerun.rerun, rerun, run_of(request, principal))
         (item,) = report.items

@@ -32,6 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.operations.common import InvalidRate
 from pipeline.queries.cursors import InvalidCursor
 from pipeline.search.semantic import SemanticSearchUnavailable
+from pipeline.stages import UnknownStage
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ STATUS_OF_ERROR: tuple[tuple[type[PipelineError], int], ...] = (
     (InvalidCursor, 422),
     (InvalidRate, 422),
     (SemanticSearchUnavailable, 409),
+    (UnknownStage, 422),
 )
 """The HTTP status of each deliberate error a handler may let through, by type (the
 first that matches; a subclass before its base). Its ``reason`` is the ``detail``."""

@@ -40,6 +40,7 @@ from pipeline.operations.common import (
 from pipeline.operations.dead_letters import matching, of_tenant
 from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.settings import Settings
+from pipeline.stages import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,11 @@ class ReplayService:
         engine: Engine,
         dispatcher: Dispatcher,
         settings: Settings,
+        definition: Pipeline,
         *,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
+        self.definition = definition
         self.engine = engine
         self.dispatcher = dispatcher
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
@@ -88,6 +91,15 @@ class ReplayService:
             chosen, replay_one, run, dry_run=request.dry_run, pacer=pacer, sleep=self.sleep
         )
 
+    def _unknown_stage(self, letter: Row[Any]) -> str | None:
+        """A letter of a stage the active definition no longer has: no worker would run it."""
+        if letter.stage is None or letter.stage in self.definition:
+            return None
+        return (
+            f"the active pipeline definition has no {letter.stage} stage (no worker runs it); "
+            "rerun the document onto the current plan instead"
+        )
+
     def _replay_one(
         self,
         letter_id: uuid.UUID,
@@ -101,7 +113,7 @@ class ReplayService:
             letter = _hold_letter(conn, letter_id, tenant, lock=not dry_run)
             refusal = _refuse(letter, request.force, "replay")
             if refusal is None and letter is not None:
-                refusal = _stage_refusal(conn, letter)
+                refusal = self._unknown_stage(letter) or _stage_refusal(conn, letter)
             if refusal is not None or letter is None:
                 return _skipped(letter_id, letter, refusal or "no such dead letter")
             envelope = _envelope(letter, self.dispatcher)

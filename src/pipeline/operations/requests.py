@@ -68,6 +68,10 @@ class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     dry_run: bool = False
     rate: Rate | None = None
     reason: Reason | None = None
+    to_current_plan: bool = False
+    """Move each document onto the active definition's stages from ``from_stage`` on
+    (its stages before ``from_stage`` must be the definition's too); otherwise the
+    document re-runs its own plan."""
 
     def __post_init__(self) -> None:
         check_selection(self)

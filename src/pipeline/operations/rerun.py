@@ -34,7 +34,7 @@ from pipeline.operations.common import (
     run_items,
 )
 from pipeline.settings import Settings
-from pipeline.stages import StageName
+from pipeline.stages import Pipeline, StageName
 
 if TYPE_CHECKING:  # requests.py builds its RerunRequest on this module's DocumentFilter
     from pipeline.operations.requests import RerunRequest
@@ -74,12 +74,14 @@ class RerunService:
         engine: Engine,
         dispatcher: Dispatcher,
         settings: Settings,
+        definition: Pipeline,
         *,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.definition = definition
         self.sleep = sleep
 
     def select(self, request: RerunRequest, tenant: str | None = None) -> list[uuid.UUID]:
@@ -101,11 +103,15 @@ class RerunService:
         """Re-run the selected documents (only ``run.tenant``'s, if given).
 
         Paced at ``request.rate`` per second (default: ``operations.DEFAULT_RATE``).
+        Raises :class:`~pipeline.stages.UnknownStage` for a stage the active definition
+        does not have (no worker would run it).
         """
+        self.definition.spec(request.from_stage)
         pacer = Pacer(request.rate, sleep=self.sleep, heartbeat=run.heartbeat)
         detail = {
             **audit(run.operator, request.reason, describe_selection(request)),
             "from_stage": request.from_stage,
+            **({"to_plan": self.definition.version} if request.to_current_plan else {}),
         }
 
         def rerun_one(document_id: uuid.UUID) -> ItemOutcome:
@@ -114,6 +120,24 @@ class RerunService:
         chosen = self.select(request, run.tenant)
         return run_items(
             chosen, rerun_one, run, dry_run=request.dry_run, pacer=pacer, sleep=self.sleep
+        )
+
+    def _replan_refusal(self, plan: list[str], from_stage: str) -> str | None:
+        """Why the document cannot move onto the current plan from ``from_stage``: the
+        stages before it must be the current plan's, in its order (their outputs are
+        kept, so they must be the ones the later stages expect)."""
+        current = list(self.definition.names)
+        cut = current.index(from_stage)
+        if plan[:cut] == current[:cut]:
+            return None
+        differ = next(
+            (i for i, name in enumerate(current[:cut]) if i >= len(plan) or plan[i] != name),
+            cut,
+        )
+        return (
+            f"the current plan runs {', '.join(current[:cut])} before {from_stage}, and this "
+            f"document's plan does not; rerun it onto the current plan from "
+            f"{current[differ]} or an earlier stage"
         )
 
     def _rerun_one(
@@ -134,19 +158,39 @@ class RerunService:
             if generation is None:
                 return NotFound(id=document_id, action="skipped", detail="no such document")
             # Read under the document's lock: no other writer can change its rows now.
-            position = _position(conn, document_id, from_stage)
-            if position is None:
-                missing = f"the document's plan has no {from_stage} stage"
+            plan = _plan(conn, document_id)
+            replan = request.to_current_plan and plan != list(self.definition.names)
+            if replan:
+                refusal = self._replan_refusal(plan, from_stage)
+                if refusal is not None:
+                    return _item(document_id, from_stage, "skipped", refusal)
+                position = self.definition.names.index(from_stage)
+            elif from_stage in plan:
+                position = plan.index(from_stage)
+            else:
+                missing = (
+                    f"the document's plan ({', '.join(plan)}) has no {from_stage} stage; "
+                    "rerun it onto the current plan to add it"
+                )
                 return _item(document_id, from_stage, "skipped", missing)
             refusal = _earlier_stages_refusal(conn, document_id, position)
             if refusal is not None:
                 return _item(document_id, from_stage, "skipped", refusal)
             change = f"generation {generation} → {generation + 1}"
+            if replan:
+                change += f", onto plan {self.definition.version}"
             if dry_run:
                 return _item(document_id, from_stage, "would rerun", change)
             message = StageMessage(document_id, from_stage, generation + 1)
             envelope = self.dispatcher.build(message)
             conn.execute(transitions.document_reopened(document_id, message.generation))
+            if replan:
+                later = list(self.definition.names[position:])
+                conn.execute(transitions.drop_plan_from(document_id, position))
+                conn.execute(
+                    transitions.plan_rows(document_id, later, position, message.generation)
+                )
+                conn.execute(transitions.plan_version(document_id, self.definition.version))
             conn.execute(transitions.carry_over(document_id, position, message.generation))
             conn.execute(transitions.reset_after(document_id, position, message.generation))
             conn.execute(transitions.queue(message, envelope.message_id, self.grace))
@@ -187,13 +231,15 @@ def _of_tenant(tenant: str | None) -> list[Any]:
     return [] if tenant is None else [Document.tenant == tenant]
 
 
-def _position(conn: Connection, document_id: uuid.UUID, stage: str) -> int | None:
-    """Where ``stage`` stands in the document's own plan (its stage rows)."""
-    return conn.execute(
-        select(StageRun.position).where(
-            StageRun.document_id == document_id, StageRun.stage == stage
-        )
-    ).scalar_one_or_none()
+def _plan(conn: Connection, document_id: uuid.UUID) -> list[str]:
+    """The document's own plan: its stage rows by position."""
+    return list(
+        conn.execute(
+            select(StageRun.stage)
+            .where(StageRun.document_id == document_id)
+            .order_by(StageRun.position)
+        ).scalars()
+    )
 
 
 def _earlier_stages_refusal(conn: Connection, document_id: uuid.UUID, position: int) -> str | None:

@@ -59,6 +59,8 @@ class DocumentView(msgspec.Struct, frozen=True):
     size_bytes: int
     sha256: str
     generation: int
+    pipeline_version: str | None
+    """The version of the pipeline definition that planned the document's stages."""
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -104,6 +106,7 @@ _DOCUMENT_COLUMNS = (
     Document.size_bytes,
     Document.sha256,
     Document.generation,
+    Document.pipeline_version,
     Document.created_at,
     Document.updated_at,
     Document.finished_at,
