@@ -46,7 +46,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def database_url(servers: Settings) -> Iterator[str]:
     """A database of this run's own, migrated to the newest revision."""
-    server = make_url(to_sqlalchemy_url(servers.database_url))
+    server = make_url(to_sqlalchemy_url(servers.database.url))
     name = f"pipeline_test_{RUN_ID}"
     admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -77,17 +77,15 @@ def settings(database_url: str, servers: Settings) -> Iterator[Settings]:
         "embed": FAST,
         "index": FAST,
     }
-    settings = Settings(
-        database_url=database_url,
-        redis_url=base.redis_url,
-        redis_namespace=namespace,
-        max_upload_bytes=1024 * 1024,
-        db_pool_size=4,
-        policies=policies,  # type: ignore[arg-type]
+    settings = Settings().replace(
+        database={"url": database_url, "pool_size": 4},
+        broker={"url": base.broker.url, "namespace": namespace},
+        limits={"max_upload_bytes": 1024 * 1024},
+        stages={"policies": policies},
     )
     upgrade(settings)
     yield settings
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.broker.url)
     keys = list(client.scan_iter(f"{namespace}*", count=1000))
     if keys:
         client.delete(*keys)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import dramatiq
-import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
@@ -369,7 +368,7 @@ def test_big_replay_runs_as_a_background_job(
 ) -> None:
     letters = [dead_png(client)[1] for _ in range(3)]
     small = create_app(
-        msgspec.structs.replace(settings, admin_sync_limit=2), dispatcher=Dispatcher(broker)
+        settings.replace(operations={"admin_sync_limit": 2}), dispatcher=Dispatcher(broker)
     )
     with TestClient(small) as admin:
         admin.headers.update(bearer(api_key))
@@ -424,7 +423,7 @@ def test_big_discard_by_filter_runs_as_a_background_job(
     start = db_now(engine).astimezone(UTC).replace(tzinfo=None).isoformat()  # naive: UTC
     letters = {dead_png(client)[1] for _ in range(3)}
     small = create_app(
-        msgspec.structs.replace(settings, admin_sync_limit=2), dispatcher=Dispatcher(broker)
+        settings.replace(operations={"admin_sync_limit": 2}), dispatcher=Dispatcher(broker)
     )
     body = {
         "filter": {"since": start, "stage": "validate", "status": "dead"},
@@ -459,7 +458,7 @@ def test_job_that_cannot_be_queued_is_503(
     settings: Settings, broker: dramatiq.Broker, client: TestClient[Any], api_key: str
 ) -> None:
     app = create_app(
-        msgspec.structs.replace(settings, admin_sync_limit=0), dispatcher=UnreachableBroker(broker)
+        settings.replace(operations={"admin_sync_limit": 0}), dispatcher=UnreachableBroker(broker)
     )
     with TestClient(app) as admin:
         admin.headers.update(bearer(api_key))

@@ -316,11 +316,12 @@ class Rig:
         client: TestClient[Any],
         policy: StagePolicy = TINY,
     ):
-        self.settings = msgspec.structs.replace(
-            settings,
-            running_slack_ms=200,
-            db_pool_size=8,
-            policies={**settings.policies, "validate": policy},
+        self.settings = settings.replace(
+            stages={
+                "running_slack_ms": 200,
+                "policies": {**settings.stages.policies, "validate": policy},
+            },
+            database={"pool_size": 8},
         )
         self.client = client
         self.engine = make_engine(self.settings, application_name="fence-rig")
@@ -773,7 +774,7 @@ class Stack(ProcessStack):
         return Dispatcher(broker)
 
     def redis(self) -> Any:
-        return redis.Redis.from_url(self.settings.redis_url)
+        return redis.Redis.from_url(self.settings.broker.url)
 
     def empty_namespace(self) -> int:
         """Delete every key of this stack's namespace (and only of this one)."""

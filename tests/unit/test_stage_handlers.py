@@ -20,8 +20,9 @@ from pipeline.stages.chunk import ChunkInput, page_at
 from pipeline.stages.extract import ExtractInput
 from pipeline.stages.index import IndexInput
 
-SETTINGS = Settings(
-    embedder="hashing", chunk_target_tokens=24, chunk_overlap_tokens=6, embed_dimensions=16
+SETTINGS = Settings().replace(
+    embedding={"embedder": "hashing", "dimensions": 16},
+    stages={"chunk_target_tokens": 24, "chunk_overlap_tokens": 6},
 )
 
 

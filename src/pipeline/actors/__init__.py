@@ -22,7 +22,7 @@ def declare_stage_actor(
     broker: dramatiq.Broker, stage: StageName, executor: StageExecutor, settings: Settings
 ) -> dramatiq.Actor[[object], None]:
     """Declare ``stage``'s actor with its own retry policy and time limit."""
-    policy = settings.policy(stage)
+    policy = settings.stages.policy(stage)
 
     def run(payload: object) -> None:
         message = CurrentMessage.get_current_message()

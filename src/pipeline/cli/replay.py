@@ -501,7 +501,7 @@ def _selected(
     confirm_bulk(
         count,
         f"{verb} {count} dead letters?",
-        threshold=settings.confirm_threshold,
+        threshold=settings.operations.confirm_threshold,
         yes=yes,
         dry_run=dry_run,
     )

@@ -84,7 +84,7 @@ def status(watch: bool, interval: float) -> None:
     try:
         while True:
             with engine.connect() as conn:
-                text = render(overview(conn, queue_depths(client, settings.redis_namespace)))
+                text = render(overview(conn, queue_depths(client, settings.broker.namespace)))
             if watch:
                 click.clear()
             click.echo(text)

@@ -103,9 +103,9 @@ class StageExecutor:
         self.engine = engine
         self.dispatcher = dispatcher
         self.handlers = handlers
-        self.policies = settings.policies
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
-        self.slack = timedelta(milliseconds=settings.running_slack_ms)
+        self.policies = settings.stages.policies
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
+        self.slack = timedelta(milliseconds=settings.stages.running_slack_ms)
         self.faults = faults if faults is not None else Faults(settings.faults)
         # Single statements (the claim, loading inputs) need no transaction of their own.
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -54,9 +54,9 @@ class Reconciler:
     def __init__(self, engine: Engine, dispatcher: Dispatcher, settings: Settings) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
-        self.batch_size = settings.reconciler_batch_size
-        self.interval = settings.reconciler_interval_s
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
+        self.batch_size = settings.reconciler.batch_size
+        self.interval = settings.reconciler.interval_s
 
     # -- one sweep -----------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ async def _run_or_queue(
         paced = hasattr(body, "rate")  # replays and reruns are paced; discards are not
         rate = getattr(body, "rate", None) or DEFAULT_RATE
         paced_seconds = total / rate if paced else 0.0
-        if total > api.settings.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
+        if total > api.settings.operations.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
             return await _queue(api, kind, body, operator, tenant, total)
     report = await anyio.to_thread.run_sync(run)
     return Response(report, status_code=200)

@@ -54,7 +54,7 @@ HTTP_METRICS = PrometheusConfig(
 
 def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> Litestar:
     """Build the app; the engine is created on startup and disposed on shutdown."""
-    if settings.auth == "disabled":
+    if settings.access.auth == "disabled":
         warn_auth_disabled()  # here, once per process, before anything is served
     holder: dict[str, ApiState] = {}
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
         engine = make_async_engine(settings)
         sync_engine = make_engine(settings, application_name="pipeline-api-admin")
         sender = dispatcher or Dispatcher(make_broker(settings))
-        async_sender = AsyncSender(sender.broker, settings.redis_url)  # type: ignore[arg-type]
+        async_sender = AsyncSender(sender.broker, settings.broker.url)  # type: ignore[arg-type]
         holder["state"] = ApiState(
             settings=settings,
             engine=engine,
@@ -72,15 +72,15 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
             sync_engine=sync_engine,
             replay=ReplayService(sync_engine, sender, settings),
             rerun=RerunService(sync_engine, sender, settings),
-            auth=Authenticator(engine, settings.auth_cache_ms / 1000),
+            auth=Authenticator(engine, settings.access.auth_cache_ms / 1000),
             search=make_search(settings, engine),
             limiter=RateLimiter(
                 async_sender.client,
-                settings.redis_namespace,
-                rate=settings.ingest_rate_per_s,
-                burst=settings.ingest_burst,
+                settings.broker.namespace,
+                rate=settings.access.ingest_rate_per_s,
+                burst=settings.access.ingest_burst,
             ),
-            cursors=CursorKeys(engine, settings.cursor_secret),
+            cursors=CursorKeys(engine, settings.access.cursor_secret),
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request
@@ -108,7 +108,7 @@ def create_app(settings: Settings, *, dispatcher: Dispatcher | None = None) -> L
         },
         lifespan=[lifespan],
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
-        request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        request_max_body_size=settings.limits.max_upload_bytes + MULTIPART_OVERHEAD,
         request_class=PipelineRequest,  # multipart part headers long enough for long names
         openapi_config=OpenAPIConfig(
             title="pipeline",

@@ -19,7 +19,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 async def _overview(api: ApiState) -> Overview:
     def read() -> Overview:
-        depths = queue_depths(api.dispatcher.redis_client(), api.settings.redis_namespace)
+        depths = queue_depths(api.dispatcher.redis_client(), api.settings.broker.namespace)
         with api.sync_engine.connect() as conn:
             return overview(conn, depths)
 

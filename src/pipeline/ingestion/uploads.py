@@ -71,7 +71,7 @@ class UploadService:
         self.engine = engine
         self.dispatcher = dispatcher
         self.sender = sender
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.faults = Faults(settings.faults)
 
     async def accept(self, upload: Upload) -> Accepted:

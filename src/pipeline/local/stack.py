@@ -82,7 +82,7 @@ class LocalStack:
                 env["PIPELINE_AUTH"] = "disabled"
             settings = Settings.from_env(env)
             upgrade(settings)
-            api_key = None if settings.auth == "disabled" else self._local_key(settings)
+            api_key = None if settings.access.auth == "disabled" else self._local_key(settings)
             self.supervisor = Supervisor(self._children(), env, echo=self.echo)
             self.supervisor.start()
         except BaseException:

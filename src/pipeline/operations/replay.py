@@ -63,8 +63,8 @@ class ReplayService:
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
-        self.namespace = settings.redis_namespace
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
+        self.namespace = settings.broker.namespace
         self.sleep = sleep
 
     def select(self, selection: LetterSelection, tenant: str | None = None) -> list[uuid.UUID]:

@@ -84,7 +84,7 @@ class RerunService:
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.sleep = sleep
 
     def select(self, selection: DocumentSelection, tenant: str | None = None) -> list[uuid.UUID]:

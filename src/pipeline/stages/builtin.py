@@ -28,7 +28,8 @@ __all__ = [
 
 def make_sandbox(settings: Settings) -> Sandbox:
     limits = SandboxLimits(
-        seconds=settings.parser_time_limit_ms / 1000, memory_mb=settings.parser_memory_mb
+        seconds=settings.limits.parser_time_limit_ms / 1000,
+        memory_mb=settings.limits.parser_memory_mb,
     )
     return Sandbox(limits)
 
@@ -36,13 +37,13 @@ def make_sandbox(settings: Settings) -> Sandbox:
 def make_extract_limits(settings: Settings) -> ExtractLimits:
     """The hostile-input limits of extraction, from settings."""
     return ExtractLimits(
-        max_text_chars=settings.max_text_chars,
-        max_pdf_pages=settings.max_pdf_pages,
+        max_text_chars=settings.limits.max_text_chars,
+        max_pdf_pages=settings.limits.max_pdf_pages,
         docx=DocxLimits(
-            max_expanded_bytes=settings.docx_max_expanded_mb * MIB,
-            max_part_bytes=settings.docx_max_part_mb * MIB,
-            max_parts=settings.docx_max_parts,
-            max_ratio=settings.docx_max_ratio,
+            max_expanded_bytes=settings.limits.docx_max_expanded_mb * MIB,
+            max_part_bytes=settings.limits.docx_max_part_mb * MIB,
+            max_parts=settings.limits.docx_max_parts,
+            max_ratio=settings.limits.docx_max_ratio,
         ),
     )
 
@@ -53,16 +54,16 @@ def make_handlers(
     """The stage handlers; ``sandbox=False`` parses in-process (for unit tests only)."""
     faults = faults if faults is not None else Faults(settings.faults)
     return {
-        "validate": ValidateHandler(ValidationPolicy(max_bytes=settings.max_upload_bytes)),
+        "validate": ValidateHandler(ValidationPolicy(max_bytes=settings.limits.max_upload_bytes)),
         "extract": ExtractHandler(
             make_sandbox(settings) if sandbox else None, faults, make_extract_limits(settings)
         ),
         "chunk": ChunkHandler(
             ChunkPolicy(
-                target_tokens=settings.chunk_target_tokens,
-                overlap_tokens=settings.chunk_overlap_tokens,
+                target_tokens=settings.stages.chunk_target_tokens,
+                overlap_tokens=settings.stages.chunk_overlap_tokens,
             )
         ),
-        "embed": EmbedHandler(make_embedder(settings), settings.embed_batch_size),
+        "embed": EmbedHandler(make_embedder(settings), settings.embedding.batch_size),
         "index": IndexHandler(),
     }
