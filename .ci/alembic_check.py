@@ -41,7 +41,7 @@ def check(database_url: str) -> None:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         url = server.set(database=name).render_as_string(hide_password=False)
-        settings = Settings(database_url=url)
+        settings = Settings().replace(database={"url": url})
         upgrade(settings)
         command.check(alembic_config(settings))
     finally:

@@ -53,7 +53,7 @@ def scratch_database(label: str, *, keep: bool = False) -> Iterator[str]:
         .replace("postgresql+psycopg://", "postgresql://")
     )
     try:
-        settings = Settings(database_url=url)
+        settings = Settings().replace(database={"url": url})
         upgrade(settings)
         os.environ["PIPELINE_API_KEY"] = bench_key(settings)
         yield url

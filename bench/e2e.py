@@ -52,7 +52,7 @@ BODY = (" ".join(["river delta harbour glacier tide estuary basin current."] * 8
 
 def load_documents(settings: Settings, count: int) -> None:
     """K accepted documents and their validate messages, as the API would leave them."""
-    engine = create_engine(settings.sqlalchemy_url)
+    engine = create_engine(settings.database.sqlalchemy_url)
     dispatcher = Dispatcher(make_broker(settings))
     envelopes = []
     with engine.begin() as conn:

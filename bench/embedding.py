@@ -52,7 +52,9 @@ def rss_mib() -> float:
 def measure(corpus: Path, count: int, batch_size: int, threads: int) -> dict[str, float]:
     """One configuration, in this process: run by the parent as a child of its own."""
     texts = load_texts(corpus, count)
-    embedder = make_embedder(Settings(embedder="minilm", embed_threads=threads))
+    embedder = make_embedder(
+        Settings().replace(embedding={"embedder": "minilm", "threads": threads})
+    )
     assert isinstance(embedder, MiniLMEmbedder)
     loaded = rss_mib()
     pieces = sum(embedder.encode(texts).word_pieces) / len(texts)

@@ -16,7 +16,7 @@ STAGES = PIPELINE.names
 
 settings = Settings.from_env()
 broker = make_broker(settings)
-COUNTER = f"{settings.redis_namespace}:floor-done"
+COUNTER = f"{settings.broker.namespace}:floor-done"
 actors: dict[str, dramatiq.Actor[[dict[str, object]], None]] = {}
 
 

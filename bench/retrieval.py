@@ -228,7 +228,7 @@ def database(database_url: str | None, keep: bool) -> Iterator[str]:
                 if keep:
                     print(f"kept the database: --database-url {url}", file=sys.stderr)
         return
-    settings = Settings(database_url=database_url)
+    settings = Settings().replace(database={"url": database_url})
     upgrade(settings)
     os.environ["PIPELINE_API_KEY"] = bench_key(settings)
     try:

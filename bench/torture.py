@@ -193,10 +193,11 @@ def make_body(rng: random.Random, index: int, markdown: bool) -> str:
 
 def expected_chunks(data: bytes, settings: Settings) -> list[str]:
     """The chunk texts a calm run stores for ``data``: the stages' pure functions."""
-    checked = validate(data, ValidationPolicy(max_bytes=settings.max_upload_bytes))
+    checked = validate(data, ValidationPolicy(max_bytes=settings.limits.max_upload_bytes))
     extracted = extract(data, checked.kind, checked.encoding, extract_limits(settings))
     policy = ChunkPolicy(
-        target_tokens=settings.chunk_target_tokens, overlap_tokens=settings.chunk_overlap_tokens
+        target_tokens=settings.stages.chunk_target_tokens,
+        overlap_tokens=settings.stages.chunk_overlap_tokens,
     )
     return [piece.text for piece in chunk(extracted.text, policy)]
 

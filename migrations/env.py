@@ -10,7 +10,7 @@ from pipeline.settings import Settings
 
 config = context.config
 # ``pipeline db upgrade`` passes its settings' URL; the plain ``alembic`` command reads the env.
-url: str = config.attributes.get("sqlalchemy_url") or Settings.from_env().sqlalchemy_url
+url: str = config.attributes.get("sqlalchemy_url") or Settings.from_env().database.sqlalchemy_url
 
 
 def include_object(

@@ -47,7 +47,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def database_url(servers: Settings) -> Iterator[str]:
     """A database of this run's own, migrated to the newest revision."""
-    server = make_url(to_sqlalchemy_url(servers.database_url))
+    server = make_url(to_sqlalchemy_url(servers.database.url))
     name = f"pipeline_test_{RUN_ID}"
     admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -74,17 +74,15 @@ def settings(database_url: str, servers: Settings) -> Iterator[Settings]:
     namespace = f"pipeline-test-{RUN_ID}"
     policies = {spec.name: FAST for spec in PIPELINE}
     policies[SHORT_LIMITED] = msgspec.structs.replace(FAST, time_limit_ms=SHORT_LIMIT_MS)
-    settings = Settings(
-        database_url=database_url,
-        redis_url=base.redis_url,
-        redis_namespace=namespace,
-        max_upload_bytes=1024 * 1024,
-        db_pool_size=4,
-        policy_overrides=policies,
+    settings = Settings().replace(
+        database={"url": database_url, "pool_size": 4},
+        broker={"url": base.broker.url, "namespace": namespace},
+        limits={"max_upload_bytes": 1024 * 1024},
+        stages={"policy_overrides": policies},
     )
     upgrade(settings)
     yield settings
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.broker.url)
     keys = list(client.scan_iter(f"{namespace}*", count=1000))
     if keys:
         client.delete(*keys)

@@ -123,8 +123,8 @@ def make_broker(settings: Settings) -> PipelineRedisBroker:
         CurrentMessage(),
     ]
     broker = PipelineRedisBroker(
-        url=settings.redis_url,
-        namespace=settings.redis_namespace,
+        url=settings.broker.url,
+        namespace=settings.broker.namespace,
         middleware=middleware,
     )
     dramatiq.set_broker(broker)

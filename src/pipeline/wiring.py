@@ -35,7 +35,8 @@ from pipeline.stages import DefinitionError, Pipeline, StageContext, StagePolicy
 
 def make_sandbox(settings: Settings) -> Sandbox:
     limits = SandboxLimits(
-        seconds=settings.parser_time_limit_ms / 1000, memory_mb=settings.parser_memory_mb
+        seconds=settings.limits.parser_time_limit_ms / 1000,
+        memory_mb=settings.limits.parser_memory_mb,
     )
     return Sandbox(limits)
 
@@ -43,7 +44,7 @@ def make_sandbox(settings: Settings) -> Sandbox:
 def check_overrides(settings: Settings, definition: Pipeline) -> None:
     """Refuse ``PIPELINE_<STAGE>_…`` policy variables that name no stage: a typo (or a
     stage since removed) must not be silently ignored."""
-    for stage in sorted(settings.policy_overrides):
+    for stage in sorted(settings.stages.policy_overrides):
         if stage not in definition:
             raise DefinitionError(
                 f"PIPELINE_{stage.upper()}_… sets a policy for {stage!r}, which is no stage "
@@ -87,14 +88,17 @@ class Wiring:
 
     @cached_property
     def definition(self) -> Pipeline:
-        definition = self._definition or load_definition(self.settings.definition)
+        definition = self._definition or load_definition(self.settings.stages.definition)
         check_overrides(self.settings, definition)
         return definition
 
     @cached_property
     def policies(self) -> dict[str, StagePolicy]:
         """Each stage's policy: its spec's default with the deployment's overrides."""
-        return {spec.name: self.settings.policy(spec.name, spec.policy) for spec in self.definition}
+        return {
+            spec.name: self.settings.stages.policy(spec.name, spec.policy)
+            for spec in self.definition
+        }
 
     # -- infrastructure ------------------------------------------------------------------
 
@@ -158,7 +162,7 @@ class Wiring:
 
     @cached_property
     def reconciler(self) -> Reconciler:
-        grace = timedelta(milliseconds=self.settings.queued_grace_ms)
+        grace = timedelta(milliseconds=self.settings.stages.queued_grace_ms)
         sweep = JobSweep(self.engine, self.dispatcher, grace)
         return Reconciler(self.engine, self.dispatcher, self.settings, sweep)
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
-import msgspec
 import pytest
 import redis.asyncio as aioredis
 from click.testing import CliRunner, Result
@@ -34,7 +33,7 @@ Cli = Callable[..., Result]
 @pytest.fixture
 def cli(settings: Settings) -> Cli:
     runner = CliRunner()
-    env = {"DATABASE_URL": settings.database_url, "PIPELINE_AUTH_CACHE_S": "0"}
+    env = {"DATABASE_URL": settings.database.url, "PIPELINE_AUTH_CACHE_S": "0"}
 
     def invoke(*args: str) -> Result:
         return runner.invoke(main, list(args), env=env, catch_exceptions=False)
@@ -45,9 +44,7 @@ def cli(settings: Settings) -> Cli:
 @pytest.fixture
 def uncached(settings: Settings, broker: dramatiq.Broker) -> Iterator[TestClient[Any]]:
     """An API that asks Postgres about the key on every request (PIPELINE_AUTH_CACHE_S=0)."""
-    app = create_app(
-        msgspec.structs.replace(settings, auth_cache_ms=0), dispatcher=Dispatcher(broker)
-    )
+    app = create_app(settings.replace(access={"auth_cache_ms": 0}), dispatcher=Dispatcher(broker))
     with TestClient(app) as client:
         yield client
 
@@ -213,7 +210,7 @@ def test_health_ready_and_schema_are_public_metrics_is_not(client: TestClient[An
 
 
 def test_metrics_can_be_made_public(settings: Settings, broker: dramatiq.Broker) -> None:
-    public = msgspec.structs.replace(settings, metrics_public=True)
+    public = settings.replace(access={"metrics_public": True})
     with TestClient(create_app(public, dispatcher=Dispatcher(broker))) as anonymous:
         response = anonymous.get("/metrics")
         assert response.status_code == 200, response.text
@@ -227,7 +224,7 @@ def test_metrics_can_be_made_public(settings: Settings, broker: dramatiq.Broker)
 def test_auth_disabled_says_so_loudly_and_acts_as_default(
     settings: Settings, broker: dramatiq.Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    off = msgspec.structs.replace(settings, auth="disabled")
+    off = settings.replace(access={"auth": "disabled"})
     with (
         caplog.at_level(logging.WARNING),
         TestClient(create_app(off, dispatcher=Dispatcher(broker))) as anonymous,
@@ -246,7 +243,7 @@ def test_a_bogus_auth_setting_is_refused_at_start(settings: Settings) -> None:
     result = CliRunner().invoke(
         main,
         ["api", "--port", "1"],
-        env={"DATABASE_URL": settings.database_url, "PIPELINE_AUTH": "bogus"},
+        env={"DATABASE_URL": settings.database.url, "PIPELINE_AUTH": "bogus"},
     )
     assert result.exit_code == 1
     assert "PIPELINE_AUTH must be one of required, disabled, not 'bogus'" in result.output
@@ -259,9 +256,7 @@ def test_a_bogus_auth_setting_is_refused_at_start(settings: Settings) -> None:
 @pytest.fixture
 def limited(settings: Settings, broker: dramatiq.Broker) -> Iterator[TestClient[Any]]:
     """An API whose keys may send one upload at once (burst 1)."""
-    app = create_app(
-        msgspec.structs.replace(settings, ingest_burst=1), dispatcher=Dispatcher(broker)
-    )
+    app = create_app(settings.replace(access={"ingest_burst": 1}), dispatcher=Dispatcher(broker))
     with TestClient(app) as client:
         yield client
 

@@ -24,10 +24,10 @@ PIPELINE = [sys.executable, "-m", "pipeline"]
 def cli_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
         # Apart from the in-process test worker's namespace, so only the CLI's worker runs these.
-        "PIPELINE_REDIS_NAMESPACE": settings.redis_namespace + "-cli",
+        "PIPELINE_REDIS_NAMESPACE": settings.broker.namespace + "-cli",
     }
 
 

@@ -42,9 +42,9 @@ def cli(settings: Settings) -> Cli:
     """Runs ``pipeline ARGS...`` in-process; ``env`` adds environment variables."""
     runner = CliRunner()
     base = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": settings.redis_namespace,
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
+        "PIPELINE_REDIS_NAMESPACE": settings.broker.namespace,
         "PIPELINE_CONFIRM_THRESHOLD": "100",
     }
 
@@ -409,7 +409,7 @@ def test_discard_by_id_and_by_filter(
 
 @pytest.fixture
 def redis_client(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.broker.url)
     yield client
     client.close()
 
@@ -435,7 +435,7 @@ def test_import_from_redis(
         },
     )
     redis_id = str(uuid.uuid4())
-    key = f"{settings.redis_namespace}:validate.XQ"
+    key = f"{settings.broker.namespace}:validate.XQ"
     redis_client.zadd(key, {redis_id: time.time() * 1000})
     redis_client.hset(f"{key}.msgs", redis_id, msgspec.json.encode(message.asdict()))
     try:

@@ -74,13 +74,11 @@ def first_cursor(client: TestClient[Any], key: str) -> str:
 
 @pytest.fixture
 def other_app(settings: Settings, broker: dramatiq.Broker) -> Iterator[Any]:
-    """``make(**settings changes)``: further API apps (each its own process state)."""
+    """``make(**access settings changes)``: further API apps (each its own process state)."""
     clients: list[TestClient[Any]] = []
 
-    def make(**changes: Any) -> TestClient[Any]:
-        app = create_app(
-            msgspec.structs.replace(settings, **changes), dispatcher=Dispatcher(broker)
-        )
+    def make(**access: Any) -> TestClient[Any]:
+        app = create_app(settings.replace(access=access), dispatcher=Dispatcher(broker))
         client = TestClient(app)
         client.__enter__()
         clients.append(client)
@@ -163,9 +161,9 @@ def test_a_cursor_works_across_real_api_processes(
     each page's cursor, issued by one of them, is followed by the next."""
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": settings.redis_namespace + "-cursors",
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
+        "PIPELINE_REDIS_NAMESPACE": settings.broker.namespace + "-cursors",
     }
     env.pop("PIPELINE_CURSOR_SECRET", None)
     processes = Processes(env, tmp_path)
@@ -194,7 +192,7 @@ def test_a_cursor_works_across_real_api_processes(
 def test_cursor_secret_setting_is_read_and_bounded() -> None:
     from pipeline.settings import SettingsError
 
-    assert Settings.from_env({}).cursor_secret is None
-    assert Settings.from_env({"PIPELINE_CURSOR_SECRET": "x" * 32}).cursor_secret == "x" * 32
+    assert Settings.from_env({}).access.cursor_secret is None
+    assert Settings.from_env({"PIPELINE_CURSOR_SECRET": "x" * 32}).access.cursor_secret == "x" * 32
     with pytest.raises(SettingsError, match="PIPELINE_CURSOR_SECRET"):
         Settings.from_env({"PIPELINE_CURSOR_SECRET": "short"})

@@ -175,7 +175,7 @@ def test_documents_follow_the_plan_they_were_accepted_with(
     """Accepted under the built-in five, a document finishes under them after the
     definition gains a stage; new uploads get the new plan; a rerun moves the old
     document onto it when asked, and only then."""
-    namespace = f"{settings.redis_namespace}-plans-{uuid.uuid4().hex[:6]}"
+    namespace = f"{settings.broker.namespace}-plans-{uuid.uuid4().hex[:6]}"
     old: Stack = make_stack(PIPELINE_REDIS_NAMESPACE=namespace)  # built-in; no workers
     before = old.upload("before.txt", ENGLISH)
     assert [row[0] for row in old.rows(before)] == list(BUILTIN.names)

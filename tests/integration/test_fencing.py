@@ -313,14 +313,13 @@ class Rig:
         client: TestClient[Any],
         policy: StagePolicy = TINY,
     ):
-        self.settings = msgspec.structs.replace(
-            settings,
-            running_slack_ms=200,
-            db_pool_size=8,
-            policy_overrides={
-                **settings.policy_overrides,
-                "validate": PolicyOverride(**msgspec.structs.asdict(policy)),
-            },
+        overrides = {
+            **settings.stages.policy_overrides,
+            "validate": PolicyOverride(**msgspec.structs.asdict(policy)),
+        }
+        self.settings = settings.replace(
+            stages={"running_slack_ms": 200, "policy_overrides": overrides},
+            database={"pool_size": 8},
         )
         self.client = client
         self.engine = make_engine(self.settings, application_name="fence-rig")
@@ -788,7 +787,7 @@ class Stack(ProcessStack):
         return Dispatcher(broker)
 
     def redis(self) -> Any:
-        return redis.Redis.from_url(self.settings.redis_url)
+        return redis.Redis.from_url(self.settings.broker.url)
 
     def empty_namespace(self) -> int:
         """Delete every key of this stack's namespace (and only of this one)."""

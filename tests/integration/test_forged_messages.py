@@ -138,7 +138,7 @@ def forged_worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[Forger, 
     env = stack_env(settings)
     for stage in STAGES:
         env[f"PIPELINE_{stage.upper()}_MAX_RETRIES"] = "1"
-    client: redis.Redis[bytes] = redis.Redis.from_url(settings.redis_url)
+    client: redis.Redis[bytes] = redis.Redis.from_url(settings.broker.url)
     processes = Processes(env, tmp_path)
     yield Forger(client, env["PIPELINE_REDIS_NAMESPACE"]), processes
     processes.stop_all()
@@ -262,9 +262,9 @@ def test_a_poison_handler_that_fails_does_not_stop_the_consumer(settings: Settin
     def unavailable(queue_name: str, message_id: str, data: bytes, reason: str) -> None:
         raise ConnectionError("Postgres is unavailable")
 
-    namespace = f"{settings.redis_namespace}-poison-{uuid.uuid4().hex[:6]}"
+    namespace = f"{settings.broker.namespace}-poison-{uuid.uuid4().hex[:6]}"
     broker = PipelineRedisBroker(
-        url=settings.redis_url, namespace=namespace, middleware=[], on_poison=unavailable
+        url=settings.broker.url, namespace=namespace, middleware=[], on_poison=unavailable
     )
     forger = Forger(broker.client, namespace)
     garbage = forger.raw("validate", b"\x80\x04\x95\x00\x00not json")

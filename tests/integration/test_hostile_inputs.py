@@ -18,7 +18,6 @@ from typing import Any
 
 import dramatiq
 import dramatiq.broker
-import msgspec
 import pytest
 from dramatiq import Worker
 from litestar.testing import TestClient
@@ -40,12 +39,13 @@ WAIT_S = 90.0
 
 @pytest.fixture(scope="module")
 def hostile_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(
-        settings,
-        redis_namespace=f"{settings.redis_namespace}-hostile",
-        max_upload_bytes=64 * MIB,
-        parser_time_limit_ms=20_000,
-        parser_memory_mb=512,
+    return settings.replace(
+        broker={"namespace": f"{settings.broker.namespace}-hostile"},
+        limits={
+            "max_upload_bytes": 64 * MIB,
+            "parser_time_limit_ms": 20_000,
+            "parser_memory_mb": 512,
+        },
     )
 
 
@@ -203,8 +203,8 @@ def test_one_50_mb_line_is_413_at_the_default_upload_limit(
     client: TestClient[Any],
     engine: Engine,
 ) -> None:
-    defaults = msgspec.structs.replace(
-        hostile_settings, max_upload_bytes=Settings().max_upload_bytes
+    defaults = hostile_settings.replace(
+        limits={"max_upload_bytes": Settings().limits.max_upload_bytes}
     )
     app = create_app(defaults, dispatcher=Dispatcher(hostile_worker))
     name = f"too-long-{uuid.uuid4().hex[:8]}.txt"

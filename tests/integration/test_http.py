@@ -174,7 +174,7 @@ def test_health_ready_and_schema(client: TestClient[Any]) -> None:
 
 
 def test_database_down_is_503_not_500(api_key: str) -> None:
-    unreachable = Settings(database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    unreachable = Settings().replace(database={"url": "postgresql://postgres@127.0.0.1:1/nowhere"})
     with TestClient(create_app(unreachable)) as down:
         down.headers.update(bearer(api_key))  # checking the key needs the database too
         response = upload(down, TEXT)

@@ -15,7 +15,6 @@ from typing import Any
 
 import dramatiq
 import httpx
-import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine
@@ -216,12 +215,12 @@ def test_upload_errors_are_documented(
     check(accepted, 202)
     key = accepted.request.headers["Idempotency-Key"]
     check(upload(client, TEXT + b" Changed.", headers={"Idempotency-Key": key}), 409)
-    check(upload(client, b"x" * (settings.max_upload_bytes + 1)), 413)
+    check(upload(client, b"x" * (settings.limits.max_upload_bytes + 1)), 413)
     check(upload(client, b"\x89PNG\r\n\x1a\n", "image.png", "image/png"), 415)
     check(upload(client, b""), 422)
     check(client.post("/documents", files={"other": ("a.txt", TEXT, "text/plain")}), 422)
     limited = create_app(
-        msgspec.structs.replace(settings, ingest_burst=1), dispatcher=Dispatcher(broker)
+        settings.replace(access={"ingest_burst": 1}), dispatcher=Dispatcher(broker)
     )
     with TestClient(limited) as limited_client:
         slow = AsKey(limited_client, make_key(engine, scopes="ingest", rate_limit_per_s=0.01))

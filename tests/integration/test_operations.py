@@ -361,7 +361,7 @@ def test_import_from_redis_dead_letter_sets(
         options={"retries": 5, "traceback": "Traceback...\nOSError: disk gone\n"},
     )
     redis_id = str(uuid.uuid4())
-    key = f"{settings.redis_namespace}:embed.XQ"
+    key = f"{settings.broker.namespace}:embed.XQ"
     client_ = broker.client  # type: ignore[attr-defined]
     client_.zadd(key, {redis_id: int(time.time() * 1000)})
     client_.hset(f"{key}.msgs", redis_id, msgspec.json.encode(message.asdict()))
@@ -487,7 +487,7 @@ def test_import_keeps_bad_entries_by_their_redis_id(
     broker: dramatiq.Broker,
     replay_service: ReplayService,
 ) -> None:
-    key = f"{settings.redis_namespace}:chunk.XQ"
+    key = f"{settings.broker.namespace}:chunk.XQ"
     client_ = broker.client  # type: ignore[attr-defined]
     garbage_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
     odd = dramatiq.Message(

@@ -66,7 +66,7 @@ NOT = re.compile(r"\bnot\b", re.IGNORECASE)
 @pytest.fixture(scope="module")
 def locker(settings: Settings) -> Iterator[Engine]:
     """Connections of a third party, outside every pool the pipeline uses."""
-    engine = create_engine(settings.sqlalchemy_url, poolclass=NullPool)
+    engine = create_engine(settings.database.sqlalchemy_url, poolclass=NullPool)
     yield engine
     engine.dispose()
 
@@ -85,9 +85,9 @@ def holding(locker: Engine, sql: str, **params: Any) -> Iterator[None]:
 
 def with_lock_timeout(settings: Settings, timeout_ms: int) -> Settings:
     """The same settings, with every connection's ``lock_timeout`` set (a query option)."""
-    separator = "&" if "?" in settings.database_url else "?"
-    url = f"{settings.database_url}{separator}options=-c%20lock_timeout%3D{timeout_ms}"
-    return msgspec.structs.replace(settings, database_url=url)
+    separator = "&" if "?" in settings.database.url else "?"
+    url = f"{settings.database.url}{separator}options=-c%20lock_timeout%3D{timeout_ms}"
+    return settings.replace(database={"url": url})
 
 
 @pytest.fixture
@@ -405,13 +405,11 @@ def test_a_failed_job_is_marked_failed_and_not_dead_lettered(
     runner marked the job failed and re-raised; Dramatiq then gave up on the message
     and the dead-letter middleware stored the job's message as a poison dead letter.
     """
-    namespace = f"{settings.redis_namespace}-ops-{uuid.uuid4().hex[:6]}"
-    stack_settings = msgspec.structs.replace(
-        with_lock_timeout(settings, 500), redis_namespace=namespace
-    )
+    namespace = f"{settings.broker.namespace}-ops-{uuid.uuid4().hex[:6]}"
+    stack_settings = with_lock_timeout(settings, 500).replace(broker={"namespace": namespace})
     env = {
-        "DATABASE_URL": stack_settings.database_url,
-        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": stack_settings.database.url,
+        "REDIS_URL": settings.broker.url,
         "PIPELINE_REDIS_NAMESPACE": namespace,
         "PIPELINE_DB_POOL_SIZE": "4",
     }
@@ -561,7 +559,7 @@ def test_importing_an_undecodable_letter_writes_an_imported_event(
 
     The old import wrote the letter but no event when the body named no known document.
     """
-    key = f"{settings.redis_namespace}:validate.XQ"
+    key = f"{settings.broker.namespace}:validate.XQ"
     redis_client = broker.client  # type: ignore[attr-defined]
     redis_id = str(uuid.uuid4())
     redis_client.zadd(key, {redis_id: int(time.time() * 1000)})

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Connection, Engine, text
@@ -117,7 +116,7 @@ def private(
 ) -> Iterator[Private]:
     tag = uuid.uuid4().hex[:6]
     # Under the run's namespace, so the run's cleanup removes these keys too.
-    own = msgspec.structs.replace(settings, redis_namespace=f"{settings.redis_namespace}-{tag}")
+    own = settings.replace(broker={"namespace": f"{settings.broker.namespace}-{tag}"})
     own_broker = make_broker(own)
     dramatiq.set_broker(broker)  # make_broker made its broker the global one: put it back
     dispatcher = Dispatcher(own_broker)

@@ -123,7 +123,7 @@ def test_flushall_with_50_documents_in_flight(make_stack: Any) -> None:
     stack.processes.worker()
     stack.processes.reconciler()
     ids = [stack.upload(f"flush-{i}.txt", BODY + f" Number {i}.".encode()) for i in range(50)]
-    redis.Redis.from_url(stack.settings.redis_url).flushall()
+    redis.Redis.from_url(stack.settings.broker.url).flushall()
     stack.wait_done(ids, timeout=120)
     for document_id in ids:
         assert stack.status(document_id) == "succeeded"
@@ -206,7 +206,7 @@ def test_reconciler_recovers_sends_dropped_after_commit(make_stack: Any) -> None
 def test_poison_messages_are_dead_lettered_and_the_worker_keeps_going(make_stack: Any) -> None:
     stack = make_stack()
     broker = make_broker(stack.settings)
-    namespace = stack.settings.redis_namespace
+    namespace = stack.settings.broker.namespace
     client = broker.client
     # 1. bytes that are not JSON, written the way Dramatiq's enqueue writes a message
     garbage_id = str(uuid.uuid4())

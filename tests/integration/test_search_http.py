@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
-import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
@@ -132,7 +131,7 @@ def test_vectors_of_another_model_are_never_compared(
 @pytest.fixture
 def limited_client(settings: Settings, broker: dramatiq.Broker) -> Iterator[TestClient[Any]]:
     """An API process that may hold no vector in memory (and has no pgvector here)."""
-    limited = msgspec.structs.replace(settings, search_exact_max_vectors=0)
+    limited = settings.replace(search={"exact_max_vectors": 0})
     with TestClient(create_app(limited, dispatcher=Dispatcher(broker))) as limited_client:
         yield limited_client
 
@@ -161,7 +160,7 @@ def test_the_hashing_fallback_searches_lexically_by_default(
 ) -> None:
     key = make_key(engine, tenant=f"search-{uuid.uuid4().hex[:8]}")
     (cat,) = ingest(AsKey(client, key), (CAT, "cat.txt"))
-    hashing = msgspec.structs.replace(settings, embedder="hashing")
+    hashing = settings.replace(embedding={"embedder": "hashing"})
     with TestClient(create_app(hashing, dispatcher=Dispatcher(broker))) as other:
         other.headers.update(bearer(key))
         body = other.get("/search", params={"q": "feline"}).json()

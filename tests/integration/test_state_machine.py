@@ -940,13 +940,14 @@ def harness(settings: Settings, broker: dramatiq.Broker) -> Iterator[Harness]:
 
 
 def _harness(settings: Settings, broker: dramatiq.Broker) -> Iterator[Harness]:
-    model_settings = msgspec.structs.replace(
-        settings,
-        policy_overrides=dict.fromkeys(STAGES, MODEL_POLICY),
-        queued_grace_ms=600_000,
-        running_slack_ms=600_000,
+    model_settings = settings.replace(
+        stages={
+            "policy_overrides": dict.fromkeys(STAGES, MODEL_POLICY),
+            "queued_grace_ms": 600_000,
+            "running_slack_ms": 600_000,
+        },
         # Each parked attempt holds a connection; the reconciler and operators need more.
-        db_pool_size=MAX_PARKED + 8,
+        database={"pool_size": MAX_PARKED + 8},
     )
     engine = make_engine(model_settings, application_name="model-test")
     event.listen(engine, "connect", _no_commit_wait)

@@ -19,9 +19,9 @@ def test_status_prints_a_row_per_stage(
     document_id = upload(client, b"Status check text. Two sentences here.", "status.txt")
     assert wait_for_document(client, document_id.json()["id"])["status"] == "succeeded"
     env = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": settings.redis_namespace,
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
+        "PIPELINE_REDIS_NAMESPACE": settings.broker.namespace,
     }
     result = CliRunner().invoke(main, ["status"], env=env)
     assert result.exit_code == 0, result.output

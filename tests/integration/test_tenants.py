@@ -167,7 +167,7 @@ def test_dead_letters_of_another_tenant_are_unknown_and_stay_dead(
 def queueing(settings: Settings, broker: dramatiq.Broker) -> Iterator[TestClient[Any]]:
     """An API that runs every bulk action as a background job."""
     app = create_app(
-        msgspec.structs.replace(settings, admin_sync_limit=0), dispatcher=Dispatcher(broker)
+        settings.replace(operations={"admin_sync_limit": 0}), dispatcher=Dispatcher(broker)
     )
     with TestClient(app) as client:
         yield client
@@ -229,7 +229,7 @@ def test_poison_letters_are_shown_by_the_cli_only(
     ]
     assert str(poison) not in listed
     assert client.get(f"/dead-letters/{poison}").status_code == 404
-    env = {"DATABASE_URL": settings.database_url}
+    env = {"DATABASE_URL": settings.database.url}
     everything = CliRunner().invoke(main, ["replay", "list", "--limit", "500"], env=env)
     assert str(poison) in everything.output
     tenant = tenant_a.dead_document_id
@@ -254,9 +254,9 @@ def test_the_cli_reruns_any_tenants_documents_or_one_tenants(
     tenant_a: TenantA, engine: Engine, settings: Settings
 ) -> None:
     env = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": settings.redis_namespace,
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
+        "PIPELINE_REDIS_NAMESPACE": settings.broker.namespace,
     }
     other = CliRunner().invoke(
         main,

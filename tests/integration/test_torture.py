@@ -52,9 +52,9 @@ def test_short_torture_run_loses_and_doubles_nothing(
         slow_share=0.15,
         doomed_share=0.3,  # enough documents for the bad deploy to dead-letter some
     )
-    namespace = f"{settings.redis_namespace}-torture-{uuid.uuid4().hex[:6]}"
-    env = torture.torture_env(settings.database_url, settings.redis_url, namespace)
-    flush = torture.namespace_flusher(settings.redis_url, namespace)
+    namespace = f"{settings.broker.namespace}-torture-{uuid.uuid4().hex[:6]}"
+    env = torture.torture_env(settings.database.url, settings.broker.url, namespace)
+    flush = torture.namespace_flusher(settings.broker.url, namespace)
     try:
         logs = Path(os.environ.get("TORTURE_LOGS") or tmp_path)
         report = torture.Torture(plan, env, api_key, logs, flush, out=sys.stdout).run()

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -55,7 +54,7 @@ def pgvector_settings(
     server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pgvector")))
     url = server.start()
     try:
-        own = msgspec.structs.replace(settings, database_url=url)
+        own = settings.replace(database={"url": url})
         upgrade(own)
         yield own
     finally:

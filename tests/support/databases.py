@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import msgspec
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -23,16 +22,15 @@ from pipeline.settings import Settings, to_sqlalchemy_url
 def own_database(settings: Settings, suffix: str) -> Iterator[Settings]:
     """``settings`` on a new, migrated database (and a Redis namespace) named after the
     run's with ``suffix``; the database is dropped on the way out."""
-    server = make_url(to_sqlalchemy_url(settings.database_url))
+    server = make_url(to_sqlalchemy_url(settings.database.url))
     name = f"{server.database}_{suffix}"
     admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    own = msgspec.structs.replace(
-        settings,
-        database_url=server.set(database=name).render_as_string(hide_password=False),
-        redis_namespace=f"{settings.redis_namespace}-{suffix}",
+    own = settings.replace(
+        database={"url": server.set(database=name).render_as_string(hide_password=False)},
+        broker={"namespace": f"{settings.broker.namespace}-{suffix}"},
     )
     try:
         upgrade(own)

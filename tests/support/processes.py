@@ -112,7 +112,7 @@ class ProcessStack:
         self.processes = processes
         self.engine = engine
         self.settings = settings
-        self.namespace = settings.redis_namespace
+        self.namespace = settings.broker.namespace
 
     def upload(self, name: str, body: bytes | None = None) -> str:
         response = upload(self.client, self.body if body is None else body, name)
@@ -161,9 +161,9 @@ def stack_env(
     stage of the definition ``PIPELINE_DEFINITION`` names, the built-in one by default)."""
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PIPELINE_REDIS_NAMESPACE": f"{settings.redis_namespace}-{uuid.uuid4().hex[:6]}",
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
+        "PIPELINE_REDIS_NAMESPACE": f"{settings.broker.namespace}-{uuid.uuid4().hex[:6]}",
         "PIPELINE_QUEUED_GRACE_S": "2",
         "PIPELINE_RUNNING_SLACK_S": "1",
         "PIPELINE_RECONCILER_INTERVAL_S": "0.5",

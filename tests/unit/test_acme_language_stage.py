@@ -45,7 +45,7 @@ def test_a_text_without_words_is_a_permanent_failure() -> None:
 
 
 def test_the_whole_definition_in_memory() -> None:
-    settings = Settings(embedder="hashing", embed_dimensions=16)
+    settings = Settings().replace(embedding={"embedder": "hashing", "dimensions": 16})
     chain = InMemoryPipeline(PIPELINE, StageContext(settings, Faults(), isolation=None))
     data = (FIXTURES / "german.txt").read_bytes()
     artifacts = chain.run(Upload(data=data, filename="german.txt", declared_content_type=None))

@@ -40,7 +40,7 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def model() -> MiniLMEmbedder:
-    embedder = make_embedder(Settings(embedder="minilm"))
+    embedder = make_embedder(Settings().replace(embedding={"embedder": "minilm"}))
     assert isinstance(embedder, MiniLMEmbedder)
     return embedder
 
@@ -120,16 +120,18 @@ def test_concurrent_calls_agree_with_sequential_ones(model: MiniLMEmbedder) -> N
 
 
 def test_the_model_is_loaded_once_per_process(model: MiniLMEmbedder) -> None:
-    assert make_embedder(Settings(embedder="minilm")) is model
-    assert make_embedder(Settings(embedder="auto")) is model
-    other = make_embedder(Settings(embedder="minilm", embed_threads=2))
+    assert make_embedder(Settings().replace(embedding={"embedder": "minilm"})) is model
+    assert make_embedder(Settings().replace(embedding={"embedder": "auto"})) is model
+    other = make_embedder(Settings().replace(embedding={"embedder": "minilm", "threads": 2}))
     assert other is not model
     (mine,), (theirs,) = other.embed(["Ice."]), model.embed(["Ice."])
     assert mine == pytest.approx(theirs, abs=1e-5)
 
 
 def test_hashing_is_chosen_by_name() -> None:
-    embedder = make_embedder(Settings(embedder="hashing", embed_dimensions=32))
+    embedder = make_embedder(
+        Settings().replace(embedding={"embedder": "hashing", "dimensions": 32})
+    )
     assert isinstance(embedder, HashingEmbedder)
     assert (embedder.name, embedder.dimensions, embedder.semantic) == ("hashing-v1-32", 32, False)
 
@@ -150,7 +152,9 @@ def test_a_changed_byte_is_refused(tmp_path: Path) -> None:
     actual = sha256_of(copy)
     for choice in ("minilm", "auto"):  # a mismatch is never a reason to fall back
         with pytest.raises(ModelFileMismatch) as caught:
-            make_embedder(Settings(embedder=choice, embedding_model_path=str(copy)))
+            make_embedder(
+                Settings().replace(embedding={"embedder": choice, "model_path": str(copy)})
+            )
         assert str(copy) in caught.value.reason
         assert ONNX_MODEL.sha256 in caught.value.reason
         assert actual in caught.value.reason
@@ -161,7 +165,9 @@ def test_an_explicit_path_must_exist(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "tokenizer.json"
     for choice in ("minilm", "auto"):
         with pytest.raises(ModelFileMissing, match="PIPELINE_EMBEDDING_TOKENIZER_PATH") as caught:
-            make_embedder(Settings(embedder=choice, embedding_tokenizer_path=str(missing)))
+            make_embedder(
+                Settings().replace(embedding={"embedder": choice, "tokenizer_path": str(missing)})
+            )
         assert str(missing) in caught.value.reason
 
 
@@ -169,10 +175,12 @@ def test_explicit_paths_to_good_copies_are_used(tmp_path: Path) -> None:
     model_copy = shutil.copyfile(locate(ONNX_MODEL), tmp_path / "m.onnx")
     tokenizer_copy = shutil.copyfile(locate(TOKENIZER), tmp_path / "t.json")
     embedder = make_embedder(
-        Settings(
-            embedder="minilm",
-            embedding_model_path=str(model_copy),
-            embedding_tokenizer_path=str(tokenizer_copy),
+        Settings().replace(
+            embedding={
+                "embedder": "minilm",
+                "model_path": str(model_copy),
+                "tokenizer_path": str(tokenizer_copy),
+            }
         )
     )
     (vector,) = embedder.embed([REFERENCE["sentences"][0]])
@@ -198,9 +206,12 @@ FALLBACK_SCRIPT = textwrap.dedent(
     from pipeline.embedding import make_embedder
     from pipeline.errors import ModelNotInstalled
     from pipeline.settings import Settings
-    auto = [make_embedder(Settings(embedder="auto", embed_dimensions=64)) for _ in range(3)]
+    auto = [
+        make_embedder(Settings().replace(embedding={"embedder": "auto", "dimensions": 64}))
+        for _ in range(3)
+    ]
     try:
-        make_embedder(Settings(embedder="minilm"))
+        make_embedder(Settings().replace(embedding={"embedder": "minilm"}))
         refused = None
     except ModelNotInstalled as error:
         refused = error.reason

@@ -75,11 +75,11 @@ def test_routes_declare_their_scope_in_the_openapi_security() -> None:
 
 def test_auth_settings_defaults() -> None:
     settings = Settings.from_env({})
-    assert settings.auth == "required"
-    assert settings.auth_cache_ms == 5_000
-    assert settings.ingest_rate_per_s == 50.0
-    assert settings.ingest_burst == 100
-    assert settings.metrics_public is False
+    assert settings.access.auth == "required"
+    assert settings.access.auth_cache_ms == 5_000
+    assert settings.access.ingest_rate_per_s == 50.0
+    assert settings.access.ingest_burst == 100
+    assert settings.access.metrics_public is False
 
 
 def test_auth_settings_from_the_environment() -> None:
@@ -92,11 +92,11 @@ def test_auth_settings_from_the_environment() -> None:
             "PIPELINE_METRICS_PUBLIC": "true",
         }
     )
-    assert settings.auth == "disabled"
-    assert settings.auth_cache_ms == 0  # every request asks Postgres
-    assert settings.ingest_rate_per_s == 0  # unlimited
-    assert settings.ingest_burst == 5
-    assert settings.metrics_public is True
+    assert settings.access.auth == "disabled"
+    assert settings.access.auth_cache_ms == 0  # every request asks Postgres
+    assert settings.access.ingest_rate_per_s == 0  # unlimited
+    assert settings.access.ingest_burst == 5
+    assert settings.access.metrics_public is True
 
 
 @pytest.mark.parametrize(

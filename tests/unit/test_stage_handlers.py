@@ -23,8 +23,9 @@ from pipeline.stages.chunk import page_at
 from pipeline.stages.in_memory import InMemoryPipeline
 from pipeline.wiring import make_sandbox
 
-SETTINGS = Settings(
-    embedder="hashing", chunk_target_tokens=24, chunk_overlap_tokens=6, embed_dimensions=16
+SETTINGS = Settings().replace(
+    embedding={"embedder": "hashing", "dimensions": 16},
+    stages={"chunk_target_tokens": 24, "chunk_overlap_tokens": 6},
 )
 
 

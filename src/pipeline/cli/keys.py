@@ -32,7 +32,7 @@ def keys() -> None:
 
 def _rate(view: KeyView, settings: Settings) -> str:
     if view.rate_limit_per_s is None:
-        return f"default ({settings.ingest_rate_per_s:g}/s)"
+        return f"default ({settings.access.ingest_rate_per_s:g}/s)"
     return "unlimited" if view.rate_limit_per_s == 0 else f"{view.rate_limit_per_s:g}/s"
 
 
@@ -125,7 +125,7 @@ def revoke_command(key: str) -> None:
     if not revoked_now:
         click.echo(f"key {view.prefix} (tenant {view.tenant}) was already revoked")
         return
-    wait = settings.auth_cache_ms / 1000
+    wait = settings.access.auth_cache_ms / 1000
     click.echo(
         f"revoked key {view.prefix} (tenant {view.tenant}); "
         f"API processes refuse it within {wait:g} s (PIPELINE_AUTH_CACHE_S)"

@@ -9,7 +9,6 @@ import threading
 from types import FrameType
 
 import click
-import msgspec
 
 from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
@@ -34,7 +33,7 @@ def reconciler(interval: float | None, once: bool) -> None:
     """
     settings = Settings.from_env()
     if interval is not None:
-        settings = msgspec.structs.replace(settings, reconciler_interval_s=interval)
+        settings = settings.replace(reconciler={"interval_s": interval})
     name = f"pipeline-reconciler:{socket.gethostname()}:{os.getpid()}"
     engine = make_engine(settings, application_name=name)
     service = Reconciler(engine, Dispatcher(make_broker(settings)), settings)
@@ -49,6 +48,6 @@ def reconciler(interval: float | None, once: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    click.echo(f"reconciler {name}: sweeping every {settings.reconciler_interval_s:g} s")
+    click.echo(f"reconciler {name}: sweeping every {settings.reconciler.interval_s:g} s")
     service.run(stop)
     engine.dispose()

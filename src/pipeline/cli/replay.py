@@ -492,7 +492,7 @@ def _selected(
     confirm_bulk(
         count,
         f"{verb} {count} dead letters?",
-        threshold=settings.confirm_threshold,
+        threshold=settings.operations.confirm_threshold,
         yes=yes,
         dry_run=request.dry_run,
     )
@@ -519,12 +519,20 @@ def import_command(queues: tuple[str, ...], dry_run: bool) -> None:
     left alone, so this can run any number of times.
     """
     settings = load_settings()
+    stages = Wiring(settings).definition.names
+    known = (*stages, OPERATIONS_QUEUE)
+    for queue in queues:
+        if queue not in known:
+            raise click.BadParameter(
+                f"{queue!r} is not a queue of the pipeline (one of {', '.join(known)})",
+                param_hint="'--queue'",
+            )
     with database(settings, "replay import") as engine, broker_for(settings) as broker:
         service = _service(settings, engine, broker)
         report = service.import_from_redis(
             broker.client,
             Operator.from_cli(),
-            queues=list(queues or Wiring(settings).definition.names),
+            queues=list(queues or stages),
             dry_run=dry_run,
         )
     for item in report.items:

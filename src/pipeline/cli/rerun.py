@@ -116,7 +116,7 @@ def rerun(
         confirm_bulk(
             count,
             f"re-run {count} documents from {from_stage}?",
-            threshold=settings.confirm_threshold,
+            threshold=settings.operations.confirm_threshold,
             yes=yes,
             dry_run=dry_run,
         )

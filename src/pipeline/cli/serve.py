@@ -28,7 +28,7 @@ from pipeline.wiring import Wiring
 def api(host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve the HTTP API."""
     settings = Settings.from_env()  # a bad setting (say PIPELINE_AUTH=bogus) stops it here
-    if settings.auth == "disabled":
+    if settings.access.auth == "disabled":
         click.secho(
             "api: WARNING: authentication is DISABLED (PIPELINE_AUTH=disabled): every "
             "request acts as tenant 'default' with every scope",

@@ -116,7 +116,7 @@ def stages(ctx: click.Context, as_json: bool) -> None:
         return
     settings = Settings.from_env()
     wiring = Wiring(settings)
-    described = describe(settings.definition, wiring.definition, wiring.policies)
+    described = describe(settings.stages.definition, wiring.definition, wiring.policies)
     if as_json:
         click.echo(msgspec.json.encode(described).decode())
     else:

@@ -86,7 +86,7 @@ def status(watch: bool, interval: float) -> None:
     try:
         while True:
             with engine.connect() as conn:
-                depths = queue_depths(client, settings.redis_namespace, names)
+                depths = queue_depths(client, settings.broker.namespace, names)
                 text = render(overview(conn, depths, names))
             if watch:
                 click.clear()

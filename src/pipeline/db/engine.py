@@ -15,10 +15,10 @@ def make_engine(settings: Settings, *, application_name: str = "pipeline") -> En
     workers, API and reconciler connections apart.
     """
     return create_engine(
-        settings.sqlalchemy_url,
-        pool_size=settings.db_pool_size,
+        settings.database.sqlalchemy_url,
+        pool_size=settings.database.pool_size,
         max_overflow=0,  # a fixed pool: no connect/disconnect churn under load
-        pool_pre_ping=settings.db_pre_ping,
+        pool_pre_ping=settings.database.pre_ping,
         connect_args={"application_name": application_name[:63]},
     )
 
@@ -26,8 +26,8 @@ def make_engine(settings: Settings, *, application_name: str = "pipeline") -> En
 def make_async_engine(settings: Settings) -> AsyncEngine:
     """The API's engine: a pool as large as the requests one process serves at once."""
     return create_async_engine(
-        settings.sqlalchemy_url,
-        pool_size=settings.api_db_pool_size,
+        settings.database.sqlalchemy_url,
+        pool_size=settings.database.api_pool_size,
         max_overflow=0,  # a fixed pool: no connect/disconnect churn under load
-        pool_pre_ping=settings.db_pre_ping,
+        pool_pre_ping=settings.database.pre_ping,
     )

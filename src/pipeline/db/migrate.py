@@ -28,7 +28,7 @@ def migrations_dir() -> Path:
 def alembic_config(settings: Settings) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
-    config.attributes["sqlalchemy_url"] = settings.sqlalchemy_url
+    config.attributes["sqlalchemy_url"] = settings.database.sqlalchemy_url
     return config
 
 
@@ -37,7 +37,7 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     (see :mod:`pipeline.db.vectors`: not a revision, since not every server can)."""
     command.upgrade(alembic_config(settings), revision)
     if revision == "head":
-        engine = create_engine(settings.sqlalchemy_url, poolclass=pool.NullPool)
+        engine = create_engine(settings.database.sqlalchemy_url, poolclass=pool.NullPool)
         try:
             vectors.ensure(engine)
         finally:

@@ -34,13 +34,13 @@ _lock = threading.Lock()
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    """The embedder ``settings.embedder`` asks for (see the module docstring)."""
-    if settings.embedder == "hashing":
-        return HashingEmbedder(dimensions=settings.embed_dimensions)
+    """The embedder ``settings.embedding.embedder`` asks for (see the module docstring)."""
+    if settings.embedding.embedder == "hashing":
+        return HashingEmbedder(dimensions=settings.embedding.dimensions)
     key: _LoadKey = (
-        settings.embedding_model_path,
-        settings.embedding_tokenizer_path,
-        settings.embed_threads,
+        settings.embedding.model_path,
+        settings.embedding.tokenizer_path,
+        settings.embedding.threads,
     )
     with _lock:
         found = _loaded.get(key)
@@ -50,16 +50,16 @@ def make_embedder(settings: Settings) -> Embedder:
             _loaded[key] = found
     if not isinstance(found, ModelNotInstalled):
         return found
-    if settings.embedder == "minilm":
+    if settings.embedding.embedder == "minilm":
         raise ModelNotInstalled(f"PIPELINE_EMBEDDER=minilm, but {found.reason}")
     if fresh:
         logger.warning(
             "embedding with the hashing embedder (lexical only, %d dimensions): "
             "all-MiniLM-L6-v2 is not available: %s",
-            settings.embed_dimensions,
+            settings.embedding.dimensions,
             found.reason,
         )
-    return HashingEmbedder(dimensions=settings.embed_dimensions)
+    return HashingEmbedder(dimensions=settings.embedding.dimensions)
 
 
 def _load_or_missing(key: _LoadKey) -> Embedder | ModelNotInstalled:

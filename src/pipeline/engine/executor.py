@@ -116,8 +116,8 @@ class StageExecutor:
         self.stages = stages
         self.artifacts = artifacts
         self.policies = {name: stage.policy for name, stage in stages.items()}
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
-        self.slack = timedelta(milliseconds=settings.running_slack_ms)
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
+        self.slack = timedelta(milliseconds=settings.stages.running_slack_ms)
         self.faults = faults
         # Single statements (the claim, loading inputs) need no transaction of their own.
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")

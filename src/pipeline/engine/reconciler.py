@@ -63,9 +63,9 @@ class Reconciler:
         self.engine = engine
         self.dispatcher = dispatcher
         self.sweep_jobs = sweep_jobs
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
-        self.batch_size = settings.reconciler_batch_size
-        self.interval = settings.reconciler_interval_s
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
+        self.batch_size = settings.reconciler.batch_size
+        self.interval = settings.reconciler.interval_s
 
     # -- one sweep -----------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from pipeline.operations.requests import (
 )
 from pipeline.operations.rerun import DocumentFilter
 from pipeline.stages import StageName
+from pipeline.stages.spec import NAME_PATTERN
 from pipeline.text import NO_NUL
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ async def _run_or_queue(
         paced = hasattr(body, "rate")  # replays and reruns are paced; discards are not
         rate = getattr(body, "rate", None) or DEFAULT_RATE
         paced_seconds = total / rate if paced else 0.0
-        if total > api.settings.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
+        if total > api.settings.operations.admin_sync_limit or paced_seconds > MAX_PACED_SECONDS:
             return await _queue(api, kind, body, run, total)
     report = await anyio.to_thread.run_sync(operate, body, run)
     return Response(report, status_code=200)
@@ -227,7 +228,12 @@ class DeadLetterController(Controller):
         request: Request[Any, Any, Any],
         api: NamedDependency[ApiState],
         principal: NamedDependency[Principal],
-        stage: Annotated[StageName | None, QueryParameter(name="stage", required=False)] = None,
+        stage: Annotated[
+            str | None,
+            QueryParameter(
+                name="stage", required=False, max_length=32, pattern=NAME_PATTERN.pattern
+            ),
+        ] = None,
         error_type: Annotated[
             str | None,
             QueryParameter(name="error_type", required=False, max_length=255, pattern=NO_NUL),

@@ -68,7 +68,7 @@ def create_app(
         application_name="pipeline-api-admin",
     )
     wiring.definition  # noqa: B018 - load and check it now: a bad one stops the start
-    if settings.auth == "disabled":
+    if settings.access.auth == "disabled":
         warn_auth_disabled()  # here, once per process, before anything is served
     holder: dict[str, ApiState] = {}
 
@@ -77,7 +77,7 @@ def create_app(
         engine = make_async_engine(settings)
         sync_engine = wiring.engine
         sender = wiring.dispatcher
-        async_sender = AsyncSender(sender.broker, settings.redis_url)  # type: ignore[arg-type]
+        async_sender = AsyncSender(sender.broker, settings.broker.url)  # type: ignore[arg-type]
         holder["state"] = ApiState(
             settings=settings,
             definition=wiring.definition,
@@ -89,15 +89,15 @@ def create_app(
             sync_engine=sync_engine,
             replay=wiring.replay,
             rerun=wiring.rerun,
-            auth=Authenticator(engine, settings.auth_cache_ms / 1000),
+            auth=Authenticator(engine, settings.access.auth_cache_ms / 1000),
             search=make_search(settings, engine),
             limiter=RateLimiter(
                 async_sender.client,
-                settings.redis_namespace,
-                rate=settings.ingest_rate_per_s,
-                burst=settings.ingest_burst,
+                settings.broker.namespace,
+                rate=settings.access.ingest_rate_per_s,
+                burst=settings.access.ingest_burst,
             ),
-            cursors=CursorKeys(engine, settings.cursor_secret),
+            cursors=CursorKeys(engine, settings.access.cursor_secret),
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request
@@ -125,7 +125,7 @@ def create_app(
         },
         lifespan=[lifespan],
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
-        request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        request_max_body_size=settings.limits.max_upload_bytes + MULTIPART_OVERHEAD,
         request_class=PipelineRequest,  # multipart part headers long enough for long names
         openapi_config=OpenAPIConfig(
             title="pipeline",

@@ -82,10 +82,10 @@ def make_guard(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         level = declared_access(handler)
-        if level == "public" or (level == "metrics" and settings.metrics_public):
+        if level == "public" or (level == "metrics" and settings.access.metrics_public):
             return
         scope = level if level in ("ingest", "read") else "admin"  # undeclared: the narrowest
-        if settings.auth == "disabled":
+        if settings.access.auth == "disabled":
             principal = UNAUTHENTICATED_LOCAL
         else:
             principal = await _authenticate(connection, authenticator())

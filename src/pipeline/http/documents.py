@@ -121,7 +121,7 @@ class DocumentController(Controller):
         ] = None,
     ) -> Response[DocumentAccepted]:
         await enforce_upload_rate(api.limiter, principal)  # before the body is read
-        raw = await read_upload(request, filename, api.settings.max_upload_bytes)
+        raw = await read_upload(request, filename, api.settings.limits.max_upload_bytes)
         upload = Upload(
             filename=raw.filename,
             declared_type=raw.declared_type,

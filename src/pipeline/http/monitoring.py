@@ -20,7 +20,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 async def _overview(api: ApiState) -> Overview:
     def read() -> Overview:
         names = api.definition.names
-        depths = queue_depths(api.dispatcher.redis_client(), api.settings.redis_namespace, names)
+        depths = queue_depths(api.dispatcher.redis_client(), api.settings.broker.namespace, names)
         with api.sync_engine.connect() as conn:
             return overview(conn, depths, names)
 

@@ -75,7 +75,7 @@ class UploadService:
         self.engine = engine
         self.dispatcher = dispatcher
         self.sender = sender
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.faults = faults
         self.plan = list(definition.names)
         self.version = definition.version

@@ -83,7 +83,7 @@ class LocalStack:
             settings = Settings.from_env(env)
             stages = Wiring(settings).definition.names  # an invalid definition stops here
             upgrade(settings)
-            api_key = None if settings.auth == "disabled" else self._local_key(settings)
+            api_key = None if settings.access.auth == "disabled" else self._local_key(settings)
             self.supervisor = Supervisor(self._children(stages), env, echo=self.echo)
             self.supervisor.start()
         except BaseException:

@@ -58,8 +58,8 @@ class ReplayService:
         self.definition = definition
         self.engine = engine
         self.dispatcher = dispatcher
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
-        self.namespace = settings.redis_namespace
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
+        self.namespace = settings.broker.namespace
         self.sleep = sleep
 
     def select(

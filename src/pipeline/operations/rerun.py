@@ -80,7 +80,7 @@ class RerunService:
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
-        self.grace = timedelta(milliseconds=settings.queued_grace_ms)
+        self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.definition = definition
         self.sleep = sleep
 

@@ -13,6 +13,6 @@ from pipeline.settings import Settings
 def make_search(settings: Settings, engine: AsyncEngine) -> SearchService:
     embedder = make_embedder(settings)
     nearest = ChosenVectorSearch(
-        max_vectors=settings.search_exact_max_vectors, dimensions=embedder.dimensions
+        max_vectors=settings.search.exact_max_vectors, dimensions=embedder.dimensions
     )
-    return SearchService(engine, embedder, nearest, candidates=settings.search_candidates)
+    return SearchService(engine, embedder, nearest, candidates=settings.search.candidates)

@@ -10,7 +10,7 @@ Two ways, chosen once per process by whether the database has ``chunk_vectors``
 - :class:`ExactSearch`: without pgvector, the tenant's vectors are held in this process
   as one float32 matrix and ranked with one matrix product (a few milliseconds for
   100k vectors). The matrix is refreshed from what changed: new chunks (ids only grow)
-  are fetched, deleted ones found by count. ``search_exact_max_vectors`` bounds what one
+  are fetched, deleted ones found by count. ``settings.search.exact_max_vectors`` bounds what one
   process holds, across tenants (least recently used first out); a tenant with more
   vectors than that is refused semantic search, with a reason.
 

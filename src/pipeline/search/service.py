@@ -1,6 +1,6 @@
 """One search request: the query's vector, the ranked lists, fusion, and the hits.
 
-Lexical and semantic lists are each ``search_candidates`` deep (deeper when collapsing
+Lexical and semantic lists are each ``settings.search.candidates`` deep (deeper when collapsing
 to documents, so that enough documents remain); hybrid fuses them by reciprocal rank.
 The hits are then read with their documents' names and a snippet, in one query (which
 also derives the snippet's terms from the query), and only for the chunks returned.

@@ -13,8 +13,8 @@ from pipeline.stages.spec import Compute, Inputs, Outputs, StageContext, StagePo
 
 def build(context: StageContext) -> Compute:
     policy = ChunkPolicy(
-        target_tokens=context.settings.chunk_target_tokens,
-        overlap_tokens=context.settings.chunk_overlap_tokens,
+        target_tokens=context.settings.stages.chunk_target_tokens,
+        overlap_tokens=context.settings.stages.chunk_overlap_tokens,
     )
 
     def compute(inputs: Inputs) -> Outputs:

@@ -14,7 +14,7 @@ from pipeline.stages.spec import Compute, Inputs, Outputs, StageContext, StagePo
 
 def build(context: StageContext) -> Compute:
     embedder = make_embedder(context.settings)
-    batch_size = context.settings.embed_batch_size
+    batch_size = context.settings.embedding.batch_size
 
     def compute(inputs: Inputs) -> Outputs:
         return Outputs({VECTORS: embed_chunks(inputs[CHUNKS], embedder, batch_size)})

@@ -19,13 +19,13 @@ SANDBOXED: Final[frozenset[DocumentKind]] = frozenset({"pdf", "docx", "html"})
 def extract_limits(settings: Settings) -> ExtractLimits:
     """The hostile-input limits of extraction, from settings."""
     return ExtractLimits(
-        max_text_chars=settings.max_text_chars,
-        max_pdf_pages=settings.max_pdf_pages,
+        max_text_chars=settings.limits.max_text_chars,
+        max_pdf_pages=settings.limits.max_pdf_pages,
         docx=DocxLimits(
-            max_expanded_bytes=settings.docx_max_expanded_mb * MIB,
-            max_part_bytes=settings.docx_max_part_mb * MIB,
-            max_parts=settings.docx_max_parts,
-            max_ratio=settings.docx_max_ratio,
+            max_expanded_bytes=settings.limits.docx_max_expanded_mb * MIB,
+            max_part_bytes=settings.limits.docx_max_part_mb * MIB,
+            max_parts=settings.limits.docx_max_parts,
+            max_ratio=settings.limits.docx_max_ratio,
         ),
     )
 
