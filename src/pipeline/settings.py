@@ -237,7 +237,7 @@ class OperationSettings(Group, frozen=True):
     """CLI bulk actions above this many items ask for confirmation (unless --yes)."""
 
 
-class Faults(Rule):
+class FaultSpecs(Rule):
     """Fault injection (for tests only): ``PIPELINE_FAULTS``, and the switch that allows it."""
 
     def load(self, env: Mapping[str, str], kind: Any, default: Any) -> Any:
@@ -257,7 +257,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     search: SearchSettings = msgspec.field(default_factory=SearchSettings)
     reconciler: ReconcilerSettings = msgspec.field(default_factory=ReconcilerSettings)
     operations: OperationSettings = msgspec.field(default_factory=OperationSettings)
-    faults: Annotated[tuple[FaultSpec, ...], Faults()] = ()
+    faults: Annotated[tuple[FaultSpec, ...], FaultSpecs()] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

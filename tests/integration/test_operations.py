@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
 
 import dramatiq
 import msgspec
+from click.testing import CliRunner
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 
@@ -18,7 +20,6 @@ from pipeline.operations.requests import DiscardRequest, ReplayRequest, RerunReq
 from pipeline.operations.rerun import DocumentFilter, RerunService
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
-from pipeline.wiring import Wiring
 from tests.support.api import upload
 from tests.support.documents import events, wait_for_document
 from tests.support.faults import Fault, FaultPlan
@@ -419,7 +420,7 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
     settings: Settings,
     broker: dramatiq.Broker,
 ) -> None:
-    from pipeline.engine.dispatch import Dispatcher
+    from pipeline.cli import main
     from pipeline.operations.jobs import create_job, get_job
 
     document_id = failed_document(client, faults, "lost-job.txt")
@@ -441,9 +442,19 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
             ),
             {"id": stalled},
         )
-    report = Wiring(settings, engine=engine, dispatcher=Dispatcher(broker)).reconciler.sweep()
-    assert report.jobs_resent >= 1
-    assert report.jobs_failed >= 1
+    # The real entry point: `pipeline reconciler --once` builds its sweeps as every
+    # reconciler process does (the composition root hands it the jobs' sweep).
+    env = {
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
+        "PIPELINE_REDIS_NAMESPACE": settings.broker.namespace,
+    }
+    swept = CliRunner().invoke(main, ["reconciler", "--once"], env=env, catch_exceptions=False)
+    assert swept.exit_code == 0, swept.output
+    found = re.search(r"re-sent (\d+) job\(s\), failed (\d+) stalled job\(s\)", swept.output)
+    assert found is not None, swept.output
+    assert int(found.group(1)) >= 1
+    assert int(found.group(2)) >= 1
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with engine.connect() as conn:

@@ -10,11 +10,8 @@ from types import FrameType
 
 import click
 
-from pipeline.broker import make_broker
-from pipeline.db.engine import make_engine
-from pipeline.engine.dispatch import Dispatcher
-from pipeline.engine.reconciler import Reconciler
 from pipeline.settings import Settings
+from pipeline.wiring import Wiring
 
 
 @click.command()
@@ -35,11 +32,14 @@ def reconciler(interval: float | None, once: bool) -> None:
     if interval is not None:
         settings = settings.replace(reconciler={"interval_s": interval})
     name = f"pipeline-reconciler:{socket.gethostname()}:{os.getpid()}"
-    engine = make_engine(settings, application_name=name)
-    service = Reconciler(engine, Dispatcher(make_broker(settings)), settings)
+    wiring = Wiring(settings, application_name=name)
+    engine, service = wiring.engine, wiring.reconciler
     if once:
         report = service.sweep()
-        click.echo(f"re-sent {report.resent} message(s), finished {report.finished} document(s)")
+        click.echo(
+            f"re-sent {report.resent} message(s), finished {report.finished} document(s), "
+            f"re-sent {report.jobs_resent} job(s), failed {report.jobs_failed} stalled job(s)"
+        )
         return
     stop = threading.Event()
 
