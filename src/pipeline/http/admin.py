@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import anyio.to_thread
 import msgspec
@@ -82,6 +82,8 @@ class JobAccepted(msgspec.Struct, frozen=True):
 
 class DocumentRerunBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Re-run one document from ``from_stage`` (that stage and every one after it)."""
+
+    stage_fields: ClassVar[tuple[str, ...]] = ("from_stage",)
 
     from_stage: StageName
     reason: Reason | None = None

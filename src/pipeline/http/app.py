@@ -124,7 +124,7 @@ def create_app(
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
         lifespan=[lifespan],
-        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(wiring.definition.names)],
         request_max_body_size=settings.limits.max_upload_bytes + MULTIPART_OVERHEAD,
         request_class=PipelineRequest,  # multipart part headers long enough for long names
         openapi_config=OpenAPIConfig(

@@ -61,6 +61,8 @@ class DiscardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     exactly_one_of: ClassVar[tuple[tuple[str, str], ...]] = IDS_OR_FILTER
+    stage_fields: ClassVar[tuple[str, ...]] = ("from_stage",)
+    """Fields that must name a stage of the active definition (the schema lists them)."""
     from_stage: StageName
     ids: list[uuid.UUID] | None = None
     filter: DocumentFilter | None = None
