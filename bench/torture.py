@@ -64,10 +64,11 @@ from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import extract
 from pipeline.processing.validate import ValidationPolicy, validate
 from pipeline.settings import Settings
-from pipeline.stages.builtin import PIPELINE as BUILTIN
+from pipeline.stages import DEFAULT_DEFINITION, load_definition
 from pipeline.stages.extract import extract_limits
 
-STAGES = BUILTIN.names
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository (on PYTHONPATH, so a definition in ``tests.support`` can be imported)."""
 RUN = RunContext(operator=Operator(name="torture", via="cli"))
 PIPELINE = [sys.executable, "-m", "pipeline"]
 WORDS = [
@@ -106,10 +107,17 @@ class Plan:
     flaky_share: float = 0.25
     slow_share: float = 0.2
     doomed_share: float = 0.15
+    definition: str = DEFAULT_DEFINITION
+    """The pipeline definition every process runs (``PIPELINE_DEFINITION``)."""
 
 
 def torture_env(
-    database_url: str, redis_url: str, namespace: str, *, time_limit_s: float = 6.0
+    database_url: str,
+    redis_url: str,
+    namespace: str,
+    *,
+    time_limit_s: float = 6.0,
+    definition: str = DEFAULT_DEFINITION,
 ) -> dict[str, str]:
     """The environment of every process of the run: short recovery settings, faults on."""
     env = {
@@ -126,8 +134,10 @@ def torture_env(
         "PIPELINE_INGEST_RATE_PER_S": "0",
         "PIPELINE_FAULTS": json.dumps(FAULTS),
         "PIPELINE_FAULT_INJECTION": "enabled-for-testing",
+        "PIPELINE_DEFINITION": definition,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    for stage in STAGES:
+    for stage in load_definition(definition).names:
         prefix = f"PIPELINE_{stage.upper()}_"
         env[prefix + "MIN_BACKOFF_S"] = "0.5"
         env[prefix + "MAX_BACKOFF_S"] = "2"
@@ -423,6 +433,8 @@ class Torture:
         self.out = out or sys.stderr
         self.rng = random.Random(plan.seed)
         self.settings = Settings.from_env(env)
+        self.definition = load_definition(self.settings.stages.definition)
+        self.stages = self.definition.names
         self.report = Report(documents=plan.documents, seed=plan.seed, logs=str(logs))
         self.started = self.stopped = 0.0
         self.sequence = itertools.count()
@@ -460,8 +472,8 @@ class Torture:
         docs = make_documents(self.plan, self.settings, self.rng)
         engine = make_engine(self.settings, application_name="torture")
         dispatcher = Dispatcher(make_broker(self.settings))
-        self.rerun_service = RerunService(engine, dispatcher, self.settings, BUILTIN)
-        self.replay_service = ReplayService(engine, dispatcher, self.settings, BUILTIN)
+        self.rerun_service = RerunService(engine, dispatcher, self.settings, self.definition)
+        self.replay_service = ReplayService(engine, dispatcher, self.settings, self.definition)
         self.engine = engine
         client = TestClient(create_app(self.settings))
         client.__enter__()
@@ -668,10 +680,10 @@ class Torture:
                 )
             eligible = 0  # from any stage whose earlier stages all succeeded
             for status in statuses:
-                if status != "succeeded" or eligible == len(STAGES) - 1:
+                if status != "succeeded" or eligible == len(self.stages) - 1:
                     break
                 eligible += 1
-            stage = STAGES[self.rng.randint(0, eligible)]
+            stage = self.stages[self.rng.randint(0, eligible)]
             result = self.rerun_service.rerun(
                 RerunRequest(from_stage=stage, ids=[uuid.UUID(doc.id)], reason="torture"), RUN
             )
@@ -808,7 +820,7 @@ class Torture:
                 ),
                 {"ids": ids},
             ):
-                position = STAGES.index(row.stage)
+                position = self.stages.index(row.stage)
                 reruns.setdefault(str(row.document_id), []).append((position, row.generation))
             twice = conn.execute(
                 text(
@@ -868,7 +880,7 @@ class Torture:
                 for r in rows
                 if r.status != "succeeded" or r.generation != expected
             ]
-            if len(rows) != len(STAGES) or document.generation != expected:
+            if len(rows) != len(self.stages) or document.generation != expected:
                 bad.append(f"document g{document.generation}, {len(rows)} stage rows")
             if bad:
                 report.bad_stage_rows += 1
@@ -906,6 +918,8 @@ def _bench_database() -> Iterator[str]:
 
 
 def main() -> None:
+    if str(ROOT) not in sys.path:  # a definition may live in the repository's tests.support
+        sys.path.append(str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = Plan()
     parser.add_argument("--documents", type=int, default=defaults.documents)
@@ -924,6 +938,11 @@ def main() -> None:
         default=None,
         help="a Redis database dedicated to the run (must be empty): flushes are FLUSHDB",
     )
+    parser.add_argument(
+        "--definition",
+        default=DEFAULT_DEFINITION,
+        help="the pipeline definition to torture (e.g. tests.support.acme.ingest:PIPELINE)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     options = parser.parse_args()
     seed = options.seed if options.seed is not None else random.randrange(1 << 32)
@@ -938,6 +957,7 @@ def main() -> None:
         groups=options.groups,
         threads=options.threads,
         seed=seed,
+        definition=options.definition,
     )
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     namespace = f"bench-torture-{uuid.uuid4().hex[:8]}"
@@ -950,7 +970,7 @@ def main() -> None:
         flush = namespace_flusher(redis_url, namespace)
     logs = Path(f"/tmp/bench-torture-{seed}-{uuid.uuid4().hex[:4]}")
     with _bench_database() as database_url:
-        env = torture_env(database_url, redis_url, namespace)
+        env = torture_env(database_url, redis_url, namespace, definition=plan.definition)
         api_key = os.environ["PIPELINE_API_KEY"]  # scratch_database's key, every scope
         try:
             report = Torture(plan, env, api_key, logs, flush).run()
