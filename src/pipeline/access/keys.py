@@ -29,7 +29,8 @@ from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db.models import SCOPES, ApiKey
+from pipeline.db.models import ApiKey
+from pipeline.statuses import SCOPES, Scope
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     """Who a request acts as: a tenant, with the scopes of the key that was presented."""
 
     tenant: str
-    scopes: frozenset[str]
+    scopes: frozenset[Scope]
     key_id: uuid.UUID | None = None
     prefix: str | None = None
     """None only when authentication is disabled."""
@@ -84,7 +85,7 @@ class KeyView(msgspec.Struct, frozen=True):
     prefix: str
     tenant: str
     name: str | None
-    scopes: list[str]
+    scopes: list[Scope]
     rate_limit_per_s: float | None
     created_at: datetime
     revoked_at: datetime | None
@@ -116,7 +117,7 @@ def _new_key() -> tuple[str, str]:
     return prefix, f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
-def parse_scopes(raw: str | Iterable[str]) -> list[str]:
+def parse_scopes(raw: str | Iterable[str]) -> list[Scope]:
     """``"ingest,read"`` (or a list) as scopes in canonical order; unknown ones are refused."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     wanted = {item.strip().lower() for item in items if item.strip()}

@@ -29,6 +29,7 @@ from pipeline.faults import Faults
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline
+from pipeline.statuses import DocumentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class Upload(msgspec.Struct, frozen=True):
 
 class Accepted(msgspec.Struct, frozen=True):
     id: uuid.UUID
-    status: str
+    status: DocumentStatus
     replayed: bool
     """True when an earlier upload with the same idempotency key is returned."""
 
@@ -59,7 +60,7 @@ class IdempotencyConflict(Exception):
 class _Existing(msgspec.Struct, frozen=True):
     id: uuid.UUID
     sha256: str
-    status: str
+    status: DocumentStatus
 
 
 class UploadService:
