@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.db.models import ApiKey
+from pipeline.errors import PipelineError
 from pipeline.statuses import SCOPES, Scope
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,11 @@ LOOKUP_CONCURRENCY: Final = 4
 keys waits here instead of taking the connections uploads and reads need."""
 
 
-class InvalidKeyRequest(ValueError):
+class InvalidKeyRequest(PipelineError):
     """A key cannot be made as asked (bad tenant, scope, name or rate limit)."""
 
 
-class KeyNotFound(LookupError):
+class KeyNotFound(PipelineError):
     """No key has this id or prefix."""
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pipeline.db.models import Document
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import AsyncSender, Dispatcher
+from pipeline.errors import PipelineError
 from pipeline.faults import Faults
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
@@ -49,7 +50,7 @@ class Accepted(msgspec.Struct, frozen=True):
     """True when an earlier upload with the same idempotency key is returned."""
 
 
-class IdempotencyConflict(Exception):
+class IdempotencyConflict(PipelineError):
     """The idempotency key was used before for different bytes."""
 
     def __init__(self, document_id: uuid.UUID) -> None:
