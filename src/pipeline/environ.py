@@ -18,12 +18,14 @@ from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 
+from pipeline.errors import PipelineError
+
 MIN_SECRET_BYTES: Final = 16
 
 GroupT = TypeVar("GroupT", bound=msgspec.Struct)
 
 
-class SettingsError(ValueError):
+class SettingsError(PipelineError):
     """An environment variable holds a value the pipeline cannot use."""
 
 

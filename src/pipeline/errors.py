@@ -1,10 +1,55 @@
-"""Error types shared by every layer.
+"""Error types shared by every layer, and the tree of every error the package raises.
 
 A stage failure is either *transient* (the same input may succeed later: a lost
 connection, a lock timeout, a time limit) or *permanent* (the input itself is the
 problem: unsupported, corrupt, encrypted, empty). The executor retries the first
 kind and dead-letters the second at once. Every error carries a ``reason``: one
 sentence an operator or a client can act on, never a traceback.
+
+Every error the package raises on purpose derives from :class:`PipelineError`; each
+class is under its base, with its module (under ``pipeline.``) when not this one::
+
+    PipelineError
+    ├── StageError
+    │   ├── TransientError
+    │   │   └── ParserTimeout                  engine.sandbox
+    │   ├── PermanentError
+    │   │   ├── EmptyContent
+    │   │   ├── UnsupportedContent
+    │   │   ├── CorruptContent
+    │   │   │   ├── ParserCrashed              engine.sandbox
+    │   │   │   └── ParserTooDeep              engine.sandbox
+    │   │   ├── EncryptedContent
+    │   │   ├── ContentTooLarge
+    │   │   │   ├── ArchiveTooLarge
+    │   │   │   ├── TooManyPages
+    │   │   │   ├── TextTooLong
+    │   │   │   └── ParserMemoryExceeded       engine.sandbox
+    │   │   ├── MissingInput                   engine.artifacts
+    │   │   └── InvalidOutputs                 engine.artifacts
+    │   └── _CrashLoop                         engine.executor
+    ├── EmbeddingModelError
+    │   ├── ModelNotInstalled
+    │   ├── ModelFileMissing
+    │   └── ModelFileMismatch
+    ├── SettingsError                          environ
+    ├── DefinitionError                        stages.pipeline
+    ├── UnknownStage                           stages.pipeline
+    ├── MigrationsNotFound                     db.migrate
+    ├── EmbeddedUnavailable                    local.embedded
+    ├── IdempotencyConflict                    ingestion.uploads
+    ├── InvalidKeyRequest                      access.keys
+    ├── KeyNotFound                            access.keys
+    ├── InvalidCursor                          queries.cursors
+    ├── SemanticSearchUnavailable              search.semantic
+    ├── InvalidRate                            operations.common
+    └── JobStopped                             operations.jobs
+
+Not in the tree: exceptions private to a module that only carry control flow inside it
+(the executor's ``_LostHold``, ``_Failed``, ``_UnknownDocument``), and the HTTP layer's
+``Problem`` (``http.problems``, with ``BodyTooDeep`` in ``http.json_body``), which is
+Litestar's ``ProblemDetailsException``: a response to send, not an error to handle.
+``tests/unit/test_error_tree.py`` checks this tree against the classes.
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db.models import SCOPES, ApiKey
+from pipeline.db.models import ApiKey
+from pipeline.errors import PipelineError
+from pipeline.statuses import SCOPES, Scope
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +47,11 @@ LOOKUP_CONCURRENCY: Final = 4
 keys waits here instead of taking the connections uploads and reads need."""
 
 
-class InvalidKeyRequest(ValueError):
+class InvalidKeyRequest(PipelineError):
     """A key cannot be made as asked (bad tenant, scope, name or rate limit)."""
 
 
-class KeyNotFound(LookupError):
+class KeyNotFound(PipelineError):
     """No key has this id or prefix."""
 
 
@@ -57,7 +59,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     """Who a request acts as: a tenant, with the scopes of the key that was presented."""
 
     tenant: str
-    scopes: frozenset[str]
+    scopes: frozenset[Scope]
     key_id: uuid.UUID | None = None
     prefix: str | None = None
     """None only when authentication is disabled."""
@@ -84,7 +86,7 @@ class KeyView(msgspec.Struct, frozen=True):
     prefix: str
     tenant: str
     name: str | None
-    scopes: list[str]
+    scopes: list[Scope]
     rate_limit_per_s: float | None
     created_at: datetime
     revoked_at: datetime | None
@@ -116,7 +118,7 @@ def _new_key() -> tuple[str, str]:
     return prefix, f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
-def parse_scopes(raw: str | Iterable[str]) -> list[str]:
+def parse_scopes(raw: str | Iterable[str]) -> list[Scope]:
     """``"ingest,read"`` (or a list) as scopes in canonical order; unknown ones are refused."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     wanted = {item.strip().lower() for item in items if item.strip()}

@@ -11,8 +11,8 @@ import click
 import httpx
 
 from pipeline.filenames import for_terminal
+from pipeline.statuses import FINISHED_DOCUMENT_STATUSES
 
-TERMINAL = frozenset({"succeeded", "failed"})
 LOCAL_KEY_FILE = Path(".pipeline") / "api-key"
 """Where ``pipeline up`` leaves its key; used when no key is given."""
 MAX_RATE_LIMITED_WAITS = 100
@@ -120,7 +120,7 @@ def _follow(client: httpx.Client, ids: dict[str, Path], timeout: float) -> int:
             _refuse_key(answer)
             document = answer.json()
             status = document.get("status")
-            if status in TERMINAL:
+            if status in FINISHED_DOCUMENT_STATUSES:
                 file = pending.pop(document_id)
                 outcomes[status] += 1
                 reason = f": {document.get('failure_reason')}" if status == "failed" else ""

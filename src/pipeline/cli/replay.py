@@ -47,7 +47,6 @@ from pipeline.operations.dead_letters import (
     EventView,
     LetterDetail,
     LetterFilter,
-    LetterStatus,
     LetterSummary,
     get_letter,
     list_letters,
@@ -58,10 +57,10 @@ from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 from pipeline.stages import StageName
+from pipeline.statuses import DEAD_LETTER_STATUSES, DeadLetterStatus
 from pipeline.wiring import Wiring
 
 F = TypeVar("F", bound=Callable[..., Any])
-LETTER_STATUSES: Final = ("dead", "replayed", "discarded")
 PAGE_SIZE: Final = 500
 FILTER_FLAGS: Final = {
     "stage": "--stage",
@@ -89,7 +88,7 @@ def letter_filters(status_help: str) -> Callable[[F], F]:
             type=DOCUMENT_ID,
             help="Letters of this document.",
         ),
-        click.option("--status", type=click.Choice(LETTER_STATUSES), help=status_help),
+        click.option("--status", type=click.Choice(DEAD_LETTER_STATUSES), help=status_help),
     ]
 
     def decorate(func: F) -> F:
@@ -107,7 +106,7 @@ def make_filter(
     since: datetime | None,
     until: datetime | None,
     document: uuid.UUID | None,
-    status: LetterStatus | None,
+    status: DeadLetterStatus | None,
 ) -> LetterFilter:
     if since is not None and until is not None and since >= until:
         raise click.UsageError("--since must be before --until")
@@ -154,7 +153,7 @@ def list_command(
     since: datetime | None,
     until: datetime | None,
     document: uuid.UUID | None,
-    status: LetterStatus | None,
+    status: DeadLetterStatus | None,
     tenant: str | None,
     limit: int,
     output: str,
@@ -368,7 +367,7 @@ def run_command(
     since: datetime | None,
     until: datetime | None,
     document: uuid.UUID | None,
-    status: LetterStatus | None,
+    status: DeadLetterStatus | None,
     tenant: str | None,
     dry_run: bool,
     rate: float | None,
@@ -430,7 +429,7 @@ def discard_command(
     since: datetime | None,
     until: datetime | None,
     document: uuid.UUID | None,
-    status: LetterStatus | None,
+    status: DeadLetterStatus | None,
     tenant: str | None,
     dry_run: bool,
     limit: int | None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Final, Literal
 
 import click
 
@@ -34,10 +33,8 @@ from pipeline.operations.common import ItemOutcome, Operator, RunContext
 from pipeline.operations.requests import RerunRequest
 from pipeline.operations.rerun import DocumentFilter
 from pipeline.stages import StageName
+from pipeline.statuses import DOCUMENT_STATUSES, DocumentStatus
 from pipeline.wiring import Wiring
-
-DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
-DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
 
 
 @click.command()

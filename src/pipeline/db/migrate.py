@@ -9,10 +9,11 @@ from alembic.config import Config
 from sqlalchemy import create_engine, pool
 
 from pipeline.db import vectors
+from pipeline.errors import PipelineError
 from pipeline.settings import Settings
 
 
-class MigrationsNotFound(RuntimeError):
+class MigrationsNotFound(PipelineError):
     """Neither the packaged nor the checkout's migrations folder exists."""
 
 

@@ -2,7 +2,8 @@
 
 Postgres is the source of truth: every fact about a document, each of its stage
 runs and every dead letter lives here. Status columns are ``text`` with CHECK
-constraints rather than native enums so that adding a status is a plain migration.
+constraints rather than native enums so that adding a status is a plain migration;
+the constraints are built from the vocabularies of :mod:`pipeline.statuses`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from pipeline.statuses import (
+    DEAD_LETTER_STATUSES,
+    DOCUMENT_STATUSES,
+    JOB_KINDS,
+    JOB_STATUSES,
+    SCOPES,
+    STAGE_STATUSES,
+    UNFINISHED_JOB_STATUSES,
+    UNFINISHED_STAGE_STATUSES,
+    DeadLetterStatus,
+    DocumentStatus,
+    JobKind,
+    JobStatus,
+    Scope,
+    StageEventName,
+    StageStatus,
+)
+
 NAMING_CONVENTION: Final = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -43,13 +62,6 @@ NAMING_CONVENTION: Final = {
     "pk": "pk_%(table_name)s",
 }
 
-DOCUMENT_STATUSES: Final = ("pending", "processing", "succeeded", "failed")
-STAGE_STATUSES: Final = ("pending", "queued", "running", "retrying", "succeeded", "failed", "dead")
-DEAD_LETTER_STATUSES: Final = ("dead", "replayed", "discarded")
-JOB_KINDS: Final = ("replay", "discard", "rerun")
-JOB_STATUSES: Final = ("queued", "running", "succeeded", "failed")
-SCOPES: Final = ("ingest", "read", "admin")
-"""What an API key may do: upload; read documents, chunks and search; operate."""
 TEXT_SEARCH_CONFIG: Final = "english"
 """The Postgres text-search configuration used to build and query ``chunks.tsv``."""
 SEARCH_TOTAL_SHARDS: Final = 16
@@ -92,7 +104,7 @@ class Document(Base):
     """The text encoding validate detected, for text-based kinds."""
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    status: Mapped[DocumentStatus] = mapped_column(String(16), server_default="pending")
     failure_reason: Mapped[str | None] = mapped_column(Text)
     generation: Mapped[int] = mapped_column(Integer, server_default="1")
     pipeline_version: Mapped[str | None] = mapped_column(String(64))
@@ -125,7 +137,7 @@ class StageRun(Base):
         Index(
             "ix_stage_runs_due",
             "deadline_at",
-            postgresql_where=sql_text("status IN ('queued', 'running', 'retrying')"),
+            postgresql_where=sql_text(_one_of("status", UNFINISHED_STAGE_STATUSES)),
         ),
         Index("ix_stage_runs_stage_status", "stage", "status"),
         # GET /stages: what finished in the last minutes, per stage.
@@ -137,7 +149,7 @@ class StageRun(Base):
     )
     stage: Mapped[str] = mapped_column(String(32), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    status: Mapped[StageStatus] = mapped_column(String(16), server_default="pending")
     generation: Mapped[int] = mapped_column(Integer, server_default="1")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     """Attempts of the current retry budget (a replay or rerun starts a new one)."""
@@ -175,7 +187,7 @@ class StageEvent(Base):
     """Null only for operator actions on dead letters that name no document."""
     stage: Mapped[str | None] = mapped_column(String(32))
     generation: Mapped[int] = mapped_column(Integer)
-    event: Mapped[str] = mapped_column(String(32))
+    event: Mapped[StageEventName] = mapped_column(String(32))
     attempt: Mapped[int | None] = mapped_column(Integer)
     message_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(server_default=sql_text("'{}'::jsonb"))
@@ -321,7 +333,7 @@ class DeadLetter(Base):
     traceback: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer)
     failed_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    status: Mapped[str] = mapped_column(String(16), server_default="dead")
+    status: Mapped[DeadLetterStatus] = mapped_column(String(16), server_default="dead")
     replay_count: Mapped[int] = mapped_column(Integer, server_default="0")
     replayed_at: Mapped[datetime | None]
     replayed_message_id: Mapped[str | None] = mapped_column(String(64))
@@ -337,15 +349,15 @@ class OperationJob(Base):
         Index(
             "ix_operation_jobs_unfinished",
             "status",
-            postgresql_where=sql_text("status IN ('queued', 'running')"),
+            postgresql_where=sql_text(_one_of("status", UNFINISHED_JOB_STATUSES)),
         ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(200), server_default="default")
     """The tenant whose key made the job: it acts on that tenant's items, and only it sees it."""
-    kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), server_default="queued")
+    kind: Mapped[JobKind] = mapped_column(String(16))
+    status: Mapped[JobStatus] = mapped_column(String(16), server_default="queued")
     request: Mapped[dict[str, Any]]
     requested_by: Mapped[str] = mapped_column(String(255))
     total: Mapped[int | None] = mapped_column(Integer)
@@ -390,7 +402,7 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
     """SHA-256 of the whole key."""
-    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    scopes: Mapped[list[Scope]] = mapped_column(ARRAY(Text))
     rate_limit_per_s: Mapped[float | None] = mapped_column(Double)
     """Uploads per second for this key; null: the settings' default; 0: unlimited."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -64,6 +64,7 @@ from pipeline.messages import Delivery, StageMessage
 from pipeline.progress import reporting_to
 from pipeline.settings import Settings
 from pipeline.stages.spec import Compute, Outputs, StagePolicy, StageSpec
+from pipeline.statuses import StageEventName, StageStatus
 
 logger = logging.getLogger(__name__)
 
@@ -498,7 +499,12 @@ class StageExecutor:
         )
 
     def _release(
-        self, conn: Connection, attempt: Attempt, status: str, duration_ms: int, **changes: Any
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        status: StageStatus,
+        duration_ms: int,
+        **changes: Any,
     ) -> None:
         if conn.execute(transitions.release(attempt, status, duration_ms, **changes)).rowcount != 1:
             raise _LostHold(attempt)
@@ -508,7 +514,7 @@ class StageExecutor:
     def _record(
         self,
         message: StageMessage,
-        name: str,
+        name: StageEventName,
         attempt: int | None,
         message_id: str | None,
         detail: dict[str, Any],

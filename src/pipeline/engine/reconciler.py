@@ -34,6 +34,7 @@ from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
+from pipeline.statuses import UNFINISHED_DOCUMENT_STATUSES, FinishedDocumentStatus, StageEventName
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def _is_last() -> Any:
     )
 
 
-def _finish(conn: Connection, status: str, *conditions: Any) -> int:
+def _finish(conn: Connection, status: FinishedDocumentStatus, *conditions: Any) -> int:
     """Finish the documents the evidence says are done: lock them first (skipping those
     locked), then update them with the evidence read afresh under the locks."""
     evidence = exists().where(
@@ -172,7 +173,7 @@ def _finish(conn: Connection, status: str, *conditions: Any) -> int:
         StageRun.generation == Document.generation,
         and_(*conditions),
     )
-    unfinished = Document.status.in_(("pending", "processing"))
+    unfinished = Document.status.in_(UNFINISHED_DOCUMENT_STATUSES)
     locked = list(
         conn.execute(
             select(Document.id)
@@ -195,12 +196,13 @@ def _finish(conn: Connection, status: str, *conditions: Any) -> int:
         .values(**values)
         .returning(Document.id, Document.generation)
     ).all()
+    event: StageEventName = "document_failed" if status == "failed" else "document_succeeded"
     for document_id, generation in ids:
         conn.execute(
             insert(StageEvent).values(
                 document_id=document_id,
                 generation=generation,
-                event=f"document_{status}",
+                event=event,
                 detail={"by": "reconciler"},
             )
         )

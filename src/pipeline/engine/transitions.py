@@ -60,8 +60,13 @@ from sqlalchemy import (
 from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
 from pipeline.engine.failures import Failure
 from pipeline.messages import Delivery, StageMessage
-
-UNFINISHED = ("queued", "running", "retrying")
+from pipeline.statuses import (
+    UNFINISHED_STAGE_STATUSES,
+    FinishedDocumentStatus,
+    StageEventName,
+    StageStatus,
+    UnfinishedStageStatus,
+)
 
 
 class Attempt(msgspec.Struct, frozen=True):
@@ -229,7 +234,7 @@ def holds(attempt: Attempt) -> tuple[ColumnElement[bool], ...]:
 
 def release(
     attempt: Attempt,
-    status: str,
+    status: StageStatus,
     duration_ms: int,
     *,
     deadline: Any = None,
@@ -370,7 +375,7 @@ def lock_overdue_documents(limit: int) -> Select[uuid.UUID]:
     ``SKIP LOCKED`` (a document busy with live work or an operator waits for a later sweep)."""
     overdue_rows = (
         select(StageRun.document_id)
-        .where(StageRun.status.in_(UNFINISHED), StageRun.deadline_at < func.now())
+        .where(StageRun.status.in_(UNFINISHED_STAGE_STATUSES), StageRun.deadline_at < func.now())
         .order_by(StageRun.deadline_at)
         .limit(limit)
     )
@@ -394,7 +399,7 @@ def overdue(document_ids: list[uuid.UUID]) -> Select[uuid.UUID, str, int, str, i
         )
         .where(
             StageRun.document_id.in_(document_ids),
-            StageRun.status.in_(UNFINISHED),
+            StageRun.status.in_(UNFINISHED_STAGE_STATUSES),
             StageRun.deadline_at < func.now(),
         )
         .order_by(StageRun.deadline_at)
@@ -402,7 +407,9 @@ def overdue(document_ids: list[uuid.UUID]) -> Select[uuid.UUID, str, int, str, i
     )
 
 
-def resend(message: StageMessage, status: str, message_id: str, grace: timedelta) -> Update:
+def resend(
+    message: StageMessage, status: UnfinishedStageStatus, message_id: str, grace: timedelta
+) -> Update:
     """Point an overdue row at a new message; an abandoned ``running`` row waits again."""
     return (
         update(StageRun)
@@ -418,7 +425,7 @@ def resend(message: StageMessage, status: str, message_id: str, grace: timedelta
 
 def event(
     message: StageMessage,
-    name: str,
+    name: StageEventName,
     attempt: int | None,
     message_id: str | None,
     detail: dict[str, Any],
@@ -505,7 +512,9 @@ def document_reopened(document_id: uuid.UUID, generation: int) -> Update:
     )
 
 
-def document_finished(message: StageMessage, status: str, reason: str | None) -> Update:
+def document_finished(
+    message: StageMessage, status: FinishedDocumentStatus, reason: str | None
+) -> Update:
     return (
         update(Document)
         .where(Document.id == message.document_id, Document.generation == message.generation)

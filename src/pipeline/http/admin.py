@@ -43,11 +43,10 @@ from pipeline.operations.common import (
     Operator,
     RunContext,
 )
-from pipeline.operations.dead_letters import LetterDetail, LetterFilter, LetterPage, LetterStatus
+from pipeline.operations.dead_letters import LetterDetail, LetterFilter, LetterPage
 from pipeline.operations.jobs import JobView, create_job, get_job, job_message
 from pipeline.operations.requests import (
     DiscardRequest,
-    OperationKind,
     OperationRequest,
     Reason,
     ReplayRequest,
@@ -56,6 +55,7 @@ from pipeline.operations.requests import (
 from pipeline.operations.rerun import DocumentFilter
 from pipeline.stages import StageName
 from pipeline.stages.spec import NAME_PATTERN
+from pipeline.statuses import DeadLetterStatus, JobKind, JobStatus
 from pipeline.text import NO_NUL
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class JobAccepted(msgspec.Struct, frozen=True):
     """A bulk action accepted as a background job; poll ``links.self`` for progress."""
 
     job_id: uuid.UUID
-    status: str
+    status: JobStatus
     total: int
     """How many items the selection matched when the job was accepted."""
     links: JobLinks
@@ -154,7 +154,7 @@ async def _read(api: ApiState, query: Callable[[Connection], T]) -> T:
 
 async def _run_or_queue(
     api: ApiState,
-    kind: OperationKind,
+    kind: JobKind,
     body: R,
     run: RunContext,
     select: Callable[[R, str | None], list[uuid.UUID]],
@@ -173,7 +173,7 @@ async def _run_or_queue(
 
 
 async def _queue(
-    api: ApiState, kind: OperationKind, body: OperationRequest, run: RunContext, total: int
+    api: ApiState, kind: JobKind, body: OperationRequest, run: RunContext, total: int
 ) -> Response[OperationReport | JobAccepted]:
     tenant = run.tenant
     assert tenant is not None  # the API acts for a key's tenant (only the CLI for every one)
@@ -252,7 +252,7 @@ class DeadLetterController(Controller):
             uuid.UUID | None, QueryParameter(name="document_id", required=False)
         ] = None,
         status: Annotated[
-            LetterStatus | None, QueryParameter(name="status", required=False)
+            DeadLetterStatus | None, QueryParameter(name="status", required=False)
         ] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter(name="cursor", required=False)] = None,

@@ -18,7 +18,7 @@ letters and jobs answer the same ``404`` as ids that do not exist.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -29,9 +29,12 @@ from pipeline.access.keys import UNAUTHENTICATED_LOCAL, Authenticator, Principal
 from pipeline.access.rate_limit import RateLimiter
 from pipeline.http.problems import Problem
 from pipeline.settings import Settings
+from pipeline.statuses import Scope
 
-Access = Literal["public", "ingest", "read", "admin", "metrics"]
-ACCESS_LEVELS: Final = ("public", "ingest", "read", "admin", "metrics")
+Access = Literal["public", Scope, "metrics"]
+"""Who may call a route: anyone, a key with a scope, or (``metrics``) an admin key unless
+``PIPELINE_METRICS_PUBLIC``."""
+ACCESS_LEVELS: Final[tuple[Access, ...]] = get_args(Access)
 SECURITY_COMPONENTS: Final = Components(
     security_schemes={
         "bearer": SecurityScheme(

@@ -22,11 +22,12 @@ from pipeline.http.upload_body import read_upload
 from pipeline.ingestion.uploads import IdempotencyConflict, Upload
 from pipeline.queries import documents as queries
 from pipeline.queries.documents import ChunkList, DocumentLinks, DocumentPage, DocumentView
+from pipeline.statuses import DocumentStatus
 
 
 class DocumentAccepted(msgspec.Struct, frozen=True):
     id: uuid.UUID
-    status: str
+    status: DocumentStatus
     links: DocumentLinks
 
 
@@ -180,7 +181,7 @@ class DocumentController(Controller):
         api: NamedDependency[ApiState],
         principal: NamedDependency[Principal],
         status: Annotated[
-            queries.DocumentStatus | None, QueryParameter(name="status", required=False)
+            DocumentStatus | None, QueryParameter(name="status", required=False)
         ] = None,
         cursor: Annotated[str | None, QueryParameter(name="cursor", required=False)] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,

@@ -25,10 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pipeline.db.models import Document
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import AsyncSender, Dispatcher
+from pipeline.errors import PipelineError
 from pipeline.faults import Faults
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline
+from pipeline.statuses import DocumentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +45,12 @@ class Upload(msgspec.Struct, frozen=True):
 
 class Accepted(msgspec.Struct, frozen=True):
     id: uuid.UUID
-    status: str
+    status: DocumentStatus
     replayed: bool
     """True when an earlier upload with the same idempotency key is returned."""
 
 
-class IdempotencyConflict(Exception):
+class IdempotencyConflict(PipelineError):
     """The idempotency key was used before for different bytes."""
 
     def __init__(self, document_id: uuid.UUID) -> None:
@@ -59,7 +61,7 @@ class IdempotencyConflict(Exception):
 class _Existing(msgspec.Struct, frozen=True):
     id: uuid.UUID
     sha256: str
-    status: str
+    status: DocumentStatus
 
 
 class UploadService:

@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from pipeline.statuses import FINISHED_DOCUMENT_STATUSES, UNFINISHED_STAGE_STATUSES
+
 SAMPLES = Path(__file__).parent / "samples"
-TERMINAL = ("succeeded", "failed")
 
 DEMO_QUERY = "where is the world's fresh water stored"
 """A question in words no sample uses all of: hybrid search answers it."""
@@ -86,7 +87,7 @@ def _follow(
         if line != last:
             echo(line)
             last = line
-        if all(document["status"] in TERMINAL for document in documents):
+        if all(document["status"] in FINISHED_DOCUMENT_STATUSES for document in documents):
             return documents
         if time.monotonic() > deadline:
             raise TimeoutError(f"documents still processing after {timeout:g} s")
@@ -108,7 +109,7 @@ def _progress_line(documents: list[dict[str, object]]) -> str:
         for by_stage in statuses:
             status = by_stage.get(stage)
             done += status == "succeeded"
-            running += status in ("queued", "running", "retrying")
+            running += status in UNFINISHED_STAGE_STATUSES
         cells.append(f"{stage} {done}/{len(documents)}" + (f" (+{running})" if running else ""))
-    finished = sum(document["status"] in TERMINAL for document in documents)
+    finished = sum(document["status"] in FINISHED_DOCUMENT_STATUSES for document in documents)
     return f"progress: {' | '.join(cells)} | done {finished}/{len(documents)}"

@@ -18,13 +18,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 logger = logging.getLogger(__name__)
 logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are initdb chatter
 
 DATABASE = "pipeline"
 
 
-class EmbeddedUnavailable(RuntimeError):
+class EmbeddedUnavailable(PipelineError):
     """The embedded-server packages are not installed."""
 
 

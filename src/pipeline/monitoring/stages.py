@@ -14,8 +14,8 @@ from typing import Any, Final
 import msgspec
 from sqlalchemy import Connection, func, select
 
-from pipeline.db.models import DOCUMENT_STATUSES, Document, StageRun
-from pipeline.engine.transitions import UNFINISHED
+from pipeline.db.models import Document, StageRun
+from pipeline.statuses import DOCUMENT_STATUSES, UNFINISHED_STAGE_STATUSES, DocumentStatus
 
 WINDOW: Final = timedelta(minutes=5)
 
@@ -46,7 +46,7 @@ class Overview(msgspec.Struct, frozen=True):
     generated_at: datetime
     window_s: int
     stages: list[StageStats]
-    documents: dict[str, int]
+    documents: dict[DocumentStatus, int]
 
 
 def queue_depths(client: Any, namespace: str, stages: Sequence[str]) -> dict[str, QueueDepth]:
@@ -75,7 +75,7 @@ def overview(conn: Connection, depths: dict[str, QueueDepth], stages: Sequence[s
                 func.count().label("n"),
                 func.min(StageRun.queued_at).label("oldest"),
             )
-            .where(StageRun.status.in_(UNFINISHED))
+            .where(StageRun.status.in_(UNFINISHED_STAGE_STATUSES))
             .group_by(StageRun.stage, StageRun.status)
         )
     }

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipeline.db.retry import retry_database, worth_retrying
 from pipeline.errors import PipelineError
+from pipeline.statuses import ItemAction
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,6 @@ operator means them."""
 MAX_RATE: Final = 10_000.0
 """The fastest: beyond it the database, not the pacer, sets the pace."""
 ITEM_TRIES: Final = 3
-
-Action = Literal[
-    "replayed",
-    "would replay",
-    "discarded",
-    "would discard",
-    "rerun",
-    "would rerun",
-    "imported",
-    "would import",
-    "skipped",
-    "failed",
-]
 
 
 class Operator(msgspec.Struct, frozen=True):
@@ -74,7 +62,7 @@ class Operator(msgspec.Struct, frozen=True):
 class ItemOutcome(msgspec.Struct, frozen=True):
     id: uuid.UUID
     """The dead letter or document the action was about."""
-    action: Action
+    action: ItemAction
     detail: str
     document_id: uuid.UUID | None = None
     stage: str | None = None

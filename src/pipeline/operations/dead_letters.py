@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, Select, select, tuple_
@@ -18,9 +18,8 @@ from pipeline.db.models import DeadLetter, Document, StageEvent
 from pipeline.operations.common import TimeFilter
 from pipeline.queries.cursors import CursorCodec
 from pipeline.stages import StageName
+from pipeline.statuses import DeadLetterStatus, StageEventName
 from pipeline.text import PlainText
-
-LetterStatus = Literal["dead", "replayed", "discarded"]
 
 
 class LetterFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -29,7 +28,7 @@ class LetterFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_fields=
     stage: StageName | None = None
     error_type: PlainText | None = None
     document_id: uuid.UUID | None = None
-    status: LetterStatus | None = None
+    status: DeadLetterStatus | None = None
 
     def where(self) -> list[Any]:
         conditions: list[Any] = []
@@ -57,7 +56,7 @@ class LetterSummary(msgspec.Struct, frozen=True):
     error_message: str
     attempts: int
     failed_at: datetime
-    status: str
+    status: DeadLetterStatus
     replay_count: int
     replayed_at: datetime | None
     queue_name: str
@@ -68,7 +67,7 @@ class EventView(msgspec.Struct, frozen=True):
     at: datetime
     stage: str | None
     generation: int
-    event: str
+    event: StageEventName
     attempt: int | None
     message_id: str | None
     detail: dict[str, Any]

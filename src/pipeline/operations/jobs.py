@@ -29,18 +29,18 @@ from pipeline.operations.common import ItemOutcome, OperationReport, Operator, R
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import (
     DiscardRequest,
-    OperationKind,
     OperationRequest,
     ReplayRequest,
     RerunRequest,
 )
 from pipeline.operations.rerun import RerunService
+from pipeline.statuses import JobKind, JobStatus
 
 logger = logging.getLogger(__name__)
 
 OPERATIONS_QUEUE = "operations"
 JOB_ACTOR = "run_operation_job"
-REQUEST_TYPES: dict[str, type[OperationRequest]] = {
+REQUEST_TYPES: dict[JobKind, type[OperationRequest]] = {
     "replay": ReplayRequest,
     "discard": DiscardRequest,
     "rerun": RerunRequest,
@@ -51,8 +51,8 @@ class JobView(msgspec.Struct, frozen=True):
     """A job as its tenant sees it."""
 
     id: uuid.UUID
-    kind: str
-    status: str
+    kind: JobKind
+    status: JobStatus
     requested_by: str
     total: int | None
     done: int
@@ -67,7 +67,7 @@ class JobView(msgspec.Struct, frozen=True):
 
 def create_job(
     conn: Connection,
-    kind: OperationKind,
+    kind: JobKind,
     request: OperationRequest,
     operator: Operator,
     tenant: str,
@@ -198,7 +198,12 @@ class JobRunner:
                 return self.rerun.rerun(request, run)
 
     def _finish(
-        self, job_id: uuid.UUID, status: str, *, total: int | None = None, error: str | None = None
+        self,
+        job_id: uuid.UUID,
+        status: JobStatus,
+        *,
+        total: int | None = None,
+        error: str | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             values: dict[str, Any] = {"status": status, "finished_at": func.now(), "error": error}

@@ -41,6 +41,7 @@ from pipeline.operations.dead_letters import matching, of_tenant
 from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline
+from pipeline.statuses import ItemAction, StageEventName
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +412,7 @@ def _document_exists(conn: Connection, document_id: uuid.UUID) -> bool:
 def _audit(
     conn: Connection,
     letter: Row[Any],
-    event: str,
+    event: StageEventName,
     message_id: str | None,
     detail: dict[str, Any],
 ) -> None:
@@ -428,7 +429,7 @@ def _audit(
 
 
 def _outcome(
-    letter: Row[Any], action: Any, detail: str, message_id: str | None = None
+    letter: Row[Any], action: ItemAction, detail: str, message_id: str | None = None
 ) -> ItemOutcome:
     return ItemOutcome(
         id=letter.id,

@@ -9,7 +9,7 @@ for which tenant, and who watches), so every entry point describes an action the
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -79,5 +79,4 @@ class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         check_selection(self)
 
 
-OperationKind = Literal["replay", "discard", "rerun"]
 OperationRequest = ReplayRequest | DiscardRequest | RerunRequest

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Select, exists, select, update
 
@@ -35,6 +35,7 @@ from pipeline.operations.common import (
 )
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, StageName
+from pipeline.statuses import DocumentStatus, ItemAction
 
 if TYPE_CHECKING:  # requests.py builds its RerunRequest on this module's DocumentFilter
     from pipeline.operations.requests import RerunRequest
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 class DocumentFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which documents to re-run (``since``/``until``: upload time); every field narrows."""
 
-    status: Literal["pending", "processing", "succeeded", "failed"] | None = None
+    status: DocumentStatus | None = None
     stage: StageName | None = None
     """Only documents whose row for this stage is dead (where they failed)."""
 
@@ -263,7 +264,11 @@ def _earlier_stages_refusal(conn: Connection, document_id: uuid.UUID, position: 
 
 
 def _item(
-    document_id: uuid.UUID, stage: str, action: Any, detail: str, message_id: str | None = None
+    document_id: uuid.UUID,
+    stage: str,
+    action: ItemAction,
+    detail: str,
+    message_id: str | None = None,
 ) -> ItemOutcome:
     return ItemOutcome(
         id=document_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from sqlalchemy import Row, select, tuple_
@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.db.models import Chunk, Document, StageRun
 from pipeline.queries.cursors import CursorCodec
-
-DocumentStatus = Literal["pending", "processing", "succeeded", "failed"]
+from pipeline.statuses import DocumentStatus, StageStatus
 
 
 class LastError(msgspec.Struct, frozen=True):
@@ -32,7 +31,7 @@ class Progress(msgspec.Struct, frozen=True):
 
 class StageView(msgspec.Struct, frozen=True):
     stage: str
-    status: str
+    status: StageStatus
     attempts: int
     generation: int
     queued_at: datetime | None
@@ -51,7 +50,7 @@ class DocumentLinks(msgspec.Struct, frozen=True):
 class DocumentView(msgspec.Struct, frozen=True):
     id: uuid.UUID
     filename: str
-    status: str
+    status: DocumentStatus
     failure_reason: str | None
     kind: str | None
     declared_content_type: str | None
