@@ -23,6 +23,7 @@ from pipeline.broker import make_broker
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
+from pipeline.stages.builtin import PIPELINE
 from tests.support.documents import events
 from tests.support.processes import ProcessStack, stack_maker, wait_until
 
@@ -81,13 +82,7 @@ class Stack(ProcessStack):
                 {"id": document_id},
             ).all()
         assert chunks[0] == chunks[1] == chunks[2] > 0, chunks
-        assert dict(succeeded) == {
-            "validate": 1,
-            "extract": 1,
-            "chunk": 1,
-            "embed": 1,
-            "index": 1,
-        }
+        assert dict(succeeded) == dict.fromkeys(PIPELINE.names, 1)
 
 
 @pytest.fixture
@@ -384,7 +379,7 @@ def test_workers_export_prometheus_metrics_per_stage(make_stack: Any) -> None:
 
     wait_until(lambda: "pipeline_stage_duration_seconds_bucket" in scraped(), 20, "worker metrics")
     text_ = scraped()
-    for stage in ("validate", "extract", "chunk", "embed", "index"):
+    for stage in PIPELINE.names:
         assert f'pipeline_stage_outcomes_total{{outcome="succeeded",stage="{stage}"}}' in text_
     assert "dramatiq_messages_total" in text_
 

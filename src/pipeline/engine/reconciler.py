@@ -26,10 +26,10 @@ from typing import Any, Final
 
 import dramatiq
 import msgspec
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, exists, func, select, text, update
 from sqlalchemy.orm import aliased
 
-from pipeline.db.models import Document, StageEvent, StageRun
+from pipeline.db.models import Document, StageRun
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
@@ -199,11 +199,6 @@ def _finish(conn: Connection, status: FinishedDocumentStatus, *conditions: Any) 
     event: StageEventName = "document_failed" if status == "failed" else "document_succeeded"
     for document_id, generation in ids:
         conn.execute(
-            insert(StageEvent).values(
-                document_id=document_id,
-                generation=generation,
-                event=event,
-                detail={"by": "reconciler"},
-            )
+            transitions.document_event(document_id, generation, event, {"by": "reconciler"})
         )
     return len(ids)

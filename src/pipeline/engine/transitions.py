@@ -520,3 +520,60 @@ def document_finished(
         .where(Document.id == message.document_id, Document.generation == message.generation)
         .values(status=status, failure_reason=reason, finished_at=func.now(), updated_at=func.now())
     )
+
+
+# -- operator and reconciler writes ---------------------------------------------------------
+
+
+def document_event(
+    document_id: uuid.UUID | None,
+    generation: int,
+    name: StageEventName,
+    detail: dict[str, Any],
+    *,
+    stage: str | None = None,
+    message_id: str | None = None,
+) -> Insert:
+    """An event that is not a stage message's: a document finished by the reconciler, an
+    operator's action on a dead letter (which may name no document at all)."""
+    return insert(StageEvent).values(
+        document_id=document_id,
+        stage=stage,
+        generation=generation,
+        event=name,
+        message_id=message_id,
+        detail=detail,
+    )
+
+
+def letter_replayed(letter_id: uuid.UUID, message_id: str) -> Update:
+    """A dead letter was re-sent as ``message_id`` (its count grows; its row is queued)."""
+    return (
+        update(DeadLetter)
+        .where(DeadLetter.id == letter_id)
+        .values(
+            status="replayed",
+            replay_count=DeadLetter.replay_count + 1,
+            replayed_at=func.now(),
+            replayed_message_id=message_id,
+        )
+    )
+
+
+def letter_discarded(letter_id: uuid.UUID) -> Update:
+    return update(DeadLetter).where(DeadLetter.id == letter_id).values(status="discarded")
+
+
+def letters_superseded(document_id: uuid.UUID) -> Update:
+    """A rerun replaces the failed run: the document's dead letters are settled."""
+    return (
+        update(DeadLetter)
+        .where(DeadLetter.document_id == document_id, DeadLetter.status == "dead")
+        .values(status="discarded")
+        .returning(DeadLetter.id)
+    )
+
+
+def imported_letter(**values: Any) -> Insert:
+    """A dead letter copied from Dramatiq's own dead set in Redis."""
+    return insert(DeadLetter).values(**values)

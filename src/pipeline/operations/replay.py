@@ -17,10 +17,10 @@ from typing import Any
 
 import dramatiq
 import msgspec
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.engine import Row
 
-from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
+from pipeline.db.models import DeadLetter, Document, StageRun
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
@@ -127,16 +127,7 @@ class ReplayService:
                 message = StageMessage(letter.document_id, letter.stage, letter.generation)
                 conn.execute(transitions.queue(message, envelope.message_id, self.grace))
                 conn.execute(transitions.document_reopened(letter.document_id, letter.generation))
-            conn.execute(
-                update(DeadLetter)
-                .where(DeadLetter.id == letter.id)
-                .values(
-                    status="replayed",
-                    replay_count=DeadLetter.replay_count + 1,
-                    replayed_at=func.now(),
-                    replayed_message_id=envelope.message_id,
-                )
-            )
+            conn.execute(transitions.letter_replayed(letter.id, envelope.message_id))
             _audit(conn, letter, "replayed", envelope.message_id, detail)
         self.dispatcher.send_after_commit(envelope)
         return _outcome(letter, "replayed", "re-sent", envelope.message_id)
@@ -168,9 +159,7 @@ class ReplayService:
                 return _skipped(letter_id, letter, refusal or "no such dead letter")
             if dry_run:
                 return _outcome(letter, "would discard", "would be marked discarded")
-            conn.execute(
-                update(DeadLetter).where(DeadLetter.id == letter.id).values(status="discarded")
-            )
+            conn.execute(transitions.letter_discarded(letter.id))
             _audit(conn, letter, "discarded", None, detail)
         return _outcome(letter, "discarded", "marked discarded")
 
@@ -236,7 +225,7 @@ class ReplayService:
             if target is not None:  # lock order: the document before what references it
                 conn.execute(transitions.lock_document(target.document_id))
             conn.execute(
-                insert(DeadLetter).values(
+                transitions.imported_letter(
                     id=letter_id,
                     document_id=target.document_id if target else None,
                     stage=target.stage if target else None,
@@ -257,13 +246,12 @@ class ReplayService:
                 conn.execute(transitions.event(target, "imported", None, entry.message_id, audited))
             else:  # undecodable, or naming no document: audited all the same
                 conn.execute(
-                    insert(StageEvent).values(
-                        document_id=None,
-                        stage=None,
-                        generation=0,
-                        event="imported",
+                    transitions.document_event(
+                        None,
+                        0,
+                        "imported",
+                        {**audited, "queue": queue},
                         message_id=entry.message_id,
-                        detail={**audited, "queue": queue},
                     )
                 )
         return msgspec.structs.replace(outcome, action="imported", detail="imported")
@@ -417,13 +405,13 @@ def _audit(
     detail: dict[str, Any],
 ) -> None:
     conn.execute(
-        insert(StageEvent).values(
-            document_id=letter.document_id,
+        transitions.document_event(
+            letter.document_id,
+            letter.generation or 0,
+            event,
+            {**detail, "dead_letter_id": str(letter.id)},
             stage=letter.stage,
-            generation=letter.generation or 0,
-            event=event,
             message_id=message_id,
-            detail={**detail, "dead_letter_id": str(letter.id)},
         )
     )
 

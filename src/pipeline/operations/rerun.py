@@ -15,9 +15,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Select, exists, select, update
+from sqlalchemy import Connection, Engine, Select, exists, select
 
-from pipeline.db.models import DeadLetter, Document, StageRun
+from pipeline.db.models import Document, StageRun
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
@@ -195,17 +195,8 @@ class RerunService:
             conn.execute(transitions.carry_over(document_id, position, message.generation))
             conn.execute(transitions.reset_after(document_id, position, message.generation))
             conn.execute(transitions.queue(message, envelope.message_id, self.grace))
-            superseded = (
-                conn.execute(
-                    # The new run replaces the failed one: its dead letters are settled.
-                    update(DeadLetter)
-                    .where(DeadLetter.document_id == document_id, DeadLetter.status == "dead")
-                    .values(status="discarded")
-                    .returning(DeadLetter.id)
-                )
-                .scalars()
-                .all()
-            )
+            # The new run replaces the failed one: its dead letters are settled.
+            superseded = conn.execute(transitions.letters_superseded(document_id)).scalars().all()
             conn.execute(
                 transitions.event(
                     message,
