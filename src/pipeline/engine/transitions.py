@@ -430,14 +430,15 @@ def event(
     message_id: str | None,
     detail: dict[str, Any],
 ) -> Insert:
-    return insert(StageEvent).values(
-        document_id=message.document_id,
+    """An event of ``message``'s stage (its attempt, if one holds the row)."""
+    return document_event(
+        message.document_id,
+        message.generation,
+        name,
+        detail,
         stage=message.stage,
-        generation=message.generation,
-        event=name,
-        attempt=attempt,
         message_id=message_id,
-        detail=detail,
+        attempt=attempt,
     )
 
 
@@ -533,14 +534,16 @@ def document_event(
     *,
     stage: str | None = None,
     message_id: str | None = None,
+    attempt: int | None = None,
 ) -> Insert:
-    """An event that is not a stage message's: a document finished by the reconciler, an
-    operator's action on a dead letter (which may name no document at all)."""
+    """An event of a document, or (``document_id`` None) of an operator's action on a dead
+    letter that names no document: a document finished by the reconciler, a replay."""
     return insert(StageEvent).values(
         document_id=document_id,
         stage=stage,
         generation=generation,
         event=name,
+        attempt=attempt,
         message_id=message_id,
         detail=detail,
     )
