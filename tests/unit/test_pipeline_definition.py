@@ -69,6 +69,10 @@ def test_a_definition_with_a_stage_between_extract_and_chunk() -> None:
             "stage 'again' writes the 'text' artifact, which stage 'extract' already writes",
         ),
         (
+            (VALIDATE, EXTRACT, spec("odd", (TEXT,), writes=(Artifact("text", Other),))),
+            "stage 'odd' writes 'text' as Other, but it is written as Extracted",
+        ),
+        (
             (VALIDATE, EXTRACT, spec("odd", (Artifact("text", Other),))),
             "stage 'odd' reads 'text' as Other, but it is written as Extracted",
         ),
@@ -82,6 +86,12 @@ def test_invalid_definitions_are_refused_with_the_reason(
         Pipeline(version="bad", stages=stages)
     assert reason in raised.value.reason
     assert "\n" not in raised.value.reason
+
+
+def test_a_stage_may_revise_an_artifact_it_reads() -> None:
+    redact = spec("redact", (TEXT,), writes=(TEXT,))
+    revised = Pipeline(version="ok", stages=(VALIDATE, EXTRACT, redact, CHUNK, EMBED, INDEX))
+    assert revised.names[2] == "redact"
 
 
 def test_stage_and_artifact_names_are_checked() -> None:

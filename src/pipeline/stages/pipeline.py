@@ -117,11 +117,21 @@ def _problem(pipeline: Pipeline) -> str | None:
                     f"{artifact.type.__name__}, but it is written as "
                     f"{types[artifact.name].__name__}"
                 )
+        reads = {artifact.name for artifact in spec.reads}
         for artifact in spec.writes:
-            if artifact.name in written:
+            # A stage may revise an artifact it reads (OCR fills a text's empty pages, a
+            # redaction rewrites it); writing one it does not read would hide the first.
+            if artifact.name in written and artifact.name not in reads:
                 return (
                     f"stage {spec.name!r} writes the {artifact.name!r} artifact, "
-                    f"which {written[artifact.name]} already writes"
+                    f"which {written[artifact.name]} already writes (a stage may only "
+                    "rewrite an artifact it also reads)"
+                )
+            if artifact.name in types and types[artifact.name] is not artifact.type:
+                return (
+                    f"stage {spec.name!r} writes {artifact.name!r} as "
+                    f"{artifact.type.__name__}, but it is written as "
+                    f"{types[artifact.name].__name__}"
                 )
             written[artifact.name] = f"stage {spec.name!r}"
             types[artifact.name] = artifact.type
