@@ -302,9 +302,11 @@ def test_definition_borrowing_a_numbering_style() -> None:
         + num(1, 0)
         + num(2, 1)
     )
-    assert text_of(p("Borrowed", num=2) + p("Next", num=2), numbering=numbering, styles=styles) == [
+    body = p("Borrowed", num=2) + p("Next", num=2) + p("Same list", num=1)
+    assert text_of(body, numbering=numbering, styles=styles) == [
         "i) Borrowed",
         "ii) Next",
+        "iii) Same list",
     ]
 
 

@@ -287,9 +287,10 @@ class Numbering:
                 and (instance := _instance(element)) is not None
             ):
                 self._instances[num_id] = instance
+        # A definition borrowing a numbering style's levels is that list: one count.
+        self._lists = {key: self._linked(key, style_links) for key in definitions}
         self._definitions = {
-            key: definitions.get(self._linked(key, style_links), levels)
-            for key, levels in definitions.items()
+            key: definitions.get(self._lists[key], levels) for key, levels in definitions.items()
         }
         self._levels: dict[str, dict[int, Level]] = {}  # per instance, overrides applied
         self._counters: dict[str, list[int | None]] = {}
@@ -331,7 +332,8 @@ class Numbering:
     def _advance(
         self, num_id: str, instance: Instance, levels: dict[int, Level], index: int
     ) -> str | None:
-        counters = self._counters.setdefault(instance.definition, [None] * _LEVELS)
+        list_key = self._lists.get(instance.definition, instance.definition)
+        counters = self._counters.setdefault(list_key, [None] * _LEVELS)
         if num_id not in self._used:
             self._used.add(num_id)
             for restarted in instance.start_overrides.keys() | instance.level_overrides.keys():
