@@ -5,7 +5,8 @@ the way browsers roughly do, decodes entities, never touches the network and
 enforces a nesting-depth limit (a page nested deeper than it is refused as corrupt
 rather than silently truncated); ``<noscript>`` is cut out first, so that an
 unclosed element in it cannot swallow the page. Chrome (scripts, navigation, site
-header/footer, hidden elements) is removed (``prune``); then the main content is
+header/footer, hidden elements) is removed (``prune``) on the way down a pass that measures
+text and link density on its way up; then the main content is
 found by text and link density and cleaned of boilerplate blocks (``density``), and
 walked into blocks (``render``). A page without any prose-like text (a fragment, a
 list of links) keeps its ``<main>``/``<article>`` elements when it has them, else
@@ -17,9 +18,9 @@ from __future__ import annotations
 from lxml import etree
 
 from pipeline.processing.extract.doctype import drop_internal_subset
-from pipeline.processing.extract.html.density import main_content, measure
+from pipeline.processing.extract.html.density import Stats, main_content, measure
 from pipeline.processing.extract.html.parse import parse
-from pipeline.processing.extract.html.prune import prune, remove_children, tag_of
+from pipeline.processing.extract.html.prune import remove_children, tag_of
 from pipeline.processing.extract.html.render import blocks_of
 from pipeline.processing.extract.normalize import clean_block, join_blocks
 from pipeline.processing.extract.plain import read_text
@@ -38,7 +39,7 @@ def _outermost(root: etree._Element, wanted: str) -> list[etree._Element]:
     return found
 
 
-def _marked_roots(root: etree._Element) -> list[etree._Element]:
+def _marked_roots(root: etree._Element, stats: dict[etree._Element, Stats]) -> list[etree._Element]:
     """``<main>`` (or role=main) elements, else ``<article>`` ones, else the body,
     without forms and blocks named as boilerplate."""
     roots: list[etree._Element] = []
@@ -49,7 +50,6 @@ def _marked_roots(root: etree._Element) -> list[etree._Element]:
     else:
         body = root.find("body")
         roots = [body if body is not None else root]
-    stats = measure(root)
     stack = list(roots)
     while stack:
         element = stack.pop()
@@ -68,10 +68,10 @@ def html_blocks(markup: str) -> list[str]:
     if root is None:
         return []
     title = clean_block(root.findtext(".//title") or "")
-    prune(root)
-    content = main_content(root)
+    stats = measure(root)
+    content = main_content(root, stats)
     if content is None:
-        blocks = [block for scope in _marked_roots(root) for block in blocks_of(scope)]
+        blocks = [block for scope in _marked_roots(root, stats) for block in blocks_of(scope)]
     else:
         blocks = blocks_of(content.headline) if content.headline is not None else []
         blocks += blocks_of(content.root)

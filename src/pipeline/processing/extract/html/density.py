@@ -31,7 +31,12 @@ from typing import Final
 from lxml import etree
 
 from pipeline.processing.extract.html.hints import hint
-from pipeline.processing.extract.html.prune import remove_children, tag_of
+from pipeline.processing.extract.html.prune import (
+    SECTIONING,
+    prune_children,
+    remove_children,
+    tag_of,
+)
 from pipeline.processing.extract.html.render import BLOCK_TAGS
 
 #: Share of the page's good text the content's body must hold.
@@ -65,11 +70,12 @@ class Stats:
     """What the density pass knows of one element's subtree."""
 
     __slots__ = (
-        "forms", "good", "good_all", "headline", "inline", "inline_links", "inline_punct", "links",
-        "named_boilerplate", "named_content", "text",
+        "block", "forms", "good", "good_all", "headline", "inline", "inline_links",
+        "inline_punct", "links", "named_boilerplate", "named_content", "text",
     )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, block: bool) -> None:
+        self.block = block  # the element is a block (its text is not its parent's block's)
         self.text = 0  # characters of text (whitespace at the ends of pieces excluded)
         self.links = 0  # ... of them inside links
         self.good = 0  # good text, boilerplate named as such and forms excluded
@@ -83,23 +89,25 @@ class Stats:
         self.named_content = False  # this element or one below it is named like content
 
 
-def _length(text: str | None) -> int:
-    return len(text.strip()) if text else 0
-
-
 def measure(root: etree._Element) -> dict[etree._Element, Stats]:
-    """Stats of every element below and including ``root``."""
+    """Prune the chrome below ``root`` (``prune``), then the stats of every element left.
+
+    One depth-first pass: chrome is removed on the way down, stats are summed on the
+    way up.
+    """
     stats: dict[etree._Element, Stats] = {}
-    stack: list[tuple[etree._Element, bool, bool]] = [(root, True, False)]
+    stack: list[tuple[etree._Element, str | None, bool, bool]] = [(root, None, False, False)]
     while stack:
-        element, entering, in_link = stack.pop()
-        tag = tag_of(element)
-        if entering:
-            stack.append((element, False, in_link))
-            inner = in_link or tag == "a"
-            stack.extend((child, True, inner) for child in reversed(element))
+        element, closing, in_link, sectioned = stack.pop()
+        if closing is not None:  # on the way up: the tag, and whether it is inside a link
+            stats[element] = _close(element, closing, in_link, stats)
             continue
-        stats[element] = _close(element, tag, in_link or tag == "a", stats)
+        tag = tag_of(element)
+        inner = sectioned or tag in SECTIONING
+        prune_children(element, inner)
+        linked = in_link or tag == "a"
+        stack.append((element, tag, linked, sectioned))
+        stack.extend((child, None, linked, inner) for child in reversed(element))
     return stats
 
 
@@ -107,52 +115,53 @@ def _close(
     element: etree._Element, tag: str, linked: bool, stats: dict[etree._Element, Stats]
 ) -> Stats:
     """Stats of ``element`` from its own text and its children's stats."""
-    own = element.text
-    if tag == "img":
-        own = element.get("alt")
-    out = Stats()
-    inline = _length(own)
-    punct = bool(own and _PUNCTUATION.search(own))
+    own = element.get("alt") if tag == "img" else element.text
+    out = Stats(tag in BLOCK_TAGS)
+    inline = len(own.strip()) if own else 0
+    punct = bool(inline and _PUNCTUATION.search(own or ""))
     text = inline
-    links = 0
-    inline_links = 0
+    links = good = good_all = forms = inline_links = 0
+    headline = named_content = False
     for child in element:
         child_stats = stats[child]
-        tail = child.tail
-        tail_length = _length(tail)
-        text += child_stats.text + tail_length
+        text += child_stats.text
         links += child_stats.links
-        out.good += child_stats.good
-        out.good_all += child_stats.good_all
-        out.forms += child_stats.forms
-        out.headline = out.headline or child_stats.headline
-        out.named_content = out.named_content or child_stats.named_content
-        inline += tail_length
-        punct = punct or bool(tail and _PUNCTUATION.search(tail))
-        if tag_of(child) not in BLOCK_TAGS:
+        good += child_stats.good
+        good_all += child_stats.good_all
+        forms += child_stats.forms
+        headline = headline or child_stats.headline
+        named_content = named_content or child_stats.named_content
+        if not child_stats.block:
             inline += child_stats.inline
             inline_links += child_stats.inline_links
             punct = punct or child_stats.inline_punct
+        tail = child.tail
+        if tail:
+            tail_length = len(tail.strip())
+            text += tail_length
+            inline += tail_length
+            punct = punct or bool(tail_length and _PUNCTUATION.search(tail))
     if linked:
         links = text
         inline_links = inline
-    out.text, out.links = text, links
-    if tag in BLOCK_TAGS:
-        good = _good_text(inline, inline_links, punct)
-        out.good += good
-        out.good_all += good
+    if out.block:
+        prose = _good_text(inline, inline_links, punct)
+        good += prose
+        good_all += prose
     else:
         out.inline, out.inline_links, out.inline_punct = inline, inline_links, punct
-    if tag in ("form", "input"):
-        out.forms += 1
+    if tag == "form" or tag == "input":
+        forms += 1
     elif tag == "h1":
-        out.headline = True
-    named = hint(element) if element.attrib and tag not in _TOP else 0
-    if named == 1 or tag in ("article", "main") or element.get("role") == "main":
-        out.named_content = True
-    elif (named == -1 or tag == "form") and not out.named_content:
+        headline = True
+    named = hint(element) if tag not in _TOP and element.keys() else 0
+    if named == 1 or tag == "article" or tag == "main" or element.get("role") == "main":
+        named_content = True
+    elif (named == -1 or tag == "form") and not named_content:
         out.named_boilerplate = True
-        out.good = 0
+        good = 0
+    out.text, out.links, out.good, out.good_all = text, links, good, good_all
+    out.forms, out.headline, out.named_content = forms, headline, named_content
     return out
 
 
@@ -174,11 +183,13 @@ class Content:
         self.headline = headline
 
 
-def main_content(page: etree._Element) -> Content | None:
-    """The page's content, cleaned; ``None`` when the page has no good text at all."""
+def main_content(page: etree._Element, stats: dict[etree._Element, Stats]) -> Content | None:
+    """The page's content, cleaned; ``None`` when the page has no good text at all.
+
+    ``stats``: ``measure(page)``.
+    """
     body = page.find("body")
     top = body if body is not None else page
-    stats = measure(top)
     use_hints = stats[top].good >= 0.25 * stats[top].good_all
     total = stats[top].good if use_hints else stats[top].good_all
     if total == 0:

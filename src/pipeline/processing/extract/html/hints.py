@@ -13,6 +13,7 @@ is not.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -41,18 +42,22 @@ _BOILERPLATE_LABEL: Final = re.compile(
 )
 
 
-def _names(element: etree._Element) -> list[str]:
-    return f"{element.get('class') or ''} {element.get('id') or ''}".split()
-
-
 def _words(name: str) -> list[str]:
     return _WORD.findall(_CAMEL.sub(" ", name).lower())
 
 
 def hint(element: etree._Element) -> int:
-    """-1: named like boilerplate; 1: named like content; 0: no hint."""
+    """-1: ``element`` is named like boilerplate; 1: like content; 0: no hint."""
+    get = element.get
+    return _hint(
+        get("class") or "", get("id") or "", get("role"), get("aria-modal"), get("aria-label")
+    )
+
+
+@functools.lru_cache(maxsize=4096)  # pages repeat their class names
+def _hint(classes: str, ident: str, role: str | None, modal: str | None, label: str | None) -> int:
     against = False
-    for name in _names(element):
+    for name in f"{classes} {ident}".split():
         words = _words(name)
         if _BOILERPLATE_WORDS.intersection(words):
             against = True
@@ -60,11 +65,10 @@ def hint(element: etree._Element) -> int:
             return 1
     if against:
         return -1
-    if (element.get("role") or "").strip().lower() in _BOILERPLATE_ROLES:
+    if (role or "").strip().lower() in _BOILERPLATE_ROLES:
         return -1
-    if (element.get("aria-modal") or "").strip().lower() == "true":
+    if (modal or "").strip().lower() == "true":
         return -1
-    label = element.get("aria-label")
     if label and _BOILERPLATE_LABEL.search(label):
         return -1
     return 0

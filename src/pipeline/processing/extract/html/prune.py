@@ -26,14 +26,14 @@ _DROP_TAGS: Final = frozenset(
 _DROP_ROLES: Final = frozenset({"navigation", "banner", "contentinfo", "search", "complementary"})
 # <header>/<footer> are the page banner/contentinfo only outside these (HTML-AAM);
 # inside an article they hold its title and byline, which are content.
-_SECTIONING: Final = frozenset({"article", "aside", "main", "nav", "section"})
+SECTIONING: Final = frozenset({"article", "aside", "main", "nav", "section"})
 _HIDDEN_STYLE: Final = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 
 
 def tag_of(element: etree._Element) -> str:
-    """The lower-cased tag name; ``""`` for comments, entities and the like."""
+    """The tag name (libxml2's HTML parser lower-cases it); ``""`` for comments and the like."""
     tag = element.tag
-    return tag.lower() if isinstance(tag, str) else ""
+    return tag if isinstance(tag, str) else ""
 
 
 def _is_chrome(element: etree._Element, sectioned: bool) -> bool:
@@ -41,7 +41,7 @@ def _is_chrome(element: etree._Element, sectioned: bool) -> bool:
     tag = tag_of(element)
     if not tag or tag in _DROP_TAGS:
         return True
-    if not element.attrib:
+    if not element.keys():
         return tag in ("header", "footer") and not sectioned
     if (element.get("role") or "").strip().lower() in _DROP_ROLES:
         return True
@@ -52,20 +52,16 @@ def _is_chrome(element: etree._Element, sectioned: bool) -> bool:
     return tag in ("header", "footer") and not sectioned
 
 
-def prune(root: etree._Element) -> None:
-    """Remove the chrome subtrees below ``root``, keeping the text that follows each.
+def prune_children(element: etree._Element, sectioned: bool) -> None:
+    """Remove the chrome children of ``element``, keeping the text that follows each;
+    ``sectioned``: ``element`` is or is inside a sectioning element.
 
-    One top-down pass that carries "inside a sectioning element" down the tree, and
-    never enters a subtree it removes.
+    Called on the way down a top-down pass (``density.measure``), which so never enters
+    a subtree it removes.
     """
-    stack: list[tuple[etree._Element, bool]] = [(root, False)]
-    while stack:
-        element, sectioned = stack.pop()
-        inner = sectioned or tag_of(element) in _SECTIONING
-        doomed = [child for child in element if _is_chrome(child, inner)]
-        if doomed:
-            remove_children(element, doomed)
-        stack.extend((child, inner) for child in element)
+    doomed = [child for child in element if _is_chrome(child, sectioned)]
+    if doomed:
+        remove_children(element, doomed)
 
 
 def remove_children(parent: etree._Element, doomed: list[etree._Element]) -> None:
