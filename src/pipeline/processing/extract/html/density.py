@@ -17,8 +17,10 @@ teaser cards marked up as articles are left out when the story sits in ``<div>``
 Inside the content, a block that does not hold the story's body is dropped when it
 is named as boilerplate, holds a form with little text (newsletter, comment and
 search boxes), is mostly link text (share bars, tag lists, bylines that are only
-links, related-post lists under any class name), or is a link-heavy card with little
-good text and no ``<h1>``. The headline is kept when it sits before the content.
+links, related-post lists under any class name), or is a card with little good text
+and no ``<h1>``: a teaser (its heading is a link) or just link-heavy. So are
+permalinks without words (a heading's "¶"). The headline is kept when it sits before
+the content.
 
 Every pass is iterative and linear in the size of the tree.
 """
@@ -37,7 +39,7 @@ from pipeline.processing.extract.html.prune import (
     remove_children,
     tag_of,
 )
-from pipeline.processing.extract.html.render import BLOCK_TAGS
+from pipeline.processing.extract.html.render import BLOCK_TAGS, text_content
 
 #: Share of the page's good text the content's body must hold.
 BODY_SHARE: Final = 0.7
@@ -46,8 +48,10 @@ WIDEN_SLACK: Final = 0.1
 _LINK_HEAVY: Final = 0.5  # a block whose text is more links than not
 _CARD_LINKS: Final = 0.3  # a card: this much link text, and little good text
 _CARD_GOOD: Final = 0.1  # "little": under this share of the body's good text
+_TEASER_GOOD: Final = 0.5  # a teaser: a linked heading, and under this share
 _FORM_TEXT: Final = 400  # a form with less text than this is a box, not the page
 _PUNCTUATION: Final = re.compile(r"[.!?,;:]")
+_WORD: Final = re.compile(r"\w")
 _CONTAINERS: Final = frozenset(
     {
         "article", "aside", "center", "div", "dl", "footer", "form", "header", "menu",
@@ -62,6 +66,7 @@ _GROUPS: Final = frozenset(
         "tbody", "td", "tfoot", "th", "thead", "tr",
     }
 )  # fmt: skip
+_SUBHEADINGS: Final = frozenset({"h2", "h3", "h4", "h5", "h6"})
 _BOUNDS: Final = frozenset({"article", "main", "td", "th"})  # and role=main
 _TOP: Final = frozenset({"html", "body"})
 
@@ -71,7 +76,8 @@ class Stats:
 
     __slots__ = (
         "block", "forms", "good", "good_all", "headline", "inline", "inline_links",
-        "inline_punct", "links", "named_boilerplate", "named_content", "text",
+        "inline_punct", "linked_heading", "links", "named_boilerplate", "named_content",
+        "text",
     )  # fmt: skip
 
     def __init__(self, block: bool) -> None:
@@ -82,6 +88,7 @@ class Stats:
         self.good_all = 0  # good text, hints ignored
         self.forms = 0  # <form> and <input> elements
         self.headline = False  # an <h1> is in it
+        self.linked_heading = False  # a heading that is a link is in it (a teaser card's)
         self.inline = 0  # text of the block this element is part of, so far
         self.inline_links = 0
         self.inline_punct = False
@@ -121,7 +128,7 @@ def _close(
     punct = bool(inline and _PUNCTUATION.search(own or ""))
     text = inline
     links = good = good_all = forms = inline_links = 0
-    headline = named_content = False
+    headline = named_content = linked_heading = False
     for child in element:
         child_stats = stats[child]
         text += child_stats.text
@@ -130,6 +137,7 @@ def _close(
         good_all += child_stats.good_all
         forms += child_stats.forms
         headline = headline or child_stats.headline
+        linked_heading = linked_heading or child_stats.linked_heading
         named_content = named_content or child_stats.named_content
         if not child_stats.block:
             inline += child_stats.inline
@@ -154,7 +162,11 @@ def _close(
         forms += 1
     elif tag == "h1":
         headline = True
-    named = hint(element) if tag not in _TOP and element.keys() else 0
+    elif tag in _SUBHEADINGS and links > 0.8 * text:
+        linked_heading = True
+    # Only blocks are judged by name: a link or an image named "share" is in a block
+    # that density judges anyway.
+    named = hint(element) if out.block and tag not in _TOP and element.keys() else 0
     if named == 1 or tag == "article" or tag == "main" or element.get("role") == "main":
         named_content = True
     elif (named == -1 or tag == "form") and not named_content:
@@ -162,6 +174,7 @@ def _close(
         good = 0
     out.text, out.links, out.good, out.good_all = text, links, good, good_all
     out.forms, out.headline, out.named_content = forms, headline, named_content
+    out.linked_heading = linked_heading
     return out
 
 
@@ -245,6 +258,8 @@ def _is_boilerplate(element: etree._Element, stats: Stats, use_hints: bool, body
     if use_hints and stats.named_boilerplate:
         return True
     tag = tag_of(element)
+    if tag == "a":
+        return _is_permalink(element)
     if stats.forms and (tag == "form" or stats.text < _FORM_TEXT):
         return True
     if tag not in _CONTAINERS or not stats.text:
@@ -252,7 +267,16 @@ def _is_boilerplate(element: etree._Element, stats: Stats, use_hints: bool, body
     share = stats.links / stats.text
     if share > _LINK_HEAVY:
         return True
-    return share > _CARD_LINKS and stats.good_all < _CARD_GOOD * body_good and not stats.headline
+    if stats.headline:
+        return False
+    if stats.linked_heading and stats.good_all < _TEASER_GOOD * body_good:
+        return True
+    return share > _CARD_LINKS and stats.good_all < _CARD_GOOD * body_good
+
+
+def _is_permalink(link: etree._Element) -> bool:
+    """A heading's "¶" or "#": a link to a place on the page without any word."""
+    return (link.get("href") or "").startswith("#") and not _WORD.search(text_content(link))
 
 
 def _headline(page: etree._Element, content: etree._Element) -> etree._Element | None:
