@@ -10,7 +10,15 @@ from pipeline.processing.extract.html import extract_html, html_blocks
 from pipeline.processing.extract.html.parse import drop_noscript
 
 QUALITY = Path(__file__).parents[1] / "fixtures" / "quality" / "html"
-CASES = sorted(QUALITY.glob("*.html"))
+# This helper's cases (others' sit beside them, scored by test_extraction_quality).
+CASES = [
+    QUALITY / f"{name}.html"
+    for name in (
+        "blog_comments_newsletter", "docs_sidebar_toc", "help_article_feedback",
+        "legacy_table_layout", "magazine_obfuscated_classes", "news_teaser_cards",
+        "noscript_trap", "press_release_sidebar", "recipe_alt_text_steps",
+    )
+]  # fmt: skip
 PROSE = (
     "The committee met on Tuesday and agreed, after a long debate, that the new "
     "reading room will open in spring with longer hours for students."
@@ -25,8 +33,7 @@ def _page(body: str) -> str:
     return f"<!DOCTYPE html><html><head><title>T</title></head><body>{body}</body></html>"
 
 
-def test_every_quality_fixture_comes_out_as_its_reference_text() -> None:
-    assert len(CASES) >= 8
+def test_the_hard_html_cases_come_out_as_their_reference_text() -> None:
     for case in CASES:
         expected = case.with_suffix(".expected.txt").read_text(encoding="utf-8").strip()
         assert extract_html(case.read_bytes(), "utf-8") == expected, case.name
