@@ -158,8 +158,10 @@ def test_a_custom_stage_retries_dies_and_is_replayed_like_a_built_in(make_stack:
     stack.wait(document_id)
     assert stack.language(document_id).code == "en"
     # The replay starts a new retry budget: attempts 1 and 2 fail again, 3 succeeds.
-    # (The reconciler may re-send the queued row while the new worker boots.)
-    history = [event for event in stack.events(document_id, "language") if event != "resent"]
+    # (The reconciler may re-send the queued row while the new worker boots, and a copy
+    # that arrives second is dropped: those events depend on timing, the others do not.)
+    timing = {"resent", "dropped"}
+    history = [event for event in stack.events(document_id, "language") if event not in timing]
     assert history[5:] == [
         "replayed",
         "claimed",
