@@ -119,7 +119,7 @@ def test_a_custom_stage_runs_on_its_own_queue_between_extract_and_chunk(make_sta
     ]
     assert stack.language(english).code == "en"
     assert stack.language(german).code == "de"
-    assert stack.events(german, "language") == ["queued", "claimed", "succeeded"]
+    assert stack.state_events(german, "language") == ["queued", "claimed", "succeeded"]
     shown = stack.client.get(f"/documents/{german}").json()
     assert [row["stage"] for row in shown["stages"]] == list(ACME.names)
     assert shown["pipeline_version"] == "acme-1"
@@ -132,7 +132,7 @@ def test_a_custom_stage_runs_on_its_own_queue_between_extract_and_chunk(make_sta
     assert response.status_code == 200, response.text
     stack.wait(german)
     assert [row[3] for row in stack.rows(german)] == [2] * len(ACME.names)
-    assert stack.events(german, "language")[-3:] == ["rerun", "claimed", "succeeded"]
+    assert stack.state_events(german, "language")[-3:] == ["rerun", "claimed", "succeeded"]
     assert stack.events(german, "validate").count("claimed") == 1  # earlier stages kept
 
 
