@@ -208,3 +208,26 @@ def test_stages_and_metrics_show_per_stage_numbers(client: TestClient[Any], work
     assert 'pipeline_stage_attempts_recent{outcome="succeeded",stage="index"}' in body
     assert 'pipeline_documents{status="succeeded"}' in body
     assert 'path="/documents/{document_id}"' in body  # route templates, not raw ids
+
+
+def test_a_document_shows_the_encoding_validation_detected(
+    client: TestClient[Any], worker: Any
+) -> None:
+    text = (
+        "Городская библиотека открылась после ремонта.\n\n"
+        "Читатели первыми увидели обновлённый читальный зал и комнату для детей.\n"
+    )
+    response = upload(client, text.encode("cp1251"), filename="news.txt")
+    document = wait_for_document(client, response.json()["id"])
+    assert (document["status"], document["encoding"]) == ("succeeded", "windows-1251")
+    chunks = client.get(f"/documents/{document['id']}/chunks").json()["chunks"]
+    assert chunks[0]["text"].startswith("Городская библиотека")
+
+
+def test_mojibake_fails_with_a_permanent_reason(client: TestClient[Any], worker: Any) -> None:
+    text = "Le marché du samedi… l\u2019été à Annecy, où les cafés s\u2019installent au lac."
+    garbled = text.encode("utf-8").decode("cp1252").encode("utf-8")  # read as 1252, saved
+    document = wait_for_document(client, upload(client, garbled).json()["id"])
+    assert document["status"] == "failed"
+    assert "garbled (mojibake)" in document["failure_reason"]
+    assert document["encoding"] is None

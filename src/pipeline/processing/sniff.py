@@ -5,7 +5,8 @@ wrong), so they are never consulted. Binary containers are recognised by their
 magic numbers; text is decoded (:mod:`pipeline.processing.decode`) and classified
 by cheap, bounded heuristics on its beginning. Anything binary that is not a
 supported container is refused here, with a reason naming what it looks like, so
-no parser ever sees it.
+no parser ever sees it; so is text that still reads as mojibake once decoded
+(:mod:`pipeline.processing.garbled`), rather than being indexed as garbage.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Final, NoReturn
 import msgspec
 
 from pipeline.errors import CorruptContent, EmptyContent, EncryptedContent, UnsupportedContent
-from pipeline.processing.decode import bom_encoding, decode_text, looks_binary
+from pipeline.processing.charset import reads_as_well
+from pipeline.processing.decode import decode_text, decode_with, looks_binary
+from pipeline.processing.garbled import garbled_reason
 from pipeline.processing.kinds import MIME_TYPES, DocumentKind
 
 #: ``%PDF-`` may follow some junk (e.g. a mail header); readers accept it within 1 KiB.
@@ -189,8 +192,11 @@ def _sniff_zip(data: bytes) -> Sniffed:
 def _html_declared_encoding(data: bytes, fallback: str) -> str:
     """The ``<meta charset>`` of an HTML page, when it decodes the bytes cleanly.
 
-    Only consulted without a BOM: a BOM is authoritative. A declaration that is
-    unknown or does not decode the bytes is ignored rather than trusted.
+    Only consulted when the encoding was guessed: a BOM, a UTF-16/32 pattern and
+    valid UTF-8 are stronger evidence than a declaration. One that is unknown,
+    does not decode the bytes, decodes them into mojibake or reads them less
+    cleanly than the guess (a page re-saved in another code page) is ignored
+    rather than trusted.
     """
     match = _META_CHARSET_RE.search(data[:HTML_SNIFF_CHARS])
     if match is None:
@@ -205,8 +211,10 @@ def _html_declared_encoding(data: bytes, fallback: str) -> str:
     if codec in _HEURISTIC_CODECS or codec == codecs.lookup(fallback).name:
         return fallback
     try:
-        data.decode(codec)
+        text = data.decode(codec)
     except (UnicodeDecodeError, LookupError):
+        return fallback
+    if garbled_reason(text) or not reads_as_well(data, codec, fallback):
         return fallback
     return label
 
@@ -264,7 +272,8 @@ def sniff(data: bytes) -> Sniffed:
         EmptyContent: no bytes, or only whitespace.
         UnsupportedContent: a known non-document format, or binary data.
         EncryptedContent: a password-protected Office file (OLE2-wrapped).
-        CorruptContent: a ZIP archive whose directory cannot be read.
+        CorruptContent: a ZIP archive whose directory cannot be read, or text that
+            is garbled (mojibake) in every reading.
     """
     if not data:
         raise EmptyContent("file is empty")
@@ -283,7 +292,17 @@ def sniff(data: bytes) -> Sniffed:
     if not decoded.text.strip():
         raise EmptyContent("file contains only whitespace")
     kind = classify_text(decoded.text)
-    encoding = decoded.encoding
-    if kind == "html" and bom_encoding(data) is None:
+    text, encoding = decoded.text, decoded.encoding
+    if kind == "html" and decoded.guessed:
         encoding = _html_declared_encoding(data, encoding)
+        if encoding != decoded.encoding:
+            text = decode_with(data, encoding)
+    if decoded.detection == "none" and encoding == decoded.encoding:
+        raise CorruptContent(
+            "the text's encoding could not be recognised: no known encoding reads it as "
+            "plausible text; save the file as UTF-8 and upload it again"
+        )
+    reason = garbled_reason(text)
+    if reason is not None:
+        raise CorruptContent(reason)
     return _result(kind, encoding)

@@ -55,6 +55,8 @@ class DocumentView(msgspec.Struct, frozen=True):
     kind: str | None
     declared_content_type: str | None
     detected_content_type: str | None
+    encoding: str | None
+    """The text encoding validation detected (IANA label), for text-based kinds."""
     size_bytes: int
     sha256: str
     generation: int
@@ -102,6 +104,7 @@ _DOCUMENT_COLUMNS = (
     Document.kind,
     Document.declared_content_type,
     Document.detected_content_type,
+    Document.encoding,
     Document.size_bytes,
     Document.sha256,
     Document.generation,
