@@ -221,8 +221,8 @@ def test_an_invalid_definition_or_stage_is_refused_at_start_in_one_line() -> Non
     unknown = run("worker", "--stage", "language")
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines() == [
-        "Error: unknown stage 'language': the pipeline 'builtin-1' has validate, extract, "
-        "chunk, embed, index"
+        "Error: unknown stage 'language': the pipeline 'builtin-2' has validate, extract, "
+        "ocr, chunk, embed, index"
     ]
     missing = run("stages", PIPELINE_DEFINITION="tests.support.acme.nowhere:PIPELINE")
     assert missing.returncode == 1
