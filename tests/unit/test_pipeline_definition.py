@@ -123,7 +123,8 @@ def test_loading_a_definition(reference: str, reason: str) -> None:
 
 
 def test_unknown_stages_and_overrides_are_refused() -> None:
-    with pytest.raises(UnknownStage, match="unknown stage 'translate': the pipeline 'builtin-2' has"):
+    unknown = "unknown stage 'translate': the pipeline 'builtin-2' has"
+    with pytest.raises(UnknownStage, match=unknown):
         PIPELINE.check(("extract", "translate"))
     wiring = Wiring(Settings.from_env({"PIPELINE_LANGUAGE_MAX_RETRIES": "1"}))
     with pytest.raises(DefinitionError, match="'language', which is no stage"):

@@ -58,7 +58,7 @@ def test_output_convention(case: Path) -> None:
         text = _run(case).text
     except PipelineError:
         return
-    assert text
+    assert text or case.suffix == ".pdf"  # a PDF without a text layer, for OCR to read
     assert text == text.strip()
     assert text == unicodedata.normalize("NFC", text)
     assert "\n\n\n" not in text

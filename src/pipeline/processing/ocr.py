@@ -216,8 +216,12 @@ def run_tesseract(
         raise TransientError(
             f"OCR of one page did not finish within {options.timeout_s:g} s; it was stopped"
         ) from None
+    stderr = finished.stderr.decode("utf-8", "replace")
+    missing = _MISSING_LANGUAGE.search(stderr)
+    if missing is not None:  # even when it went on with the other languages: say so
+        raise _missing_language(missing.group(1), options)
     if finished.returncode != 0:
-        raise _failure(finished.stderr.decode("utf-8", "replace"), options)
+        raise _failure(stderr)
     return finished.stdout.decode("utf-8", "replace")
 
 
@@ -234,16 +238,16 @@ def _package(language: str) -> str:
     return language.lower().replace("_", "-")
 
 
-def _failure(stderr: str, options: OcrOptions) -> PermanentError:
-    missing = _MISSING_LANGUAGE.search(stderr)
-    if missing is not None:
-        language = missing.group(1)
-        return OcrUnavailable(
-            f"the OCR engine has no data for the language {language!r} "
-            f"(PIPELINE_OCR_LANGUAGES={options.languages}): install it with "
-            f"`apt-get install tesseract-ocr-{_package(language)}`, then replay the "
-            "document's ocr stage"
-        )
+def _missing_language(language: str, options: OcrOptions) -> OcrUnavailable:
+    return OcrUnavailable(
+        f"the OCR engine has no data for the language {language!r} "
+        f"(PIPELINE_OCR_LANGUAGES={options.languages}): install it with "
+        f"`apt-get install tesseract-ocr-{_package(language)}`, then replay the "
+        "document's ocr stage"
+    )
+
+
+def _failure(stderr: str) -> CorruptContent:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     detail = lines[0][:_MAX_MESSAGE] if lines else "no message"
     return CorruptContent(f"the OCR engine could not read the image ({detail})")
