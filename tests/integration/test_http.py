@@ -191,6 +191,7 @@ def test_stages_and_metrics_show_per_stage_numbers(client: TestClient[Any], work
     assert [stage["stage"] for stage in overview["stages"]] == [
         "validate",
         "extract",
+        "ocr",
         "chunk",
         "embed",
         "index",
