@@ -17,6 +17,11 @@ COPY migrations ./migrations
 RUN uv sync --no-default-groups --group model --no-editable
 
 FROM python:3.11-slim
+# Tesseract for the ocr stage (scanned PDFs, images), with its English data; add a
+# tesseract-ocr-<lang> package per language in PIPELINE_OCR_LANGUAGES.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 pipeline \
     && useradd --uid 10001 --gid pipeline --no-create-home --shell /usr/sbin/nologin pipeline
 COPY --from=build /opt/venv /opt/venv

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar, Request, post
 from psycopg_pool import AsyncConnectionPool
 
-STAGES = ("validate", "extract", "chunk", "embed", "index")
+STAGES = ("validate", "extract", "ocr", "chunk", "embed", "index")
 DSN = os.environ["DATABASE_URL"]
 REDIS_URL = os.environ["REDIS_URL"]
 NAMESPACE = os.environ.get("PIPELINE_REDIS_NAMESPACE", "pipeline")

@@ -50,7 +50,7 @@ FILL_SQL = [
     SELECT d.id, s.stage, s.position - 1, 'succeeded', 1, 1, d.created_at, d.created_at,
            d.created_at, 3, d.created_at
     FROM documents d
-    CROSS JOIN unnest(ARRAY['validate', 'extract', 'chunk', 'embed', 'index'])
+    CROSS JOIN unnest(ARRAY['validate', 'extract', 'ocr', 'chunk', 'embed', 'index'])
          WITH ORDINALITY AS s(stage, position)
     WHERE d.filename LIKE 'filler-%'
     """,

@@ -197,7 +197,7 @@ def stack(database_url: str, logs: Path) -> Iterator[Stack]:
     port = free_port()
     pipeline = [PYTHON, "-m", "pipeline", "--log-level", "WARNING"]
     worker = [*pipeline, "worker", "--processes", "1", "--metrics-port", "0"]
-    cheap = [f"--stage={stage}" for stage in ("validate", "extract", "chunk", "index")]
+    cheap = [f"--stage={stage}" for stage in ("validate", "extract", "ocr", "chunk", "index")]
     commands = {
         "api": [*pipeline, "api", "--port", str(port)],
         "worker": [*worker, *cheap, "--threads", "2"],

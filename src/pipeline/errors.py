@@ -20,6 +20,7 @@ class is under its base, with its module (under ``pipeline.``) when not this one
     │   │   │   ├── ParserCrashed              engine.sandbox
     │   │   │   └── ParserTooDeep              engine.sandbox
     │   │   ├── EncryptedContent
+    │   │   ├── OcrUnavailable                 processing.ocr
     │   │   ├── ContentTooLarge
     │   │   │   ├── ArchiveTooLarge
     │   │   │   ├── TooManyPages

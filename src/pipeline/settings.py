@@ -17,7 +17,7 @@ import msgspec
 
 from pipeline.environ import Env, Rule, Seconds, Secret, SettingsError, load
 from pipeline.faults import FaultSpec, parse_faults
-from pipeline.processing import limits
+from pipeline.processing import images, limits
 from pipeline.stages.pipeline import DEFAULT_DEFINITION
 from pipeline.stages.spec import StagePolicy
 
@@ -85,6 +85,35 @@ class LimitSettings(Group, frozen=True):
         limits.DEFAULT_DOCX_MAX_RATIO
     )
     """Largest uncompressed-to-compressed ratio of a DOCX part above 1 MiB."""
+
+
+OCR_LANGUAGES: Final = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
+"""Tesseract's ``-l`` argument: language codes joined by ``+``."""
+
+
+class OcrSettings(Group, frozen=True):
+    command: Annotated[str, Env("PIPELINE_OCR_COMMAND")] = "tesseract"
+    """The Tesseract program (found on the PATH): Debian's ``tesseract-ocr`` package."""
+    languages: Annotated[str, Env("PIPELINE_OCR_LANGUAGES")] = "eng"
+    """Languages Tesseract reads, joined by ``+`` (``eng+deu``); each needs its
+    ``tesseract-ocr-<lang>`` package."""
+    dpi: Annotated[int, Env("PIPELINE_OCR_DPI", minimum=72)] = 300
+    """Resolution PDF pages without a text layer are rendered at for OCR."""
+    max_pages: Annotated[int, Env("PIPELINE_OCR_MAX_PAGES", minimum=1)] = 100
+    """Most pages one document may need OCR for (a PDF's pages without text, a TIFF's
+    pages): more is refused permanently, as it would not finish in the stage's time."""
+    max_image_pixels: Annotated[int, Env("PIPELINE_OCR_MAX_IMAGE_PIXELS", minimum=1)] = (
+        images.DEFAULT_MAX_IMAGE_PIXELS
+    )
+    """Largest image page, in pixels: a bigger upload is refused at validate, from its
+    header (decompression bombs); a bigger PDF page is rendered at a lower resolution."""
+
+    def __post_init__(self) -> None:
+        if not OCR_LANGUAGES.match(self.languages):
+            raise SettingsError(
+                f"PIPELINE_OCR_LANGUAGES must be language codes joined by '+' (eng+deu), "
+                f"not {self.languages!r}"
+            )
 
 
 class AccessSettings(Group, frozen=True):
@@ -251,6 +280,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    ocr: OcrSettings = msgspec.field(default_factory=OcrSettings)
     access: AccessSettings = msgspec.field(default_factory=AccessSettings)
     stages: StageSettings = msgspec.field(default_factory=StageSettings)
     embedding: EmbeddingSettings = msgspec.field(default_factory=EmbeddingSettings)

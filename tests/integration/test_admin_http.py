@@ -16,7 +16,7 @@ from pipeline.engine.dispatch import Dispatcher
 from pipeline.http.app import create_app
 from pipeline.settings import Settings
 from tests.support.api import assert_problem, bearer, upload
-from tests.support.dead_letters import dead_document, dead_png, unique
+from tests.support.dead_letters import dead_document, dead_gif, unique
 from tests.support.documents import events, wait_for_document
 from tests.support.faults import Fault, FaultPlan
 
@@ -74,7 +74,7 @@ def test_list_filters(
     client: TestClient[Any], engine: Engine, faults: FaultPlan, worker: Any
 ) -> None:
     start = db_now(engine)
-    png_document, png_letter = dead_png(client)
+    gif_document, gif_letter = dead_gif(client)
     text_document, text_letter = dead_at_extract(client, faults)
 
     def ids(**params: Any) -> set[str]:
@@ -82,25 +82,25 @@ def test_list_filters(
         assert response.status_code == 200, response.text
         return {item["id"] for item in response.json()["items"]}
 
-    assert ids(document_id=png_document) == {png_letter}
-    assert ids(stage="validate", document_id=png_document) == {png_letter}
-    assert ids(stage="extract", document_id=png_document) == set()
+    assert ids(document_id=gif_document) == {gif_letter}
+    assert ids(stage="validate", document_id=gif_document) == {gif_letter}
+    assert ids(stage="extract", document_id=gif_document) == set()
     assert ids(stage="extract", document_id=text_document) == {text_letter}
-    assert ids(error_type="UnsupportedContent", document_id=png_document) == {png_letter}
-    assert ids(error_type="PermanentError", document_id=png_document) == set()
-    assert ids(status="dead", document_id=png_document) == {png_letter}
-    assert ids(status="replayed", document_id=png_document) == set()
+    assert ids(error_type="UnsupportedContent", document_id=gif_document) == {gif_letter}
+    assert ids(error_type="PermanentError", document_id=gif_document) == set()
+    assert ids(status="dead", document_id=gif_document) == {gif_letter}
+    assert ids(status="replayed", document_id=gif_document) == set()
     # since/until: naive datetimes are UTC; an offset is honoured.
     naive_start = start.astimezone(UTC).replace(tzinfo=None).isoformat()
     offset_start = start.astimezone(timezone(timedelta(hours=2))).isoformat()
-    assert {png_letter, text_letter} <= ids(since=naive_start, limit=500)
-    assert {png_letter, text_letter} <= ids(since=offset_start, limit=500)
-    assert ids(until=naive_start, document_id=png_document) == set()
+    assert {gif_letter, text_letter} <= ids(since=naive_start, limit=500)
+    assert {gif_letter, text_letter} <= ids(since=offset_start, limit=500)
+    assert ids(until=naive_start, document_id=gif_document) == set()
     later = (start + timedelta(hours=1)).astimezone(UTC).replace(tzinfo=None).isoformat()
     assert ids(since=naive_start, until=later, document_id=text_document) == {text_letter}
     assert ids(since=later, document_id=text_document) == set()
 
-    (summary,) = client.get("/dead-letters", params={"document_id": png_document}).json()["items"]
+    (summary,) = client.get("/dead-letters", params={"document_id": gif_document}).json()["items"]
     assert summary["stage"] == "validate"
     assert summary["status"] == "dead"
     assert summary["error_type"] == "UnsupportedContent"
@@ -111,7 +111,7 @@ def test_cursor_pagination_newest_first(
     client: TestClient[Any], engine: Engine, worker: Any
 ) -> None:
     start = db_now(engine).astimezone(UTC).isoformat()
-    created = {dead_png(client)[1] for _ in range(3)}
+    created = {dead_gif(client)[1] for _ in range(3)}
     seen: list[dict[str, Any]] = []
     params: dict[str, Any] = {"since": start, "stage": "validate", "limit": 2}
     pages = 0
@@ -139,7 +139,7 @@ def test_bad_cursor_is_422(client: TestClient[Any]) -> None:
 
 
 def test_show_letter_with_history(client: TestClient[Any], worker: Any) -> None:
-    document_id, letter_id = dead_png(client)
+    document_id, letter_id = dead_gif(client)
     response = client.get(f"/dead-letters/{letter_id}")
     assert response.status_code == 200, response.text
     detail = response.json()
@@ -200,7 +200,7 @@ def test_replay_after_fixing_the_cause(
 
 
 def test_dry_run_changes_nothing(client: TestClient[Any], engine: Engine, worker: Any) -> None:
-    documents, letters = zip(*(dead_png(client) for _ in range(2)), strict=True)
+    documents, letters = zip(*(dead_gif(client) for _ in range(2)), strict=True)
     before = snapshot(engine, list(documents))
     response = client.post("/dead-letters/replay", json={"ids": list(letters), "dry_run": True})
     assert response.status_code == 200, response.text
@@ -301,7 +301,7 @@ def test_rerun_document_from_chunk(client: TestClient[Any], engine: Engine, work
 
 
 def test_rerun_past_a_dead_stage_is_409(client: TestClient[Any], worker: Any) -> None:
-    document_id, _ = dead_png(client)
+    document_id, _ = dead_gif(client)
     response = client.post(f"/documents/{document_id}/rerun", json={"from_stage": "embed"})
     body = assert_problem(response, 409, "validate has not succeeded")
     assert "rerun from validate or an earlier stage" in body["detail"]
@@ -336,7 +336,7 @@ def test_bulk_rerun_by_filter_and_ids(client: TestClient[Any], engine: Engine, w
 def test_big_replay_runs_as_a_background_job(
     settings: Settings, broker: dramatiq.Broker, client: TestClient[Any], api_key: str
 ) -> None:
-    letters = [dead_png(client)[1] for _ in range(3)]
+    letters = [dead_gif(client)[1] for _ in range(3)]
     small = create_app(
         settings.replace(operations={"admin_sync_limit": 2}), dispatcher=Dispatcher(broker)
     )
@@ -391,7 +391,7 @@ def test_big_discard_by_filter_runs_as_a_background_job(
     api_key: str,
 ) -> None:
     start = db_now(engine).astimezone(UTC).replace(tzinfo=None).isoformat()  # naive: UTC
-    letters = {dead_png(client)[1] for _ in range(3)}
+    letters = {dead_gif(client)[1] for _ in range(3)}
     small = create_app(
         settings.replace(operations={"admin_sync_limit": 2}), dispatcher=Dispatcher(broker)
     )

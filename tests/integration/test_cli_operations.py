@@ -31,7 +31,7 @@ from tests.support.api import upload
 from tests.support.documents import events, wait_for_document
 from tests.support.faults import Fault, FaultPlan
 
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+GIF = b"GIF89a" + bytes(100)
 TEXT = b"An operator test document. It has a few sentences.\n\nAnd a second paragraph."
 
 Cli = Callable[..., Result]
@@ -63,8 +63,8 @@ def started() -> datetime:
 
 
 def dead_at_validate(client: TestClient[Any], name: str) -> str:
-    """Upload a PNG declared as octet-stream: validate refuses it for good."""
-    response = upload(client, PNG + uuid.uuid4().bytes, name, "application/octet-stream")
+    """Upload a GIF declared as octet-stream: validate refuses it for good."""
+    response = upload(client, GIF + uuid.uuid4().bytes, name, "application/octet-stream")
     assert response.status_code == 202, response.text
     document_id = str(response.json()["id"])
     assert wait_for_document(client, document_id)["status"] == "failed"
@@ -352,7 +352,7 @@ def test_confirmation_above_the_threshold(
     result = cli("replay", "run", *ids, "--yes", env=strict)
     assert result.exit_code == 0, result.output
     assert "replayed 2, skipped 0" in result.stdout
-    # Validate refuses the PNGs again: the same letters are dead again, replayed once.
+    # Validate refuses the GIFs again: the same letters are dead again, replayed once.
     for document_id in documents:
         assert wait_for_document(client, document_id)["status"] == "failed"
     wait_until(lambda: all(only_letter(engine, d)["status"] == "dead" for d in documents))

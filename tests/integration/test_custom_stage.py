@@ -1,7 +1,7 @@
 """A stage of a user's own, added without touching the package: real processes.
 
 ``tests.support.acme.ingest`` (a package outside ``src/``) places a language-detection stage
-between extract and chunk. The API, a worker for the new stage's queue alone, a worker
+between OCR and chunk. The API, a worker for the new stage's queue alone, a worker
 for the rest and a reconciler run as subprocesses with ``PIPELINE_DEFINITION`` pointing
 at it; the new stage's rows, events, retries, dead letters, replay and rerun behave like
 the built-ins'. Then the definition changes under documents in flight.
@@ -226,8 +226,8 @@ def test_an_invalid_definition_or_stage_is_refused_at_start_in_one_line() -> Non
     unknown = run("worker", "--stage", "language")
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines() == [
-        "Error: unknown stage 'language': the pipeline 'builtin-1' has validate, extract, "
-        "chunk, embed, index"
+        "Error: unknown stage 'language': the pipeline 'builtin-2' has validate, extract, "
+        "ocr, chunk, embed, index"
     ]
     missing = run("stages", PIPELINE_DEFINITION="tests.support.acme.nowhere:PIPELINE")
     assert missing.returncode == 1
@@ -244,8 +244,8 @@ def test_an_invalid_definition_or_stage_is_refused_at_start_in_one_line() -> Non
     assert "'langauge', which is no stage" in typo.stderr
     shown = run("stages", PIPELINE_DEFINITION=ACME_DEFINITION, PIPELINE_LANGUAGE_MAX_RETRIES="7")
     assert shown.returncode == 0, shown.stderr
-    language = next(line for line in shown.stdout.splitlines() if line.startswith("3 "))
-    assert language.split()[:4] == ["3", "language", "language", "7"]
+    language = next(line for line in shown.stdout.splitlines() if line.startswith("4 "))
+    assert language.split()[:4] == ["4", "language", "language", "7"]
     assert "text" in language
     assert language.rstrip().endswith("language")
 

@@ -89,7 +89,7 @@ def test_over_the_size_limit_is_413_and_writes_nothing(
     assert count_documents(engine) == before
 
 
-@pytest.mark.parametrize("content_type", ["image/png", "video/mp4", "application/zip"])
+@pytest.mark.parametrize("content_type", ["image/gif", "video/mp4", "application/zip"])
 def test_never_supported_declared_type_is_415(
     client: TestClient[Any], engine: Engine, content_type: str
 ) -> None:
@@ -191,6 +191,7 @@ def test_stages_and_metrics_show_per_stage_numbers(client: TestClient[Any], work
     assert [stage["stage"] for stage in overview["stages"]] == [
         "validate",
         "extract",
+        "ocr",
         "chunk",
         "embed",
         "index",

@@ -27,7 +27,7 @@ from tests.support.faults import Fault, FaultPlan
 ME = Operator(name="tester@ci", via="cli")
 RUN = RunContext(operator=ME)
 TEXT = b"Operations test text. It talks about otters and kelp forests.\n\nSecond paragraph."
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+GIF = b"GIF89a" + bytes(100)
 CURSORS = CursorCodec.ephemeral()
 
 
@@ -153,7 +153,7 @@ def test_bulk_replay_is_paced_and_replays_each_letter_once(
 ) -> None:
     marker = f"bulk-{uuid.uuid4().hex[:6]}"
     ids = [
-        upload(client, PNG, f"{marker}-{i}.png", "application/octet-stream").json()["id"]
+        upload(client, GIF, f"{marker}-{i}.gif", "application/octet-stream").json()["id"]
         for i in range(200)
     ]
     for document_id in ids:

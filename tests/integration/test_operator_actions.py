@@ -55,7 +55,7 @@ from tests.support.processes import Processes, wait_until
 ME = Operator(name="operator-actions@tests", via="cli")
 RUN = RunContext(operator=ME)
 TEXT = b"Operator actions test. It mentions herons and tidal flats.\n\nA second paragraph."
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+GIF = b"GIF89a" + bytes(64)
 LOCK_TIMEOUT_MS = 300
 NOT = re.compile(r"\bnot\b", re.IGNORECASE)
 
@@ -131,7 +131,7 @@ def failed_documents(
 def unsupported_documents(client: TestClient[Any], prefix: str, count: int) -> list[str]:
     """Documents that fail at validate every time (fast), each with a dead letter."""
     ids = [
-        uploaded(client, PNG + bytes([i]), f"{prefix}-{i}.png", "application/octet-stream")
+        uploaded(client, GIF + bytes([i]), f"{prefix}-{i}.gif", "application/octet-stream")
         for i in range(count)
     ]
     for document_id in ids:

@@ -188,10 +188,10 @@ def test_reconciler_recovers_sends_dropped_after_commit(make_stack: Any) -> None
     )
     time.sleep(2.5)  # past the queued grace: without a reconciler both stay stuck
     assert stack.stage_status(after_upload, "validate") == "queued"
-    assert stack.stage_status(after_extract, "chunk") == "queued"
+    assert stack.stage_status(after_extract, "ocr") == "queued"  # the stage after extract
     stack.processes.reconciler()
     stack.wait_done([after_upload, after_extract])
-    for document_id, stage in ((after_upload, "validate"), (after_extract, "chunk")):
+    for document_id, stage in ((after_upload, "validate"), (after_extract, "ocr")):
         assert stack.status(document_id) == "succeeded"
         stack.assert_applied_once(document_id)
         resent = [e for e in events(stack.engine, document_id) if e["event"] == "resent"]
@@ -398,7 +398,15 @@ def test_worker_groups_consume_only_their_stages_and_scale_one_stage(make_stack:
         [{"stage": "chunk", "match": "scale-*", "sleep_s": 0.6, "sleep_attempts": 99}]
     )
     front = stack.processes.worker(
-        "--stage", "validate", "--stage", "extract", "--threads", "1", name="front"
+        "--stage",
+        "validate",
+        "--stage",
+        "extract",
+        "--stage",
+        "ocr",
+        "--threads",
+        "1",
+        name="front",
     )
     back = stack.processes.worker("--stage", "chunk", "--threads", "1", name="chunk-1")
     rest = stack.processes.worker("--stage", "embed", "--stage", "index", name="rest")
@@ -435,6 +443,7 @@ def test_worker_groups_consume_only_their_stages_and_scale_one_stage(make_stack:
     for stage, group in (
         ("validate", "front"),
         ("extract", "front"),
+        ("ocr", "front"),
         ("chunk", "chunk"),
         ("embed", "rest"),
         ("index", "rest"),

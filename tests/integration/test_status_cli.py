@@ -28,14 +28,15 @@ def test_status_prints_a_row_per_stage(
     lines = result.output.splitlines()
     assert lines[0].startswith("pipeline status at ")
     assert lines[1].split()[:4] == ["stage", "ready", "delayed", "dead"]
-    assert [line.split()[0] for line in lines[2:7]] == [
+    assert [line.split()[0] for line in lines[2:8]] == [
         "validate",
         "extract",
+        "ocr",
         "chunk",
         "embed",
         "index",
     ]
-    index_row = lines[6].split()
+    index_row = lines[7].split()
     assert int(index_row[7]) >= 1  # ok/5m
-    assert lines[7].startswith("documents: ")
-    assert "succeeded" in lines[7]
+    assert lines[8].startswith("documents: ")
+    assert "succeeded" in lines[8]

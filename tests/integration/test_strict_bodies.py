@@ -26,7 +26,7 @@ from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
 from pipeline.stages.builtin import PIPELINE
 from tests.support.api import assert_problem, upload
-from tests.support.dead_letters import dead_png
+from tests.support.dead_letters import dead_gif
 from tests.support.documents import wait_for_document
 
 UNKNOWN = "00000000-0000-0000-0000-0000000000aa"
@@ -125,7 +125,7 @@ def test_job_recorded_with_an_unhonourable_rate_fails_plainly(
 ) -> None:
     """A job stored before the bound (or by hand) fails with a sentence, not an exception
     name, replays nothing, and does not escape the runner (no poison dead letter)."""
-    letters = [uuid.UUID(dead_png(client)[1]) for _ in range(2)]
+    letters = [uuid.UUID(dead_gif(client)[1]) for _ in range(2)]
     request = ReplayRequest(ids=letters, rate=1e-300)  # constructors do not check bounds
     with engine.begin() as conn:
         job_id = create_job(conn, "replay", request, Operator("tests", "api"), "default")

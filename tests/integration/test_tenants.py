@@ -26,7 +26,7 @@ from pipeline.settings import Settings
 from tests.support.api import AsKey, bearer, make_key, upload
 from tests.support.documents import wait_for_document
 
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+GIF = b"GIF89a" + bytes(100)
 
 
 class TenantA(msgspec.Struct, frozen=True):
@@ -55,7 +55,7 @@ def tenant_a(client: TestClient[Any], engine: Engine, worker: Any) -> TenantA:
     text_ = f"Tenant isolation test about {word} and glaciers.\n\nSecond paragraph.".encode()
     document_id = upload(as_a, text_, "mine.txt").json()["id"]
     assert wait_for_document(as_a, document_id)["status"] == "succeeded"
-    dead = upload(as_a, PNG + uuid.uuid4().bytes, "dead.dat", "application/octet-stream")
+    dead = upload(as_a, GIF + uuid.uuid4().bytes, "dead.dat", "application/octet-stream")
     dead_id = dead.json()["id"]
     assert wait_for_document(as_a, dead_id)["status"] == "failed"
     (letter,) = _letters_of(as_a, dead_id)

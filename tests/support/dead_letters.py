@@ -11,8 +11,8 @@ from litestar.testing import TestClient
 from .api import upload
 from .documents import wait_for_document
 
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
-"""A PNG header and nothing else: validate refuses it for good."""
+GIF = b"GIF89a" + bytes(100)
+"""A GIF header and nothing else: an image format no stage reads, refused at validate."""
 
 
 def unique(name: str) -> str:
@@ -41,5 +41,5 @@ def dead_document(
     return document_id, letter["id"]
 
 
-def dead_png(client: TestClient[Any], name: str = "image.dat") -> tuple[str, str]:
-    return dead_document(client, PNG, unique(name), "application/octet-stream")
+def dead_gif(client: TestClient[Any], name: str = "image.dat") -> tuple[str, str]:
+    return dead_document(client, GIF, unique(name), "application/octet-stream")

@@ -16,7 +16,7 @@ from tests.support import hostile
 from tests.support.golden import FIXTURES, case_files, expected_path
 
 from pipeline.engine.sandbox import Sandbox, SandboxLimits
-from pipeline.errors import CorruptContent, EmptyContent, EncryptedContent, TooManyPages
+from pipeline.errors import CorruptContent, EncryptedContent, TooManyPages
 from pipeline.processing.extract import extract
 from pipeline.processing.extract.pdf_glyphs import SUSPECT, PageChar, page_text, reorder
 from pipeline.processing.extract.pdf_repair import repair
@@ -203,5 +203,7 @@ def test_a_font_without_any_mapping_is_found_by_sampling() -> None:
     assert extract(_two_font_page(readable + unmapped, font), "pdf", None).text == (
         "Readable words stay."
     )
-    with pytest.raises(EmptyContent, match="no text layer"):
-        extract(_two_font_page(unmapped, font), "pdf", None)
+    # Nothing readable is left: the page has no text layer, and is left to OCR.
+    nothing = extract(_two_font_page(unmapped, font), "pdf", None)
+    assert nothing.text == ""
+    assert [(page.start, page.end) for page in nothing.pages] == [(0, 0)]

@@ -37,19 +37,21 @@ def spec(name: str, reads: tuple[Artifact[Any], ...] = (), **kwargs: Any) -> Sta
 
 
 def test_the_built_in_definition() -> None:
-    assert PIPELINE.names == ("validate", "extract", "chunk", "embed", "index")
+    assert PIPELINE.names == ("validate", "extract", "ocr", "chunk", "embed", "index")
     assert [[a.name for a in s.reads] for s in PIPELINE] == [
         ["upload"],
         ["upload", "validation"],
+        ["upload", "validation", "text"],
         ["text"],
         ["chunks"],
         ["chunks", "vectors"],
     ]
     assert PIPELINE.spec("embed").policy.time_limit_ms == 900_000
+    assert [a.name for a in PIPELINE.spec("ocr").writes] == ["text"]  # it revises the text
 
 
 def test_a_definition_with_a_stage_between_extract_and_chunk() -> None:
-    assert ACME.names == ("validate", "extract", "language", "chunk", "embed", "index")
+    assert ACME.names == ("validate", "extract", "ocr", "language", "chunk", "embed", "index")
     assert ACME.artifact("language").type.__name__ == "Language"
 
 
@@ -121,8 +123,9 @@ def test_loading_a_definition(reference: str, reason: str) -> None:
 
 
 def test_unknown_stages_and_overrides_are_refused() -> None:
-    with pytest.raises(UnknownStage, match="unknown stage 'ocr': the pipeline 'builtin-1' has"):
-        PIPELINE.check(("extract", "ocr"))
+    unknown = "unknown stage 'translate': the pipeline 'builtin-2' has"
+    with pytest.raises(UnknownStage, match=unknown):
+        PIPELINE.check(("extract", "translate"))
     wiring = Wiring(Settings.from_env({"PIPELINE_LANGUAGE_MAX_RETRIES": "1"}))
     with pytest.raises(DefinitionError, match="'language', which is no stage"):
         _ = wiring.definition

@@ -58,7 +58,9 @@ def test_output_convention(case: Path) -> None:
         text = _run(case).text
     except PipelineError:
         return
-    assert text
+    if not text:
+        assert case.suffix == ".pdf"  # a PDF without a text layer, for OCR to read
+        return
     assert text == text.strip()
     assert text == unicodedata.normalize("NFC", text)
     assert "\n\n\n" not in text

@@ -152,7 +152,7 @@ def test_database_url_gets_the_psycopg_driver() -> None:
 
 
 def test_stage_order() -> None:
-    assert PIPELINE.names == ("validate", "extract", "chunk", "embed", "index")
+    assert PIPELINE.names == ("validate", "extract", "ocr", "chunk", "embed", "index")
 
 
 def test_overrides_work_for_any_stage_name() -> None:

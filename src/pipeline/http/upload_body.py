@@ -20,7 +20,7 @@ MULTIPART: Final = "multipart/form-data"
 
 # Declared types that could hold a supported document. The real type is always
 # sniffed from the bytes; this list only turns away uploads that say outright they
-# are something else (an image, a video, an archive).
+# are something else (another kind of image, a video, an archive).
 ACCEPTABLE_TYPES: Final = frozenset(
     {
         "application/pdf",
@@ -32,6 +32,10 @@ ACCEPTABLE_TYPES: Final = frozenset(
         "application/octet-stream",
         "application/x-markdown",
         "binary/octet-stream",
+        # Images, read by the ocr stage.
+        "image/png",
+        "image/jpeg",
+        "image/tiff",
     }
 )
 
@@ -73,7 +77,7 @@ async def read_upload(
         raise Problem(
             415,
             f"declared type {declared!r} is not a supported document type "
-            "(PDF, DOCX, HTML, Markdown or plain text)",
+            "(PDF, DOCX, HTML, Markdown, plain text, or a PNG, JPEG or TIFF image)",
         )
     if not data:
         raise Problem(422, "the uploaded file is empty")

@@ -24,7 +24,8 @@ from pipeline.errors import CorruptContent, EmptyContent, EncryptedContent, Unsu
 from pipeline.processing.charset import reads_as_well
 from pipeline.processing.decode import decode_text, decode_with, looks_binary
 from pipeline.processing.garbled import garbled_reason
-from pipeline.processing.kinds import MIME_TYPES, DocumentKind
+from pipeline.processing.images import image_format
+from pipeline.processing.kinds import IMAGE_MIME_TYPES, MIME_TYPES, DocumentKind
 
 #: ``%PDF-`` may follow some junk (e.g. a mail header); readers accept it within 1 KiB.
 PDF_HEADER_WINDOW: Final = 1024
@@ -33,16 +34,14 @@ TEXT_SNIFF_CHARS: Final = 65536
 #: HTML tag heuristics only look at this many leading characters.
 HTML_SNIFF_CHARS: Final = 4096
 
-_SUPPORTED: Final = "supported types are PDF, DOCX, HTML, Markdown and plain text"
+_SUPPORTED: Final = (
+    "supported types are PDF, DOCX, HTML, Markdown, plain text and PNG, JPEG or TIFF images"
+)
 
 # Prefix -> what it is. Checked in order; reasons must be actionable.
 _MAGIC: Final[tuple[tuple[bytes, str], ...]] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG image"),
-    (b"\xff\xd8\xff", "JPEG image"),
     (b"GIF87a", "GIF image"),
     (b"GIF89a", "GIF image"),
-    (b"II*\x00", "TIFF image"),
-    (b"MM\x00*", "TIFF image"),
     (b"\x1f\x8b", "gzip archive"),
     (b"\xfd7zXZ\x00", "xz archive"),
     (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
@@ -283,6 +282,9 @@ def sniff(data: bytes) -> Sniffed:
         return _sniff_zip(data)
     if data.startswith(_OLE2_MAGIC):
         _sniff_ole2(data)
+    image = image_format(data)  # PNG, JPEG, TIFF: read by the OCR stage
+    if image is not None:
+        return Sniffed(kind="image", mime=IMAGE_MIME_TYPES[image], encoding=None)
     what = _magic_type(data)
     if what is not None:
         raise _unsupported(what)

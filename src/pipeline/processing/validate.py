@@ -3,8 +3,9 @@
 Validation runs before anything expensive and must stay cheap and safe on hostile
 input, so it never runs a full parser: a size policy first (so an oversize upload
 costs nothing more), then emptiness, then :func:`~pipeline.processing.sniff.sniff`
-for the real type, then a byte-level scan for PDF encryption. Parsing failures
-surface later, in extraction.
+for the real type, then a byte-level scan for PDF encryption, and for an image the
+size its header declares (a decompression bomb is refused before anything decodes
+it). Parsing failures surface later, in extraction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Final
 import msgspec
 
 from pipeline.errors import ContentTooLarge, EmptyContent, EncryptedContent
+from pipeline.processing.images import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, read_image_info
 from pipeline.processing.kinds import DocumentKind
 from pipeline.processing.sniff import sniff
 
@@ -25,13 +27,17 @@ _PDF_ENCRYPT_RE: Final = re.compile(rb"/Encrypt\s*(?:\d+\s+\d+\s+R|<<)")
 
 
 class ValidationPolicy(msgspec.Struct, frozen=True):
-    """Limits applied to every document. ``max_bytes`` must be positive."""
+    """Limits applied to every document. Both must be positive."""
 
     max_bytes: int
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    """Largest page of an image, in pixels (width x height, from its header)."""
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
+        if self.max_image_pixels < 1:
+            raise ValueError("max_image_pixels must be at least 1")
 
 
 class Validation(msgspec.Struct, frozen=True):
@@ -59,6 +65,8 @@ def validate(data: bytes, policy: ValidationPolicy) -> Validation:
         EmptyContent, UnsupportedContent, CorruptContent: see :func:`sniff`.
         EncryptedContent: a PDF with an ``/Encrypt`` dictionary (or an encrypted
             Office file).
+        ContentTooLarge: an image with a page over ``policy.max_image_pixels``.
+        CorruptContent: an image whose header cannot be read.
     """
     size = len(data)
     if size > policy.max_bytes:
@@ -72,6 +80,8 @@ def validate(data: bytes, policy: ValidationPolicy) -> Validation:
     sniffed = sniff(data)
     if sniffed.kind == "pdf" and _PDF_ENCRYPT_RE.search(data):
         raise EncryptedContent("PDF is encrypted (password protected); upload an unprotected copy")
+    if sniffed.kind == "image":
+        check_pixels(read_image_info(data), policy.max_image_pixels)
     return Validation(
         kind=sniffed.kind,
         mime=sniffed.mime,

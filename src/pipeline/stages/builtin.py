@@ -1,4 +1,4 @@
-"""The built-in pipeline: validate → extract → chunk → embed → index.
+"""The built-in pipeline: validate → extract → ocr → chunk → embed → index.
 
 A definition of your own reuses these specs and places stages of its own between them
 (README, "Writing a stage").
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from pipeline.stages import chunk, embed, extract, index, validate
+from pipeline.stages import chunk, embed, extract, index, ocr, validate
 from pipeline.stages.artifacts import (
     CHUNKS,
     SEARCHABLE,
@@ -25,6 +25,7 @@ __all__ = [
     "EMBED",
     "EXTRACT",
     "INDEX",
+    "OCR",
     "PIPELINE",
     "SEARCHABLE",
     "TEXT",
@@ -36,8 +37,11 @@ __all__ = [
 
 VALIDATE: Final = validate.SPEC
 EXTRACT: Final = extract.SPEC
+OCR: Final = ocr.SPEC
 CHUNK: Final = chunk.SPEC
 EMBED: Final = embed.SPEC
 INDEX: Final = index.SPEC
 
-PIPELINE: Final = Pipeline(version="builtin-1", stages=(VALIDATE, EXTRACT, CHUNK, EMBED, INDEX))
+PIPELINE: Final = Pipeline(
+    version="builtin-2", stages=(VALIDATE, EXTRACT, OCR, CHUNK, EMBED, INDEX)
+)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import Any, Final
 
+from pipeline.errors import EmptyContent
 from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import Extracted, PageSpan
 from pipeline.stages.artifacts import CHUNKS, TEXT, ChunkDraft, ChunkPlan
 from pipeline.stages.spec import Compute, Inputs, Outputs, StageContext, StagePolicy, StageSpec
+
+NO_TEXT_REASON: Final = (
+    "no text to index: the document has no text layer (a scanned PDF or an image) and "
+    "this pipeline has no ocr stage before chunk to read it; add the built-in ocr stage "
+    "to the definition (pipeline.stages.builtin.OCR), or upload a searchable PDF"
+)
 
 
 def build(context: StageContext) -> Compute:
@@ -24,6 +31,15 @@ def build(context: StageContext) -> Compute:
 
 
 def plan_chunks(text: Extracted, policy: ChunkPolicy) -> ChunkPlan:
+    """The chunks of ``text``.
+
+    Raises:
+        EmptyContent: the text is empty, which only a scanned PDF or an image leaves
+            when the definition runs no OCR stage before this one: indexing nothing
+            would look like success.
+    """
+    if not text.text:
+        raise EmptyContent(NO_TEXT_REASON)
     starts = [page.start for page in text.pages]
     drafts = [
         ChunkDraft(

@@ -10,7 +10,10 @@ from pipeline.stages.spec import Compute, Inputs, Outputs, StageContext, StagePo
 
 
 def build(context: StageContext) -> Compute:
-    policy = ValidationPolicy(max_bytes=context.settings.limits.max_upload_bytes)
+    policy = ValidationPolicy(
+        max_bytes=context.settings.limits.max_upload_bytes,
+        max_image_pixels=context.settings.ocr.max_image_pixels,
+    )
 
     def compute(inputs: Inputs) -> Outputs:
         return Outputs({VALIDATION: validate(inputs[UPLOAD].data, policy)})

@@ -1,4 +1,4 @@
-"""Acme's ingestion pipeline: the built-in stages with language detection after extract.
+"""Acme's ingestion pipeline: the built-in stages with language detection after OCR.
 
 Point every process at it with ``PIPELINE_DEFINITION=tests.support.acme.ingest:PIPELINE``;
 ``pipeline worker --stage language`` runs the new stage on its own queue.
@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.errors import PermanentError
 from pipeline.stages import Artifact, Inputs, Outputs, Pipeline, StagePolicy, StageSpec
-from pipeline.stages.builtin import CHUNK, EMBED, EXTRACT, INDEX, TEXT, VALIDATE
+from pipeline.stages.builtin import CHUNK, EMBED, EXTRACT, INDEX, OCR, TEXT, VALIDATE
 from tests.support.acme.language import Language, NoWords, detect
 
 LANGUAGE = Artifact("language", Language, "the language the text is written in")
@@ -40,5 +40,5 @@ LANGUAGE_STAGE = StageSpec(
 
 PIPELINE = Pipeline(
     version="acme-1",
-    stages=(VALIDATE, EXTRACT, LANGUAGE_STAGE, CHUNK, EMBED, INDEX),
+    stages=(VALIDATE, EXTRACT, OCR, LANGUAGE_STAGE, CHUNK, EMBED, INDEX),
 )

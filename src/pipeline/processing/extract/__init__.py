@@ -4,7 +4,10 @@ One module per kind, each a pure function of the bytes; :func:`extract`
 dispatches on the kind decided by validation and enforces the shared contract
 (see :mod:`.normalize` for the text convention): non-empty text, or
 :class:`~pipeline.errors.EmptyContent`; unparseable bytes raise
-:class:`~pipeline.errors.CorruptContent`.
+:class:`~pipeline.errors.CorruptContent`. Two kinds may come out empty, for the OCR
+stage to fill: a PDF's pages without a text layer keep their empty
+:class:`PageSpan` (so OCR knows which pages to render), and an image has no text
+until OCR reads it.
 
 Why these libraries:
 
@@ -38,10 +41,6 @@ __all__ = ["DEFAULT_LIMITS", "PDFIUM_LOCK", "ExtractLimits", "Extracted", "PageS
 DEFAULT_LIMITS: Final = ExtractLimits()
 
 _EMPTY_REASONS: Final[dict[DocumentKind, str]] = {
-    "pdf": (
-        "no text could be extracted: the PDF has no text layer (probably scanned "
-        "images); run OCR on it and upload a searchable PDF"
-    ),
     "docx": "no text could be extracted: the DOCX document has no text in its body",
     "html": "no text could be extracted: the HTML page has no visible text content",
     "markdown": "no text could be extracted: the Markdown document has no text",
@@ -61,13 +60,16 @@ def extract(
     it again); it is ignored for PDF and DOCX.
 
     Raises:
-        EmptyContent: nothing readable was found.
+        EmptyContent: nothing readable was found (never for a PDF or an image, whose
+            empty pages the OCR stage reads).
         CorruptContent: the parser could not read the bytes.
         EncryptedContent: a password-protected PDF.
         TooManyPages: a PDF over ``limits.max_pdf_pages``.
         ArchiveTooLarge: a DOCX over one of ``limits.docx``.
         TextTooLong: more text than ``limits.max_text_chars``.
     """
+    if kind == "image":
+        return Extracted(text="")
     if kind == "pdf":
         result = extract_pdf(data, limits.max_pdf_pages)
     elif kind == "docx":
@@ -82,7 +84,7 @@ def extract(
         body = extract_markdown(text) if kind == "markdown" else extract_plain(text)
         result = Extracted(text=body)
     check_text_length(len(result.text), limits.max_text_chars)
-    if not result.text:
+    if not result.text and kind != "pdf":
         raise EmptyContent(_EMPTY_REASONS[kind])
     return result
 

@@ -18,7 +18,7 @@ class PageSpan(msgspec.Struct, frozen=True):
 
 
 class Extracted(msgspec.Struct, frozen=True):
-    """Normalised text of a document; ``pages`` is filled for PDFs only."""
+    """Normalised text of a document; ``pages`` is filled for PDFs (and by OCR for images)."""
 
     text: str
     pages: list[PageSpan] = msgspec.field(default_factory=list)
