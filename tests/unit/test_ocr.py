@@ -28,12 +28,12 @@ from pipeline.errors import (
 )
 from pipeline.faults import Faults
 from pipeline.processing.extract import Extracted, PageSpan, extract
+from pipeline.processing.extract.result import join_pages
 from pipeline.processing.images import check_pixels, read_image_info
 from pipeline.processing.ocr import (
     OcrOptions,
     OcrUnavailable,
     assemble,
-    join_pages,
     pages_to_render,
     recognise_image,
     render_page,

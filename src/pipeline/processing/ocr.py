@@ -42,12 +42,10 @@ import pypdfium2 as pdfium
 from pipeline.errors import CorruptContent, PermanentError, TransientError
 from pipeline.processing.extract.normalize import clean_block, join_blocks, split_paragraphs
 from pipeline.processing.extract.pdf import PDFIUM_LOCK
-from pipeline.processing.extract.result import Extracted, PageSpan
+from pipeline.processing.extract.result import Extracted, join_pages
 from pipeline.processing.images import DEFAULT_MAX_IMAGE_PIXELS, image_format
 
 INSTALL_STEP: Final = "apt-get install tesseract-ocr"
-PAGE_SEPARATOR: Final = "\n\n"
-"""Between the text of two pages, as PDF extraction writes it."""
 _POINTS_PER_INCH: Final = 72
 _MISSING_LANGUAGE: Final = re.compile(r"Failed loading language '([^']+)'")
 _MAX_MESSAGE: Final = 200
@@ -102,24 +100,6 @@ def assemble(text: Extracted, recognised: Mapping[int, str]) -> Extracted:
         text.text[page.start : page.end] or recognised.get(page.number, "") for page in text.pages
     ]
     return join_pages(pages)
-
-
-def join_pages(pages: list[str]) -> Extracted:
-    """The text of pages 1, 2, … joined as PDF extraction joins them, with their spans."""
-    parts: list[str] = []
-    spans: list[PageSpan] = []
-    offset = 0
-    for number, page in enumerate(pages, start=1):
-        if not page:
-            spans.append(PageSpan(number=number, start=offset, end=offset))
-            continue
-        if parts:
-            parts.append(PAGE_SEPARATOR)
-            offset += len(PAGE_SEPARATOR)
-        parts.append(page)
-        spans.append(PageSpan(number=number, start=offset, end=offset + len(page)))
-        offset += len(page)
-    return Extracted(text="".join(parts), pages=spans)
 
 
 # --- recognition (each runs in the sandbox) ---------------------------------------------

@@ -17,11 +17,11 @@ from typing import Any, Final, TypeVar
 
 from pipeline.errors import EmptyContent, TooManyPages
 from pipeline.processing.extract import check_text_length
+from pipeline.processing.extract.result import join_pages
 from pipeline.processing.images import read_image_info
 from pipeline.processing.ocr import (
     OcrOptions,
     assemble,
-    join_pages,
     pages_to_render,
     recognise_image,
     recognise_pdf_page,

@@ -42,7 +42,7 @@ from pipeline.processing.extract.pdf_glyphs import (
     page_text,
 )
 from pipeline.processing.extract.pdf_repair import ENCRYPTED_REASON, check_page_count, repair
-from pipeline.processing.extract.result import Extracted, PageSpan
+from pipeline.processing.extract.result import Extracted, join_pages
 from pipeline.progress import report_progress
 
 #: Serialises every PDFium call in this process (PDFium keeps global state).
@@ -53,7 +53,6 @@ PDFIUM_LOCK: Final = threading.Lock()
 _LIGATURES: Final = str.maketrans(
     {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"}
 )
-_PAGE_SEPARATOR: Final = "\n\n"
 #: Load errors worth a repair: a broken structure (PDFium reports some as "unknown",
 #: or even as "success", e.g. a /Root that names the page tree).
 _REPAIRABLE: Final = frozenset(
@@ -174,18 +173,4 @@ def extract_pdf(data: bytes, max_pages: int) -> Extracted:
         TooManyPages: more than ``max_pages`` pages.
         EncryptedContent, CorruptContent: PDFium cannot open or read it.
     """
-    parts: list[str] = []
-    pages: list[PageSpan] = []
-    offset = 0
-    for number, raw in enumerate(_read_pages(data, max_pages), start=1):
-        text = _page_text(raw)
-        if not text:
-            pages.append(PageSpan(number=number, start=offset, end=offset))
-            continue
-        if parts:
-            parts.append(_PAGE_SEPARATOR)
-            offset += len(_PAGE_SEPARATOR)
-        parts.append(text)
-        pages.append(PageSpan(number=number, start=offset, end=offset + len(text)))
-        offset += len(text)
-    return Extracted(text="".join(parts), pages=pages)
+    return join_pages([_page_text(raw) for raw in _read_pages(data, max_pages)])
