@@ -14,6 +14,7 @@ statement on every call showed up as a quarter of a worker's time (docs/benchmar
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
@@ -290,9 +291,10 @@ class Artifacts:
             self.types[artifact.name] = artifact.type
 
     def load(self, conn: Connection, document_id: uuid.UUID, spec: StageSpec) -> Inputs:
+        """``spec``'s inputs, each loaded (on ``conn``) when the stage first reads it."""
         return Inputs(
-            {
-                artifact.name: self.stores[artifact.name].load(conn, document_id)
+            loaders={
+                artifact.name: functools.partial(self.stores[artifact.name].load, conn, document_id)
                 for artifact in spec.reads
             }
         )
@@ -325,7 +327,12 @@ class Artifacts:
         generation: int,
         spec: StageSpec,
         outputs: Outputs,
+        inputs: Inputs | None = None,
     ) -> None:
+        """Store what ``spec`` wrote; an artifact it revises and gave back unchanged (the
+        very object it read from ``inputs``) is already stored, and is not written again."""
         for artifact in spec.writes:
             value = outputs.get(artifact.name)
+            if inputs is not None and value is not None and inputs.loaded(artifact.name) is value:
+                continue
             self.stores[artifact.name].store(conn, document_id, generation, spec.name, value)

@@ -63,7 +63,7 @@ from pipeline.logs import log_context, update_log_context
 from pipeline.messages import Delivery, StageMessage
 from pipeline.progress import reporting_to
 from pipeline.settings import Settings
-from pipeline.stages.spec import Compute, Outputs, StagePolicy, StageSpec
+from pipeline.stages.spec import Compute, Inputs, Outputs, StagePolicy, StageSpec
 from pipeline.statuses import StageEventName, StageStatus
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,8 @@ class StageExecutor:
         try:
             if attempt.number > self.policies[message.stage].max_attempts:
                 raise _CrashLoop(attempt.number - 1)
-            return self._complete(conn, attempt, self._work(conn, attempt), started)
+            inputs, outputs = self._work(conn, attempt)
+            return self._complete(conn, attempt, inputs, outputs, started)
         except _LostHold:
             raise
         except (Exception, TimeLimitExceeded) as error:
@@ -303,7 +304,7 @@ class StageExecutor:
 
     # -- work ----------------------------------------------------------------------------
 
-    def _work(self, conn: Connection, attempt: Attempt) -> Outputs:
+    def _work(self, conn: Connection, attempt: Attempt) -> tuple[Inputs, Outputs]:
         message = attempt.message
         stage = self.stages[message.stage]
         inputs = self.artifacts.load(conn, message.document_id, stage.spec)
@@ -311,7 +312,7 @@ class StageExecutor:
             self.faults.before_compute(message.stage, _filename(conn, message), attempt.number)
         with reporting_to(lambda current, total: self._progress(attempt, current, total)):
             outputs = stage.compute(inputs)
-        return self.artifacts.check(stage.spec, outputs)
+        return inputs, self.artifacts.check(stage.spec, outputs)
 
     def _progress(self, attempt: Attempt, current: int, total: int) -> None:
         try:
@@ -323,7 +324,7 @@ class StageExecutor:
     # -- complete ------------------------------------------------------------------------
 
     def _complete(
-        self, conn: Connection, attempt: Attempt, outputs: Outputs, started: float
+        self, conn: Connection, attempt: Attempt, inputs: Inputs, outputs: Outputs, started: float
     ) -> Outcome:
         message = attempt.message
         spec = self.stages[message.stage].spec
@@ -358,7 +359,9 @@ class StageExecutor:
         with _driver(conn).transaction():
             if not conn.exec_driver_sql(transitions.SUCCEED_SQL, params).scalar():
                 raise _LostHold(attempt)  # rolls back the transaction
-            self.artifacts.store(conn, message.document_id, message.generation, spec, outputs)
+            self.artifacts.store(
+                conn, message.document_id, message.generation, spec, outputs, inputs
+            )
         if envelope is not None and not drop:
             self.dispatcher.send_after_commit(envelope)
         return Outcome.SUCCEEDED

@@ -63,9 +63,9 @@ def build(context: StageContext) -> Compute:
     run = _runner(context.isolation)
 
     def compute(inputs: Inputs) -> Outputs:
-        upload, validation, text = inputs[UPLOAD], inputs[VALIDATION], inputs[TEXT]
-        data = upload.data
+        validation, text = inputs[VALIDATION], inputs[TEXT]
         if validation.kind == "image":
+            data = inputs[UPLOAD].data
             info = read_image_info(data)
             _check_pages(info.pages, max_pages, f"the {info.name} image has {info.pages} pages")
             pages = [None] if info.pages == 1 else list(range(info.pages))
@@ -78,7 +78,8 @@ def build(context: StageContext) -> Compute:
         else:
             numbers = pages_to_render(text)
             if not numbers and text.text:
-                return Outputs({TEXT: text})
+                return Outputs({TEXT: text})  # the same object: the engine stores nothing
+            data = inputs[UPLOAD].data  # only now: a text-layer document never loads it
             if not numbers:  # a PDF without a single page
                 raise EmptyContent("no text could be extracted: the PDF has no pages")
             _check_pages(len(numbers), max_pages, f"the PDF has {len(numbers)} pages without text")

@@ -74,22 +74,40 @@ class Artifact(Generic[T]):
 
 
 class Inputs:
-    """The artifacts a stage reads, by artifact: ``inputs[TEXT]`` is the extracted text."""
+    """The artifacts a stage reads, by artifact: ``inputs[TEXT]`` is the extracted text.
 
-    __slots__ = ("_values",)
+    The engine hands them over *lazily*: each is loaded when the compute function first
+    asks for it, so a stage that decides from a small artifact that it has nothing to do
+    (OCR, for a document with a text layer) never loads the large one (the upload).
+    """
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        self._values = dict(values)
+    __slots__ = ("_loaders", "_values")
+
+    def __init__(
+        self,
+        values: Mapping[str, Any] | None = None,
+        *,
+        loaders: Mapping[str, Callable[[], Any]] | None = None,
+    ) -> None:
+        self._values = dict(values or {})
+        self._loaders = dict(loaders or {})
 
     def __getitem__(self, artifact: Artifact[T]) -> T:
-        try:
-            value: T = self._values[artifact.name]
-        except KeyError:
-            raise KeyError(f"the stage does not read the {artifact.name!r} artifact") from None
+        name = artifact.name
+        if name not in self._values:
+            loader = self._loaders.get(name)
+            if loader is None:
+                raise KeyError(f"the stage does not read the {name!r} artifact")
+            self._values[name] = loader()
+        value: T = self._values[name]
         return value
 
+    def loaded(self, name: str) -> Any:
+        """The value of ``name`` if it was loaded (or given), else None."""
+        return self._values.get(name)
+
     def names(self) -> list[str]:
-        return list(self._values)
+        return list({**self._loaders, **self._values})
 
 
 class Outputs:
