@@ -22,8 +22,13 @@ from typing import Final, Literal, get_args
 
 UnfinishedDocumentStatus = Literal["pending", "processing"]
 FinishedDocumentStatus = Literal["succeeded", "failed"]
-DocumentStatus = Literal[UnfinishedDocumentStatus, FinishedDocumentStatus]
-"""A document: accepted (``pending``), being worked on, then done one way or the other."""
+LiveDocumentStatus = Literal[UnfinishedDocumentStatus, FinishedDocumentStatus]
+"""A document that exists for its client: accepted, being worked on, or done."""
+DocumentStatus = Literal[LiveDocumentStatus, "deleted"]
+"""A document: accepted (``pending``), being worked on, then done one way or the other;
+``deleted`` is a tombstone (its content erased, its history kept), which the API answers
+``404`` for."""
+LIVE_DOCUMENT_STATUSES: Final[tuple[LiveDocumentStatus, ...]] = get_args(LiveDocumentStatus)
 DOCUMENT_STATUSES: Final[tuple[DocumentStatus, ...]] = get_args(DocumentStatus)
 UNFINISHED_DOCUMENT_STATUSES: Final[tuple[UnfinishedDocumentStatus, ...]] = get_args(
     UnfinishedDocumentStatus
@@ -72,13 +77,52 @@ StageEventName = Literal[
     "replayed",
     "discarded",
     "imported",
+    "replaced",
     "document_succeeded",
     "document_failed",
+    "document_deleted",
 ]
 """``stage_events.event``: the upload, each attempt's claim and outcome, a message
 dropped (duplicate, stale, not due) or an outcome superseded, the reconciler's re-sends
-and finished documents, and the operators' reruns, replays, discards and imports."""
+and finished documents, and the operators' reruns, replays, discards and imports; a
+client's replacement of a document's bytes. The three ``document_*`` events are written
+by a trigger on ``documents.status`` (migration 0009), so no code path can skip them."""
 STAGE_EVENT_NAMES: Final[tuple[StageEventName, ...]] = get_args(StageEventName)
+
+StreamedEventName = Literal[
+    "accepted",
+    "queued",
+    "claimed",
+    "succeeded",
+    "retrying",
+    "dead",
+    "rerun",
+    "replayed",
+    "replaced",
+    "document_succeeded",
+    "document_failed",
+    "document_deleted",
+]
+"""The events a client's stream (``GET /documents/{id}/events``) carries: its document's
+transitions, without the engine's own bookkeeping (dropped duplicates, re-sends)."""
+STREAMED_EVENT_NAMES: Final[tuple[StreamedEventName, ...]] = get_args(StreamedEventName)
+OutcomeEventName = Literal["document_succeeded", "document_failed", "document_deleted"]
+"""The events that end a document's stream, and what ``GET /events`` carries."""
+OUTCOME_EVENT_NAMES: Final[tuple[OutcomeEventName, ...]] = get_args(OutcomeEventName)
+
+WebhookEventType = Literal[
+    "document.succeeded", "document.failed", "document.deleted", "stage.dead"
+]
+"""What a webhook endpoint may subscribe to: a document's outcome, or a stage that died."""
+WEBHOOK_EVENT_TYPES: Final[tuple[WebhookEventType, ...]] = get_args(WebhookEventType)
+UnfinishedDeliveryStatus = Literal["pending", "delivering", "retrying"]
+DeliveryStatus = Literal[UnfinishedDeliveryStatus, "delivered", "dead", "cancelled"]
+"""A webhook delivery (an outbox row): due, being sent, waiting for its retry, then
+delivered, dead (retries used up: a dead letter), or cancelled (its endpoint disabled)."""
+DELIVERY_STATUSES: Final[tuple[DeliveryStatus, ...]] = get_args(DeliveryStatus)
+UNFINISHED_DELIVERY_STATUSES: Final[tuple[UnfinishedDeliveryStatus, ...]] = get_args(
+    UnfinishedDeliveryStatus
+)
 
 ItemAction = Literal[
     "replayed",

@@ -163,8 +163,8 @@ class Wiring:
     @cached_property
     def reconciler(self) -> Reconciler:
         grace = timedelta(milliseconds=self.settings.stages.queued_grace_ms)
-        sweep = JobSweep(self.engine, self.dispatcher, grace)
-        return Reconciler(self.engine, self.dispatcher, self.settings, sweep)
+        sweeps = [JobSweep(self.engine, self.dispatcher, grace)]
+        return Reconciler(self.engine, self.dispatcher, self.settings, sweeps)
 
     # -- operations ----------------------------------------------------------------------
 

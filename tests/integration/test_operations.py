@@ -451,7 +451,7 @@ def test_reconciler_resends_lost_jobs_and_fails_stalled_ones(
     }
     swept = CliRunner().invoke(main, ["reconciler", "--once"], env=env, catch_exceptions=False)
     assert swept.exit_code == 0, swept.output
-    found = re.search(r"re-sent (\d+) job\(s\), failed (\d+) stalled job\(s\)", swept.output)
+    found = re.search(r"jobs resent: (\d+), jobs failed: (\d+)", swept.output)
     assert found is not None, swept.output
     assert int(found.group(1)) >= 1
     assert int(found.group(2)) >= 1

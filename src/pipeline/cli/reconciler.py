@@ -36,10 +36,7 @@ def reconciler(interval: float | None, once: bool) -> None:
     engine, service = wiring.engine, wiring.reconciler
     if once:
         report = service.sweep()
-        click.echo(
-            f"re-sent {report.resent} message(s), finished {report.finished} document(s), "
-            f"re-sent {report.jobs_resent} job(s), failed {report.jobs_failed} stalled job(s)"
-        )
+        click.echo(report.describe())
         return
     stop = threading.Event()
 

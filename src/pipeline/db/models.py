@@ -38,20 +38,25 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.statuses import (
     DEAD_LETTER_STATUSES,
+    DELIVERY_STATUSES,
     DOCUMENT_STATUSES,
     JOB_KINDS,
     JOB_STATUSES,
     SCOPES,
     STAGE_STATUSES,
+    UNFINISHED_DELIVERY_STATUSES,
     UNFINISHED_JOB_STATUSES,
     UNFINISHED_STAGE_STATUSES,
+    WEBHOOK_EVENT_TYPES,
     DeadLetterStatus,
+    DeliveryStatus,
     DocumentStatus,
     JobKind,
     JobStatus,
     Scope,
     StageEventName,
     StageStatus,
+    WebhookEventType,
 )
 
 NAMING_CONVENTION: Final = {
@@ -86,6 +91,7 @@ class Document(Base):
     __table_args__ = (
         CheckConstraint(_one_of("status", DOCUMENT_STATUSES), name="status"),
         UniqueConstraint("tenant", "idempotency_key", name="uq_documents_tenant_idempotency_key"),
+        UniqueConstraint("tenant", "external_id", name="uq_documents_tenant_external_id"),
         # GET /documents: a tenant's documents newest first, optionally filtered by
         # status, keyset-paginated; the tenant comes before the time, so a small
         # tenant's page never walks a big tenant's rows. Status leads the second index
@@ -111,9 +117,17 @@ class Document(Base):
     """The version of the definition that planned the document's stage rows (a rerun
     onto the current definition updates it)."""
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    """The client's own key for the source document (unique per tenant): an upload that
+    names it again replaces the document's bytes, as a new generation."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    """The tombstone: when the document was erased (status ``deleted``), by whom and why;
+    its events stay, its bytes, text, chunks and artifacts are gone."""
+    deleted_by: Mapped[str | None] = mapped_column(String(255))
+    delete_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class DocumentBlob(Base):
@@ -178,7 +192,17 @@ class StageEvent(Base):
     """Append-only history of every attempt and transition: the operator's audit log."""
 
     __tablename__ = "stage_events"
-    __table_args__ = (Index("ix_stage_events_document", "document_id", "id"),)
+    __table_args__ = (
+        Index("ix_stage_events_document", "document_id", "id"),
+        # The event streams read what committed since their cursor, by transaction id:
+        # a BRIN index, since ``xact`` grows with the table (almost free to maintain).
+        Index(
+            "ix_stage_events_xact",
+            "xact",
+            postgresql_using="brin",
+            postgresql_with={"pages_per_range": 32},
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     document_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -192,6 +216,13 @@ class StageEvent(Base):
     message_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(server_default=sql_text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    xact: Mapped[int | None] = mapped_column(
+        BigInteger, server_default=sql_text("(pg_current_xact_id()::text)::bigint")
+    )
+    """The id of the transaction that wrote the event (null for events written before
+    migration 0009). The event streams order by ``(xact, id)`` and read only below the
+    oldest running transaction, so an event that commits late is never skipped
+    (see :mod:`pipeline.events.feed`)."""
 
 
 class DocumentText(Base):
@@ -422,3 +453,95 @@ class ServerSecret(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     secret: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class WebhookEndpoint(Base):
+    """Where a tenant wants to hear about its documents, and the secret deliveries are
+    signed with (Standard Webhooks: ``whsec_`` and base64 of 32 random bytes)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint(
+            "cardinality(events) > 0 AND events <@ ARRAY["
+            f"{', '.join(repr(e) for e in WEBHOOK_EVENT_TYPES)}]::text[]",
+            name="events",
+        ),
+        Index("ix_webhook_endpoints_tenant", "tenant", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[WebhookEventType]] = mapped_column(ARRAY(Text))
+    description: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    """After a rotation, deliveries are signed with both secrets until this one expires."""
+    previous_secret_expires_at: Mapped[datetime | None]
+    enabled: Mapped[bool] = mapped_column(server_default=sql_text("true"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    """Why it was disabled (``410 Gone`` from the receiver, or an operator)."""
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per (endpoint, event), written in the transaction of the
+    transition it reports, and driven to ``delivered`` or ``dead`` by its own actor."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "deadline_at",
+            postgresql_where=sql_text(_one_of("status", UNFINISHED_DELIVERY_STATUSES)),
+        ),
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_webhook_deliveries_created", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    """Also the delivery's ``webhook-id`` (as ``msg_<hex>``): the same on every attempt."""
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    tenant: Mapped[str] = mapped_column(String(200))
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    """The ``stage_events`` row it reports (no foreign key: retention may remove it first)."""
+    event_type: Mapped[WebhookEventType] = mapped_column(String(32))
+    document_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    payload: Mapped[dict[str, Any]]
+    """The body sent, built when the row is written: ``{type, timestamp, data}``."""
+    status: Mapped[DeliveryStatus] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    fence: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """Grows at every claim, as a stage row's does."""
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    deadline_at: Mapped[datetime | None] = mapped_column(server_default=func.now())
+    """When an unfinished delivery is overdue and its message is re-sent."""
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    delivered_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """Every attempt to deliver, kept for the tenant and the operator to read."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -34,7 +34,7 @@ from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
 from pipeline.settings import Settings
-from pipeline.statuses import UNFINISHED_DOCUMENT_STATUSES, FinishedDocumentStatus, StageEventName
+from pipeline.statuses import UNFINISHED_DOCUMENT_STATUSES, FinishedDocumentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,22 @@ MAX_BATCHES_PER_SWEEP: Final = 20
 FINISH_BATCH: Final = 1000
 
 
+Sweep = Callable[[], Mapping[str, int]]
+"""A further sweep the active reconciler runs after its own (jobs, webhook deliveries,
+retention), handed in by the composition root: it returns what it did, as counts by
+name (``{"jobs_resent": 1}``), which the report and the log carry."""
+
+
 class SweepReport(msgspec.Struct, frozen=True):
     resent: int
     finished: int
-    jobs_resent: int = 0
-    jobs_failed: int = 0
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    """What the further sweeps did, by name."""
+
+    def describe(self) -> str:
+        parts = [f"re-sent {self.resent} message(s)", f"finished {self.finished} document(s)"]
+        parts += [f"{name.replace('_', ' ')}: {count}" for name, count in self.counts.items()]
+        return ", ".join(parts)
 
 
 class Reconciler:
@@ -57,13 +68,13 @@ class Reconciler:
         engine: Engine,
         dispatcher: Dispatcher,
         settings: Settings,
-        sweep_jobs: Callable[[], tuple[int, int]] | None = None,
+        sweeps: Sequence[Sweep] = (),
     ) -> None:
-        """``sweep_jobs`` (from ``operations.jobs``) re-sends lost job messages and fails
-        stalled jobs, returning how many of each; the composition root hands it in."""
+        """``sweeps`` run after the stage rows' own, in order, each on its own: one that
+        raises is logged and the others still run."""
         self.engine = engine
         self.dispatcher = dispatcher
-        self.sweep_jobs = sweep_jobs
+        self.sweeps = tuple(sweeps)
         self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.batch_size = settings.reconciler.batch_size
         self.interval = settings.reconciler.interval_s
@@ -78,17 +89,16 @@ class Reconciler:
             if count < self.batch_size:
                 break
         finished = self._finish_documents()
-        jobs_resent, jobs_failed = self.sweep_jobs() if self.sweep_jobs else (0, 0)
-        if resent or finished or jobs_resent or jobs_failed:
-            logger.info(
-                "sweep: re-sent %d message(s), finished %d document(s); "
-                "re-sent %d job(s), failed %d stalled job(s)",
-                resent,
-                finished,
-                jobs_resent,
-                jobs_failed,
-            )
-        return SweepReport(resent, finished, jobs_resent, jobs_failed)
+        counts: dict[str, int] = {}
+        for further in self.sweeps:
+            try:
+                counts.update(further())
+            except Exception:
+                logger.exception("reconciler: a sweep failed (%r); the others go on", further)
+        report = SweepReport(resent, finished, counts)
+        if resent or finished or any(counts.values()):
+            logger.info("sweep: %s", report.describe())
+        return report
 
     def _resend_batch(self) -> int:
         envelopes: list[dramatiq.Message[Any]] = []
@@ -190,15 +200,11 @@ def _finish(conn: Connection, status: FinishedDocumentStatus, *conditions: Any) 
         values["failure_reason"] = func.coalesce(
             Document.failure_reason, "a stage is dead (recorded by the reconciler)"
         )
+    # The document's outcome event is written by the trigger on ``documents.status``.
     ids = conn.execute(
         update(Document)
         .where(Document.id.in_(locked), unfinished, evidence)
         .values(**values)
-        .returning(Document.id, Document.generation)
+        .returning(Document.id)
     ).all()
-    event: StageEventName = "document_failed" if status == "failed" else "document_succeeded"
-    for document_id, generation in ids:
-        conn.execute(
-            transitions.document_event(document_id, generation, event, {"by": "reconciler"})
-        )
     return len(ids)

@@ -298,16 +298,16 @@ def sweep_jobs(conn: Connection, grace: timedelta) -> tuple[list[uuid.UUID], int
 
 class JobSweep:
     """The reconciler's sweep of jobs: re-send those whose message was lost, fail those
-    that stalled. Returns (re-sent, failed)."""
+    that stalled."""
 
     def __init__(self, engine: Engine, dispatcher: Dispatcher, grace: timedelta) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.grace = grace
 
-    def __call__(self) -> tuple[int, int]:
+    def __call__(self) -> dict[str, int]:
         with self.engine.begin() as conn:
             resend, stalled = sweep_jobs(conn, self.grace)
         for job_id in resend:
             self.dispatcher.send_after_commit(job_message(job_id))
-        return len(resend), stalled
+        return {"jobs_resent": len(resend), "jobs_failed": stalled}
