@@ -48,6 +48,11 @@ class DatabaseSettings(Group, frozen=True):
         """``url`` with the psycopg 3 driver named, as SQLAlchemy needs it."""
         return to_sqlalchemy_url(self.url)
 
+    @property
+    def libpq_url(self) -> str:
+        """``url`` as libpq (a plain psycopg connection) reads it: no driver name."""
+        return "postgresql://" + to_sqlalchemy_url(self.url).removeprefix("postgresql+psycopg://")
+
 
 class BrokerSettings(Group, frozen=True):
     url: Annotated[str, Env("REDIS_URL")] = "redis://127.0.0.1:6379/0"
@@ -259,6 +264,19 @@ class ReconcilerSettings(Group, frozen=True):
     batch_size: Annotated[int, Env("PIPELINE_RECONCILER_BATCH_SIZE", minimum=1)] = 500
 
 
+class EventSettings(Group, frozen=True):
+    keepalive_ms: Annotated[int, Seconds("PIPELINE_EVENTS_KEEPALIVE_S")] = 15_000
+    """How often an idle event stream sends a comment, so proxies keep it open."""
+    max_streams_per_key: Annotated[int, Env("PIPELINE_EVENTS_MAX_STREAMS_PER_KEY", minimum=1)] = 50
+    """Event streams one API key may hold open at once, per API process."""
+    queue_size: Annotated[int, Env("PIPELINE_EVENTS_QUEUE_SIZE", minimum=1)] = 1000
+    """Events waiting for one stream's client; a client that falls further behind is
+    disconnected (it resumes from the table with ``Last-Event-ID``)."""
+    poll_ms: Annotated[int, Seconds("PIPELINE_EVENTS_POLL_S")] = 5_000
+    """How often the API process reads new events without a notification (a safety
+    net: notifications wake it at once)."""
+
+
 class OperationSettings(Group, frozen=True):
     admin_sync_limit: Annotated[int, Env("PIPELINE_ADMIN_SYNC_LIMIT", minimum=0)] = 100
     """Admin requests selecting more items than this run as a background job (202)."""
@@ -286,6 +304,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     embedding: EmbeddingSettings = msgspec.field(default_factory=EmbeddingSettings)
     search: SearchSettings = msgspec.field(default_factory=SearchSettings)
     reconciler: ReconcilerSettings = msgspec.field(default_factory=ReconcilerSettings)
+    events: EventSettings = msgspec.field(default_factory=EventSettings)
     operations: OperationSettings = msgspec.field(default_factory=OperationSettings)
     faults: Annotated[tuple[FaultSpec, ...], FaultSpecs()] = ()
 

@@ -17,6 +17,7 @@ from pipeline.access.keys import Authenticator
 from pipeline.access.rate_limit import RateLimiter
 from pipeline.db.engine import make_async_engine
 from pipeline.engine.dispatch import AsyncSender, Dispatcher
+from pipeline.events.hub import EventHub
 from pipeline.http.admin import admin_router
 from pipeline.http.auth import (
     SECURITY_COMPONENTS,
@@ -25,6 +26,7 @@ from pipeline.http.auth import (
     undeclared_routes,
 )
 from pipeline.http.documents import DocumentController
+from pipeline.http.events import document_events, tenant_events
 from pipeline.http.health import health, ready
 from pipeline.http.monitoring import metrics, stages
 from pipeline.http.multipart import PipelineRequest
@@ -78,6 +80,14 @@ def create_app(
         sync_engine = wiring.engine
         sender = wiring.dispatcher
         async_sender = AsyncSender(sender.broker, settings.broker.url)  # type: ignore[arg-type]
+        events = EventHub(
+            engine,
+            settings.database.libpq_url,
+            queue_size=settings.events.queue_size,
+            max_streams_per_key=settings.events.max_streams_per_key,
+            poll_s=settings.events.poll_ms / 1000,
+        )
+        await events.start()
         holder["state"] = ApiState(
             settings=settings,
             definition=wiring.definition,
@@ -98,6 +108,7 @@ def create_app(
                 burst=settings.access.ingest_burst,
             ),
             cursors=CursorKeys(engine, settings.access.cursor_secret),
+            events=events,
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request
@@ -108,6 +119,7 @@ def create_app(
         try:
             yield
         finally:
+            await events.stop()
             await async_sender.close()
             await engine.dispose()
             sync_engine.dispose()
@@ -116,7 +128,17 @@ def create_app(
         return holder["state"]
 
     app = Litestar(
-        route_handlers=[DocumentController, search, health, ready, admin_router, stages, metrics],
+        route_handlers=[
+            DocumentController,
+            document_events,
+            tenant_events,
+            search,
+            health,
+            ready,
+            admin_router,
+            stages,
+            metrics,
+        ],
         middleware=[HTTP_METRICS.middleware],
         guards=[make_guard(settings, lambda: holder["state"].auth)],
         dependencies={

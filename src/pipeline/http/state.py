@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.access.keys import Authenticator
 from pipeline.access.rate_limit import RateLimiter
 from pipeline.engine.dispatch import Dispatcher
+from pipeline.events.hub import EventHub
 from pipeline.ingestion.uploads import UploadService
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
@@ -40,3 +41,5 @@ class ApiState:
     """Lexical, semantic and hybrid search (holds the query embedder)."""
     cursors: CursorKeys
     """Signs and checks pagination cursors with the deployment's key."""
+    events: EventHub
+    """The process's one Postgres listener, fanned out to its event streams."""
