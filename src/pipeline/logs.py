@@ -22,6 +22,10 @@ from typing import Any, Final
 import msgspec
 
 CONTEXT_FIELDS: Final = ("document_id", "stage", "message_id", "attempt")
+CHATTY_LOGGERS: Final = ("httpx", "httpcore")
+"""Libraries that log every request at INFO (``HTTP Request: GET …``): a client command
+(``pipeline ingest``, ``pipeline demo``) would print a line per request. They log
+warnings only, unless the level asked for is DEBUG."""
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
     "pipeline_log_context",
     default={},  # noqa: B039 - never mutated, always replaced
@@ -101,6 +105,11 @@ def configure_logging(level: str | int = "INFO", *, json_lines: bool | None = No
     json_lines = use_json() if json_lines is None else json_lines
     root = logging.getLogger()
     root.setLevel(level)
+    debugging = (
+        logging.getLevelName(level) == "DEBUG" if isinstance(level, int) else level == "DEBUG"
+    )
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debugging else logging.WARNING)
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))
     for handler in root.handlers:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import socket
 import stat
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ from pipeline.cli.up import _announce
 from pipeline.local.demo import sample_files
 from pipeline.local.embedded import free_port
 from pipeline.local.stack import StackInfo
+from pipeline.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +53,10 @@ def test_demo_runs_end_to_end_on_embedded_servers(tmp_path: Path) -> None:
     assert "Redis    (embedded)" in result.stdout
     documents = len(sample_files())
     assert f"{documents} of {documents} documents succeeded (0 failed)" in result.stdout
+    # Piped, progress is one line per state change, never a line redrawn in place.
+    assert "\r" not in result.stdout
+    assert "HTTP Request:" not in result.stdout + result.stderr
+    assert result.stdout.count(" index succeeded") == documents
     found = result.stdout.split('search "where is the world\'s fresh water stored" (hybrid):')[1]
     assert found.splitlines()[1].split()[1] == "glaciers.txt"  # the best hit
     # the demo made a key (tenant default, every scope), showed it, and left it for the user
@@ -64,3 +73,54 @@ def test_the_banner_shouts_when_auth_is_off(capsys: pytest.CaptureFixture[str]) 
     info = StackInfo("http://127.0.0.1:8000", "postgresql://x", "redis://x", True, True)
     _announce(info)
     assert "WARNING: authentication is DISABLED" in capsys.readouterr().out
+
+
+def test_demo_in_a_terminal_shows_live_progress_and_no_request_logs(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``pipeline demo`` in a pseudo-terminal (on this run's Postgres and Redis): progress
+    is one line redrawn in place, outcomes stay, and no library logs a line per request."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.broker.url,
+        "PIPELINE_REDIS_NAMESPACE": f"demo-pty-{uuid.uuid4().hex[:6]}",
+        "TERM": "xterm",
+    }
+    port = free_port()
+    command = [sys.executable, "-m", "pipeline", "demo", "--data-dir", str(tmp_path / "data")]
+    main_end, child_end = pty.openpty()
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        env=env,
+        stdin=child_end,
+        stdout=child_end,
+        stderr=child_end,
+        close_fds=True,
+    )
+    os.close(child_end)
+    output = bytearray()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main_end], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(main_end, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    os.close(main_end)
+    assert process.wait(timeout=30) == 0, output.decode(errors="replace")[-3000:]
+    shown = output.decode(errors="replace")
+    documents = len(sample_files())
+    assert f"{documents} of {documents} documents succeeded (0 failed)" in shown
+    assert "HTTP Request:" not in shown
+    assert '"GET /' not in shown
+    assert '"POST /' not in shown
+    assert "\r\x1b[Kprogress: validate" in shown  # the live line, redrawn in place
+    assert shown.count("succeeded ") >= documents  # one outcome line per document
+    assert "index succeeded" not in shown  # per-change lines are for pipes, not terminals

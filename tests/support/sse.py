@@ -1,4 +1,4 @@
-"""A small server-sent-events reader for the stream tests (over a real HTTP connection)."""
+"""Reading server-sent event streams in tests, over real HTTP connections."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from pipeline.client import stream
 
 
 @dataclass
@@ -25,26 +27,10 @@ class Message:
 
 
 def messages(response: httpx.Response) -> Iterator[Message]:
-    """The stream's messages (comments too, as messages without data), as they arrive."""
-    current = Message()
-    for line in response.iter_lines():
-        if line == "":
-            if current.data or current.comments or current.event:
-                yield current
-            current = Message()
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "":
-            current.comments.append(value)
-        elif name == "event":
-            current.event = value
-        elif name == "id":
-            current.id = value
-        elif name == "data":
-            current.data = f"{current.data}\n{value}" if current.data else value
-    if current.data or current.comments:
-        yield current
+    """The stream's messages (comments too, as messages without data), as they arrive
+    (parsed by the client the CLI uses)."""
+    for message in stream.messages(response.iter_lines()):
+        yield Message(message.event, message.id, message.data, list(message.comments))
 
 
 class Listener:

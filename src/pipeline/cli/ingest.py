@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import mimetypes
+import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import click
 import httpx
 
+from pipeline.client.progress import Progress, View, follow, writer
+from pipeline.client.stream import EventStream, StreamRefused
 from pipeline.filenames import for_terminal
-from pipeline.statuses import FINISHED_DOCUMENT_STATUSES
 
 LOCAL_KEY_FILE = Path(".pipeline") / "api-key"
 """Where ``pipeline up`` leaves its key; used when no key is given."""
@@ -21,7 +22,11 @@ MAX_RATE_LIMITED_WAITS = 100
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="PIPELINE_URL")
-@click.option("--wait", is_flag=True, help="Follow the documents until every one is done.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow the documents (on the API's event stream) until every one is done.",
+)
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
 @click.option(
     "--api-key",
@@ -37,12 +42,16 @@ def ingest(
 
     Exits non-zero if an upload is refused or, with --wait, if a document fails. Waits
     out the API's rate limit (429) as it asks; a refused key (401, 403) stops at once.
+    With --wait, outcomes are printed on stdout and progress on stderr: live in a
+    terminal, one line per state change otherwise.
     """
     files = sorted({file for path in paths for file in _files(path)})
     refused = 0
     ids: dict[str, Path] = {}
     headers = _auth_headers(api_key)
-    with httpx.Client(base_url=url, timeout=60.0, headers=headers) as client:
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(60.0), headers=headers) as client:
+        # Subscribed before the first upload, so that no event of ours is missed.
+        stream = _open_stream(client) if wait else None
         for file in files:
             document_id, problem = _upload(client, file)
             if document_id is None:
@@ -51,7 +60,9 @@ def ingest(
             else:
                 ids[document_id] = file
                 click.echo(f"accepted {for_terminal(str(file))} -> {document_id}")
-        failed = _follow(client, ids, timeout) if wait and ids else 0
+        failed = _follow(stream, ids, timeout) if stream is not None and ids else 0
+        if stream is not None:
+            stream.close()
     if refused or failed:
         raise SystemExit(1)
 
@@ -109,30 +120,33 @@ def _upload(client: httpx.Client, file: Path) -> tuple[str | None, str]:
     return None, f"{response.status_code} {detail}"
 
 
-def _follow(client: httpx.Client, ids: dict[str, Path], timeout: float) -> int:
-    """Poll until every document is terminal; return how many failed."""
-    pending = dict(ids)
-    outcomes: Counter[str] = Counter()
+def _open_stream(client: httpx.Client) -> EventStream:
+    try:
+        return EventStream(client, "/events", {"transitions": "true"})
+    except StreamRefused as refused:
+        if refused.status_code in (401, 403):
+            raise click.ClickException(
+                f"the API refused the key for --wait ({refused}); it needs the read scope"
+            ) from None
+        raise click.ClickException(f"the API refused its event stream: {refused}") from None
+    except httpx.HTTPError as error:
+        raise click.ClickException(f"cannot reach the API at {client.base_url}: {error}") from None
+
+
+def _follow(stream: EventStream, ids: dict[str, Path], timeout: float) -> int:
+    """Follow the stream until every document is done; how many did not succeed."""
+    progress = Progress({document_id: str(path) for document_id, path in ids.items()})
+    view = View(progress, writer(sys.stdout), writer(sys.stderr), live=sys.stderr.isatty())
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for document_id in list(pending):
-            answer = client.get(f"/documents/{document_id}")
-            _refuse_key(answer)
-            document = answer.json()
-            status = document.get("status")
-            if status in FINISHED_DOCUMENT_STATUSES:
-                file = pending.pop(document_id)
-                outcomes[status] += 1
-                reason = f": {document.get('failure_reason')}" if status == "failed" else ""
-                click.echo(f"{status:9} {for_terminal(str(file) + reason)}")
-        done = len(ids) - len(pending)
-        click.echo(
-            f"progress: {done}/{len(ids)} done "
-            f"({outcomes['succeeded']} succeeded, {outcomes['failed']} failed)",
-            err=True,
-        )
-        if pending:
-            time.sleep(1.0)
+    follow(stream, progress, view.changed, lambda: time.monotonic() < deadline)
+    view.done()
+    pending = len(ids) - sum(
+        progress.count(outcome) for outcome in ("succeeded", "failed", "deleted")
+    )
     if pending:
-        click.echo(f"timed out with {len(pending)} document(s) still processing", err=True)
-    return outcomes["failed"] + len(pending)
+        click.echo(f"timed out with {pending} document(s) still processing", err=True)
+    click.echo(
+        f"{progress.count('succeeded')} of {len(ids)} succeeded, {progress.count('failed')} failed",
+        err=True,
+    )
+    return len(ids) - progress.count("succeeded")

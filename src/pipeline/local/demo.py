@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import mimetypes
+import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 import msgspec
 
-from pipeline.statuses import FINISHED_DOCUMENT_STATUSES, UNFINISHED_STAGE_STATUSES
+from pipeline.client.progress import Progress, View, follow, writer
+from pipeline.client.stream import EventStream
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -39,13 +41,32 @@ def run_demo(
     query: str = DEMO_QUERY,
     timeout: float = 120.0,
     api_key: str | None = None,
+    out: TextIO | None = None,
 ) -> DemoSummary:
+    """Upload the samples, follow them on the event stream, then search.
+
+    Progress goes to ``out`` (stdout by default): live on one line in a terminal, one
+    line per state change elsewhere; ``echo`` prints the rest.
+    """
     started = time.monotonic()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=api_url, timeout=30, headers=headers) as client:
+    stream_to = out or sys.stdout
+    with httpx.Client(
+        base_url=api_url, timeout=httpx.Timeout(30, read=60), headers=headers
+    ) as client:
+        stream = EventStream(client, "/events", {"transitions": "true"})  # before the uploads
         ids = {_upload(client, path): path.name for path in sample_files()}
         echo(f"uploaded {len(ids)} sample documents: {', '.join(sorted(ids.values()))}")
-        documents = _follow(client, ids, echo, timeout)
+        progress = Progress(ids)
+        live = stream_to.isatty()
+        view = View(progress, writer(stream_to), writer(stream_to), live=live)
+        deadline = time.monotonic() + timeout
+        follow(stream, progress, view.changed, lambda: time.monotonic() < deadline)
+        stream.close()
+        view.done()
+        if not progress.finished:
+            raise TimeoutError(f"documents still processing after {timeout:g} s")
+        documents = [client.get(f"/documents/{document_id}").json() for document_id in ids]
         found = client.get("/search", params={"q": query, "limit": 3}).json()
     hits = found["hits"]
     echo(f'\nsearch "{query}" ({found["mode"]}):')
@@ -55,14 +76,14 @@ def run_demo(
         echo(
             f"  {hit['score']:.4f}  {hit['filename']} #{hit['chunk_ordinal']} ({lists}): {snippet}"
         )
-    outcomes = Counter(document["status"] for document in documents)
     for document in documents:
         if document["status"] == "failed":
             echo(f"  failed: {document['filename']}: {document['failure_reason']}")
+    succeeded = sum(document["status"] == "succeeded" for document in documents)
     return DemoSummary(
         documents=len(documents),
-        succeeded=outcomes["succeeded"],
-        failed=len(documents) - outcomes["succeeded"],
+        succeeded=succeeded,
+        failed=len(documents) - succeeded,
         seconds=round(time.monotonic() - started, 2),
         search_query=query,
         search_hits=len(hits),
@@ -74,42 +95,3 @@ def _upload(client: httpx.Client, path: Path) -> str:
     response = client.post("/documents", files={"file": (path.name, path.read_bytes(), declared)})
     response.raise_for_status()
     return str(response.json()["id"])
-
-
-def _follow(
-    client: httpx.Client, ids: dict[str, str], echo: Callable[[str], None], timeout: float
-) -> list[dict[str, object]]:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        documents = [client.get(f"/documents/{document_id}").json() for document_id in ids]
-        line = _progress_line(documents)
-        if line != last:
-            echo(line)
-            last = line
-        if all(document["status"] in FINISHED_DOCUMENT_STATUSES for document in documents):
-            return documents
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"documents still processing after {timeout:g} s")
-        time.sleep(0.3)
-
-
-def _progress_line(documents: list[dict[str, object]]) -> str:
-    """One line: for each stage, how many documents finished it (and how many are on it)."""
-    names: list[str] = []  # every stage of the documents' plans, in plan order
-    statuses: list[dict[str, str]] = []
-    for document in documents:
-        stages = document["stages"]
-        assert isinstance(stages, list)
-        statuses.append({row["stage"]: row["status"] for row in stages})
-        names.extend(row["stage"] for row in stages if row["stage"] not in names)
-    cells = []
-    for stage in names:
-        done = running = 0
-        for by_stage in statuses:
-            status = by_stage.get(stage)
-            done += status == "succeeded"
-            running += status in UNFINISHED_STAGE_STATUSES
-        cells.append(f"{stage} {done}/{len(documents)}" + (f" (+{running})" if running else ""))
-    finished = sum(document["status"] in FINISHED_DOCUMENT_STATUSES for document in documents)
-    return f"progress: {' | '.join(cells)} | done {finished}/{len(documents)}"
