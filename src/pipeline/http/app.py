@@ -32,6 +32,7 @@ from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.http.struct_schema import ClosedStructSchemaPlugin
+from pipeline.http.webhooks import WebhookController
 from pipeline.ingestion.uploads import UploadService
 from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.build import make_search
@@ -98,6 +99,7 @@ def create_app(
                 burst=settings.access.ingest_burst,
             ),
             cursors=CursorKeys(engine, settings.access.cursor_secret),
+            webhooks=wiring.webhook_endpoints,
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request
@@ -116,7 +118,16 @@ def create_app(
         return holder["state"]
 
     app = Litestar(
-        route_handlers=[DocumentController, search, health, ready, admin_router, stages, metrics],
+        route_handlers=[
+            DocumentController,
+            search,
+            health,
+            ready,
+            admin_router,
+            WebhookController,
+            stages,
+            metrics,
+        ],
         middleware=[HTTP_METRICS.middleware],
         guards=[make_guard(settings, lambda: holder["state"].auth)],
         dependencies={

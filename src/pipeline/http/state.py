@@ -17,6 +17,7 @@ from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.service import SearchService
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline
+from pipeline.webhooks.endpoints import WebhookEndpoints
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,5 @@ class ApiState:
     """Lexical, semantic and hybrid search (holds the query embedder)."""
     cursors: CursorKeys
     """Signs and checks pagination cursors with the deployment's key."""
+    webhooks: WebhookEndpoints
+    """Registers and shows the tenants' webhook endpoints (on the sync engine)."""
