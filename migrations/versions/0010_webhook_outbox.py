@@ -34,19 +34,19 @@ depends_on: str | Sequence[str] | None = None
 TRIGGER = """
 CREATE FUNCTION pipeline_webhook_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    kind text := CASE NEW.event
+    v_type text := CASE NEW.event
         WHEN 'document_succeeded' THEN 'document.succeeded'
         WHEN 'document_failed' THEN 'document.failed'
         WHEN 'document_deleted' THEN 'document.deleted'
         WHEN 'dead' THEN 'stage.dead'
     END;
-    written integer;
+    v_written integer;
 BEGIN
     INSERT INTO webhook_deliveries (id, endpoint_id, tenant, event_id, event_type,
                                     document_id, payload)
-    SELECT gen_random_uuid(), e.id, e.tenant, NEW.id, kind, d.id,
+    SELECT gen_random_uuid(), e.id, e.tenant, NEW.id, v_type, d.id,
            jsonb_build_object(
-               'type', kind,
+               'type', v_type,
                'timestamp', to_char(NEW.created_at AT TIME ZONE 'UTC',
                                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                'data', jsonb_build_object(
@@ -64,10 +64,10 @@ BEGIN
            )
     FROM documents AS d
     JOIN webhook_endpoints AS e ON e.tenant = d.tenant
-    WHERE d.id = NEW.document_id AND e.enabled AND kind = ANY (e.events)
+    WHERE d.id = NEW.document_id AND e.enabled AND v_type = ANY (e.events)
     ON CONFLICT ON CONSTRAINT uq_webhook_deliveries_endpoint_event DO NOTHING;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    IF written > 0 THEN
+    GET DIAGNOSTICS v_written = ROW_COUNT;
+    IF v_written > 0 THEN
         PERFORM pg_notify('pipeline_webhooks', '');
     END IF;
     RETURN NULL;

@@ -36,13 +36,17 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 with receiver.lock:
                     receiver.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                 body, time.time())
+                        Received(
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            body,
+                            time.time(),
+                        )
                     )
                     script = receiver.scripts.get(self.path) or []
                     status, headers = script.pop(0) if script else (204, {})
@@ -52,7 +56,7 @@ class Receiver:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -83,7 +87,7 @@ def readme_verifier() -> Callable[..., Any]:
     )
     assert found, "the README's webhook verification snippet (<!-- webhook-verify -->)"
     namespace: dict[str, Any] = {}
-    exec(compile(found.group(1), "README.md", "exec"), namespace)  # noqa: S102 - our README
+    exec(compile(found.group(1), "README.md", "exec"), namespace)
     verify: Callable[..., Any] = namespace["verify"]
     return verify
 

@@ -52,13 +52,13 @@ from pipeline.operations.dead_letters import (
     list_letters,
 )
 from pipeline.operations.jobs import OPERATIONS_QUEUE
-from pipeline.webhooks.messages import WEBHOOKS_QUEUE
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 from pipeline.stages import StageName
 from pipeline.statuses import DEAD_LETTER_STATUSES, DeadLetterStatus
+from pipeline.webhooks.messages import WEBHOOKS_QUEUE
 from pipeline.wiring import Wiring
 
 F = TypeVar("F", bound=Callable[..., Any])

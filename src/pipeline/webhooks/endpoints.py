@@ -148,23 +148,19 @@ class WebhookEndpoints:
         if tenant is not None:
             query = query.where(WebhookEndpoint.tenant == tenant)
         with self.engine.connect() as conn:
-            return [_view(row) for row in conn.execute(query).scalars()]
+            return [_view(row) for row in conn.execute(query).all()]
 
     def show(
         self, endpoint_id: uuid.UUID, tenant: str | None, *, recent: int = RECENT_DELIVERIES
     ) -> EndpointDetail:
         with self.engine.connect() as conn:
             row = self._row(conn, endpoint_id, tenant)
-            deliveries = (
-                conn.execute(
-                    select(WebhookDelivery)
-                    .where(WebhookDelivery.endpoint_id == endpoint_id)
-                    .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id)
-                    .limit(recent)
-                )
-                .scalars()
-                .all()
-            )
+            deliveries = conn.execute(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.endpoint_id == endpoint_id)
+                .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id)
+                .limit(recent)
+            ).all()
             ids = [delivery.id for delivery in deliveries]
             attempts: dict[uuid.UUID, list[AttemptView]] = {}
             if ids:
@@ -172,7 +168,7 @@ class WebhookEndpoints:
                     select(WebhookAttempt)
                     .where(WebhookAttempt.delivery_id.in_(ids))
                     .order_by(WebhookAttempt.id)
-                ).scalars():
+                ).all():
                     attempts.setdefault(attempt.delivery_id, []).append(
                         AttemptView(
                             attempt.attempt,
@@ -240,7 +236,7 @@ class WebhookEndpoints:
         query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
         if tenant is not None:
             query = query.where(WebhookEndpoint.tenant == tenant)
-        row = conn.execute(query).scalar_one_or_none()
+        row = conn.execute(query).first()
         if row is None:
             raise EndpointNotFound(f"no webhook endpoint with id {endpoint_id}")
         return row
