@@ -17,7 +17,7 @@ from typing import Annotated, TypeVar
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, HttpMethod, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
@@ -60,6 +60,22 @@ class WebhookController(Controller):
     path = "/webhooks"
     tags = ["webhooks"]
     request_class = StrictJSONRequest
+
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, **access("public"))
+    async def allow(self) -> Response[None]:
+        """``Allow`` for ``/webhooks`` (two methods): Litestar 2's automatic answer names
+        only one (see ``DocumentController.allow``); named to register first."""
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+    @route(
+        "/{endpoint_id:str}",
+        http_method=[HttpMethod.OPTIONS],
+        include_in_schema=False,
+        **access("public"),
+    )
+    async def allow_one(self, endpoint_id: Annotated[str, PathParameter()]) -> Response[None]:
+        """``Allow`` for ``/webhooks/{id}`` (two methods), as :meth:`allow`."""
+        return Response(None, status_code=204, headers={"Allow": "DELETE, GET, OPTIONS"})
 
     @post(
         "/",
