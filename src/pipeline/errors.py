@@ -44,7 +44,9 @@ class is under its base, with its module (under ``pipeline.``) when not this one
     ├── InvalidCursor                          queries.cursors
     ├── SemanticSearchUnavailable              search.semantic
     ├── InvalidRate                            operations.common
-    └── JobStopped                             operations.jobs
+    ├── JobStopped                             operations.jobs
+    ├── DestinationRefused                     webhooks.destinations
+    └── EndpointNotFound                       webhooks.endpoints
 
 Not in the tree: exceptions private to a module that only carry control flow inside it
 (the executor's ``_LostHold``, ``_Failed``, ``_UnknownDocument``), and the HTTP layer's

@@ -164,7 +164,13 @@ class PolicyOverride(msgspec.Struct, frozen=True):
 POLICY_VARIABLE: Final = re.compile(
     r"^PIPELINE_([A-Z][A-Z0-9_]*?)_(MAX_RETRIES|MIN_BACKOFF_S|MAX_BACKOFF_S|TIME_LIMIT_S)$"
 )
-NOT_POLICIES: Final = frozenset({"PIPELINE_PARSER_TIME_LIMIT_S"})
+NOT_POLICIES: Final = frozenset(
+    {
+        "PIPELINE_PARSER_TIME_LIMIT_S",
+        "PIPELINE_WEBHOOKS_MIN_BACKOFF_S",
+        "PIPELINE_WEBHOOKS_MAX_BACKOFF_S",
+    }
+)
 """Settings of their own whose names look like a stage's policy variable (a unit test
 checks this list against every variable the settings declare)."""
 
@@ -277,6 +283,36 @@ class EventSettings(Group, frozen=True):
     net: notifications wake it at once)."""
 
 
+class WebhookSettings(Group, frozen=True):
+    allow_private: Annotated[bool, Env("PIPELINE_WEBHOOKS_ALLOW_PRIVATE")] = False
+    """Allow webhook destinations on loopback, private, link-local and other internal
+    addresses, and plain ``http``: only for tests and closed networks (an endpoint's URL
+    is the tenant's to choose; with this on, it can reach the deployment's own network)."""
+    timeout_ms: Annotated[int, Seconds("PIPELINE_WEBHOOKS_TIMEOUT_S")] = 5_000
+    """The whole of one delivery attempt: connecting, sending, and reading the answer."""
+    max_attempts: Annotated[int, Env("PIPELINE_WEBHOOKS_MAX_ATTEMPTS", minimum=1)] = 8
+    """Attempts per delivery before it is dead (a dead letter of the ``webhooks`` queue)."""
+    min_backoff_ms: Annotated[int, Seconds("PIPELINE_WEBHOOKS_MIN_BACKOFF_S")] = 2_000
+    """The shortest wait before a retry; each retry's ceiling doubles from it."""
+    max_backoff_ms: Annotated[int, Seconds("PIPELINE_WEBHOOKS_MAX_BACKOFF_S")] = 3_600_000
+    """The longest wait before a retry, ``Retry-After`` included."""
+    max_response_bytes: Annotated[int, Env("PIPELINE_WEBHOOKS_MAX_RESPONSE_BYTES", minimum=0)] = (
+        65_536
+    )
+    """How much of a receiver's answer is read (the rest is not: a delivery needs only
+    the status; an excerpt is kept with the attempt)."""
+    secret_rotation_grace_ms: Annotated[
+        int, Seconds("PIPELINE_WEBHOOKS_SECRET_ROTATION_GRACE_S", allow_zero=True)
+    ] = 86_400_000
+    """After a secret is rotated, deliveries are signed with the old one too for this long."""
+
+    def __post_init__(self) -> None:
+        if self.max_backoff_ms < self.min_backoff_ms:
+            raise SettingsError(
+                "PIPELINE_WEBHOOKS_MAX_BACKOFF_S must not be below PIPELINE_WEBHOOKS_MIN_BACKOFF_S"
+            )
+
+
 class OperationSettings(Group, frozen=True):
     admin_sync_limit: Annotated[int, Env("PIPELINE_ADMIN_SYNC_LIMIT", minimum=0)] = 100
     """Admin requests selecting more items than this run as a background job (202)."""
@@ -306,6 +342,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconciler: ReconcilerSettings = msgspec.field(default_factory=ReconcilerSettings)
     events: EventSettings = msgspec.field(default_factory=EventSettings)
     operations: OperationSettings = msgspec.field(default_factory=OperationSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     faults: Annotated[tuple[FaultSpec, ...], FaultSpecs()] = ()
 
     @classmethod

@@ -23,7 +23,7 @@ from pipeline.db.engine import make_engine
 from pipeline.engine.artifacts import Artifacts
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import Observer, RunnableStage, StageExecutor
-from pipeline.engine.reconciler import Reconciler
+from pipeline.engine.reconciler import Reconciler, Sweep
 from pipeline.engine.sandbox import Sandbox, SandboxLimits
 from pipeline.faults import Faults
 from pipeline.operations.jobs import JobRunner, JobSweep
@@ -31,6 +31,11 @@ from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
 from pipeline.stages import DefinitionError, Pipeline, StageContext, StagePolicy, load_definition
+from pipeline.webhooks.delivery import DeliveryService
+from pipeline.webhooks.dispatch import CHANNEL as WEBHOOKS_CHANNEL
+from pipeline.webhooks.dispatch import WebhookDispatch
+from pipeline.webhooks.endpoints import WebhookEndpoints
+from pipeline.webhooks.sender import WebhookSender
 
 
 def make_sandbox(settings: Settings) -> Sandbox:
@@ -163,8 +168,36 @@ class Wiring:
     @cached_property
     def reconciler(self) -> Reconciler:
         grace = timedelta(milliseconds=self.settings.stages.queued_grace_ms)
-        sweeps = [JobSweep(self.engine, self.dispatcher, grace)]
-        return Reconciler(self.engine, self.dispatcher, self.settings, sweeps)
+        sweeps: list[Sweep] = [JobSweep(self.engine, self.dispatcher, grace), self.webhook_dispatch]
+        # The outbox trigger notifies: new deliveries go out at once, not at the next sweep.
+        wakers = {WEBHOOKS_CHANNEL: self.webhook_dispatch}
+        return Reconciler(self.engine, self.dispatcher, self.settings, sweeps, wakers=wakers)
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    @cached_property
+    def webhook_dispatch(self) -> WebhookDispatch:
+        grace = timedelta(milliseconds=self.settings.stages.queued_grace_ms)
+        return WebhookDispatch(
+            self.engine, self.dispatcher, grace, self.settings.reconciler.batch_size
+        )
+
+    @cached_property
+    def webhook_sender(self) -> WebhookSender:
+        config = self.settings.webhooks
+        return WebhookSender(
+            timeout_s=config.timeout_ms / 1000,
+            max_response_bytes=config.max_response_bytes,
+            allow_private=config.allow_private,
+        )
+
+    @cached_property
+    def webhook_delivery(self) -> DeliveryService:
+        return DeliveryService(self.engine, self.dispatcher, self.settings, self.webhook_sender)
+
+    @cached_property
+    def webhook_endpoints(self) -> WebhookEndpoints:
+        return WebhookEndpoints(self.engine, self.settings)
 
     # -- operations ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from dramatiq.errors import ActorNotFound
 
 from pipeline.dramatiq_internals import failure_of, proxied_message
 from pipeline.messages import Delivery, StageMessage
+from pipeline.webhooks.messages import WEBHOOK_ACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,13 @@ class DeadLetterRecorder(dramatiq.Middleware):
             reason = f"Dramatiq gave up on the message: {error}" if error else "message nacked"
         stage = message.actor_name if message.actor_name in self.stages else None
         stage_message = _stage_message(message)
+        if message.actor_name == WEBHOOK_ACTOR and not isinstance(error, ActorNotFound):
+            # Like a stage message Dramatiq gave up on: no verdict on the delivery, whose
+            # row is the record; the webhook dispatcher re-sends it once it is overdue.
+            logger.warning(
+                "webhook message %s given up by Dramatiq: %s", message.message_id, reason
+            )
+            return
         try:
             if (
                 stage is not None

@@ -12,6 +12,7 @@ import socket
 
 from pipeline.actors import declare_actors, declare_operations_actor
 from pipeline.actors.dead_letters import DeadLetterRecorder
+from pipeline.actors.webhooks import declare_webhook_actor
 from pipeline.broker import make_broker
 from pipeline.logs import configure_logging
 from pipeline.messages import Delivery
@@ -33,6 +34,7 @@ wiring = Wiring(
 executor = wiring.executor
 actors = declare_actors(broker, executor, wiring.policies)
 operations = declare_operations_actor(broker, wiring.jobs)
+webhooks = declare_webhook_actor(broker, wiring.webhook_delivery, settings.webhooks.timeout_ms)
 broker.add_middleware(
     DeadLetterRecorder(executor.poison, executor.given_up, wiring.definition.names)
 )

@@ -15,6 +15,7 @@ from pipeline.cli.serve import api, worker
 from pipeline.cli.stages import stages
 from pipeline.cli.status import status
 from pipeline.cli.up import demo, up
+from pipeline.cli.webhooks import webhooks
 from pipeline.logs import configure_logging
 
 
@@ -25,6 +26,20 @@ def main(log_level: str) -> None:
     configure_logging(log_level.upper())
 
 
-COMMANDS = (api, worker, reconciler, db, ingest, keys, replay, rerun, stages, status, up, demo)
+COMMANDS = (
+    api,
+    worker,
+    reconciler,
+    db,
+    ingest,
+    keys,
+    replay,
+    rerun,
+    stages,
+    status,
+    up,
+    demo,
+    webhooks,
+)
 for command in COMMANDS:
     main.add_command(command)

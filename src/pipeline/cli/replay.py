@@ -58,6 +58,7 @@ from pipeline.queries.cursors import CursorCodec
 from pipeline.settings import Settings
 from pipeline.stages import StageName
 from pipeline.statuses import DEAD_LETTER_STATUSES, DeadLetterStatus
+from pipeline.webhooks.messages import WEBHOOKS_QUEUE
 from pipeline.wiring import Wiring
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -507,7 +508,7 @@ def _selected(
     "queues",
     multiple=True,
     help="Import this queue's dead set (repeatable; default: every stage queue of the "
-    f"definition; also {OPERATIONS_QUEUE!r}).",
+    f"definition; also {OPERATIONS_QUEUE!r} and {WEBHOOKS_QUEUE!r}).",
 )
 @DRY_RUN_OPTION
 def import_command(queues: tuple[str, ...], dry_run: bool) -> None:
@@ -519,7 +520,7 @@ def import_command(queues: tuple[str, ...], dry_run: bool) -> None:
     """
     settings = load_settings()
     stages = Wiring(settings).definition.names
-    known = (*stages, OPERATIONS_QUEUE)
+    known = (*stages, OPERATIONS_QUEUE, WEBHOOKS_QUEUE)
     for queue in queues:
         if queue not in known:
             raise click.BadParameter(

@@ -12,6 +12,7 @@ import uvicorn
 from pipeline.logs import uvicorn_log_config
 from pipeline.operations.jobs import OPERATIONS_QUEUE
 from pipeline.settings import Settings
+from pipeline.webhooks.messages import WEBHOOKS_QUEUE
 from pipeline.wiring import Wiring
 
 
@@ -63,6 +64,12 @@ def api(host: str, port: int, workers: int, access_log: bool) -> None:
     "default: yes without --stage, no with it.",
 )
 @click.option(
+    "--webhooks/--no-webhooks",
+    default=None,
+    help="Also consume the webhooks queue (webhook deliveries); "
+    "default: yes without --stage, no with it.",
+)
+@click.option(
     "--metrics-port",
     default=9191,
     show_default=True,
@@ -82,6 +89,7 @@ def api(host: str, port: int, workers: int, access_log: bool) -> None:
 def worker(
     stages: tuple[str, ...],
     operations: bool | None,
+    webhooks: bool | None,
     metrics_port: int,
     processes: int,
     threads: int,
@@ -96,6 +104,8 @@ def worker(
     queues = list(stages or definition.names)
     if operations or (operations is None and not stages):
         queues.append(OPERATIONS_QUEUE)
+    if webhooks or (webhooks is None and not stages):
+        queues.append(WEBHOOKS_QUEUE)
     argv = [
         sys.executable,
         "-m",

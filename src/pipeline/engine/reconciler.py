@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -42,6 +43,8 @@ LOCK_KEY: Final = int.from_bytes(b"pipeline", "big")
 """The advisory lock that elects the active reconciler ("pipeline" as a bigint)."""
 MAX_BATCHES_PER_SWEEP: Final = 20
 FINISH_BATCH: Final = 1000
+WAKE_POLL_S: Final = 0.25
+"""How often a reconciler waiting for notifications checks whether it should stop."""
 
 
 Sweep = Callable[[], Mapping[str, int]]
@@ -69,12 +72,17 @@ class Reconciler:
         dispatcher: Dispatcher,
         settings: Settings,
         sweeps: Sequence[Sweep] = (),
+        *,
+        wakers: Mapping[str, Sweep] | None = None,
     ) -> None:
         """``sweeps`` run after the stage rows' own, in order, each on its own: one that
-        raises is logged and the others still run."""
+        raises is logged and the others still run. ``wakers`` maps a ``NOTIFY`` channel
+        to a sweep the active reconciler runs as soon as the channel is notified (it
+        listens on its advisory-lock connection), between its regular sweeps."""
         self.engine = engine
         self.dispatcher = dispatcher
         self.sweeps = tuple(sweeps)
+        self.wakers = dict(wakers or {})
         self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.batch_size = settings.reconciler.batch_size
         self.interval = settings.reconciler.interval_s
@@ -154,17 +162,41 @@ class Reconciler:
                 stop.wait(self.interval)
 
     def _lead(self, lock: Connection, stop: threading.Event) -> None:
+        for channel in self.wakers:
+            lock.execute(text(f'LISTEN "{channel}"'))
         try:
             while not stop.is_set():
                 try:
                     self.sweep()
                 except Exception:
                     logger.exception("reconciler: sweep failed")
-                stop.wait(self.interval)
+                self._wait(lock, stop)
                 lock.execute(text("SELECT 1"))  # raises if the lock's session is gone
         finally:
             if not lock.closed and not lock.invalidated:
                 lock.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
+
+    def _wait(self, lock: Connection, stop: threading.Event) -> None:
+        """Wait ``interval`` for the next sweep, running a waker's sweep whenever its
+        channel is notified meanwhile (notifications that arrive together run it once)."""
+        if not self.wakers:
+            stop.wait(self.interval)
+            return
+        driver: Any = lock.connection.driver_connection
+        deadline = time.monotonic() + self.interval
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            notified = {
+                notice.channel
+                for notice in driver.notifies(timeout=min(remaining, WAKE_POLL_S), stop_after=1)
+            }
+            for channel in sorted(notified & self.wakers.keys()):
+                try:
+                    self.wakers[channel]()
+                except Exception:
+                    logger.exception("reconciler: the %s sweep failed", channel)
 
 
 def _is_last() -> Any:

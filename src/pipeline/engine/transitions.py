@@ -56,6 +56,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
 from pipeline.engine.failures import Failure
@@ -574,6 +575,38 @@ def letters_superseded(document_id: uuid.UUID) -> Update:
         .where(DeadLetter.document_id == document_id, DeadLetter.status == "dead")
         .values(status="discarded")
         .returning(DeadLetter.id)
+    )
+
+
+def webhook_letter(
+    delivery_id: uuid.UUID,
+    delivery: Delivery,
+    *,
+    document_id: uuid.UUID | None,
+    generation: int | None,
+    failure: Failure,
+    attempts: int,
+) -> Insert:
+    """A webhook delivery that is dead: its letter has the delivery's id (one letter per
+    delivery; if a replayed one dies again, its letter is ``dead`` again, its count kept).
+
+    The caller holds the document first (lock order), then the delivery row."""
+    values = {
+        "actor_name": delivery.actor_name,
+        "queue_name": delivery.queue_name,
+        "message_id": delivery.message_id,
+        "message": delivery.message,
+        "error_type": failure.error_type,
+        "error_message": failure.reason,
+        "traceback": None,
+        "attempts": attempts,
+    }
+    statement = pg_insert(DeadLetter).values(
+        id=delivery_id, document_id=document_id, stage=None, generation=generation, **values
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[DeadLetter.id],
+        set_={**values, "status": "dead", "failed_at": func.now()},
     )
 
 

@@ -34,6 +34,7 @@ from pipeline.http.problems import problem_details_plugin
 from pipeline.http.search import search
 from pipeline.http.state import ApiState
 from pipeline.http.struct_schema import ClosedStructSchemaPlugin
+from pipeline.http.webhooks import WebhookController
 from pipeline.ingestion.uploads import UploadService
 from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.build import make_search
@@ -109,6 +110,7 @@ def create_app(
             ),
             cursors=CursorKeys(engine, settings.access.cursor_secret),
             events=events,
+            webhooks=wiring.webhook_endpoints,
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request
@@ -136,6 +138,7 @@ def create_app(
             health,
             ready,
             admin_router,
+            WebhookController,
             stages,
             metrics,
         ],

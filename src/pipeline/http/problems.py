@@ -33,6 +33,8 @@ from pipeline.operations.common import InvalidRate
 from pipeline.queries.cursors import InvalidCursor
 from pipeline.search.semantic import SemanticSearchUnavailable
 from pipeline.stages import UnknownStage
+from pipeline.webhooks.destinations import DestinationRefused
+from pipeline.webhooks.endpoints import EndpointNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +188,8 @@ STATUS_OF_ERROR: tuple[tuple[type[PipelineError], int], ...] = (
     (InvalidRate, 422),
     (SemanticSearchUnavailable, 409),
     (UnknownStage, 422),
+    (DestinationRefused, 422),
+    (EndpointNotFound, 404),
 )
 """The HTTP status of each deliberate error a handler may let through, by type (the
 first that matches; a subclass before its base). Its ``reason`` is the ``detail``."""

@@ -18,6 +18,7 @@ from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.service import SearchService
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline
+from pipeline.webhooks.endpoints import WebhookEndpoints
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,5 @@ class ApiState:
     """Signs and checks pagination cursors with the deployment's key."""
     events: EventHub
     """The process's one Postgres listener, fanned out to its event streams."""
+    webhooks: WebhookEndpoints
+    """Registers and shows the tenants' webhook endpoints (on the sync engine)."""

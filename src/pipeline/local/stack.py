@@ -151,7 +151,8 @@ class LocalStack:
                 str(options.threads),
             ]
             if stage == stages[0]:
-                args.append("--operations")  # one group also carries bulk operator jobs
+                # one group also carries bulk operator jobs and webhook deliveries
+                args += ["--operations", "--webhooks"]
             specs.append(ChildSpec(stage, args))
         return specs
 

@@ -42,6 +42,9 @@ from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline
 from pipeline.statuses import ItemAction, StageEventName
+from pipeline.webhooks import messages as webhook_messages
+from pipeline.webhooks import outbox
+from pipeline.webhooks.messages import WEBHOOKS_QUEUE
 
 logger = logging.getLogger(__name__)
 
@@ -113,24 +116,74 @@ class ReplayService:
         with open_item(self.engine, dry_run) as conn:
             letter = _hold_letter(conn, letter_id, tenant, lock=not dry_run)
             refusal = _refuse(letter, request.force, "replay")
-            if refusal is None and letter is not None:
-                refusal = self._unknown_stage(letter) or _stage_refusal(conn, letter)
-            if refusal is not None or letter is None:
-                return _skipped(letter_id, letter, refusal or "no such dead letter")
-            envelope = _envelope(letter, self.dispatcher)
-            if envelope is None:
-                return _skipped(letter_id, letter, "the original message could not be decoded")
-            if dry_run:
-                return _outcome(letter, "would replay", "the original message would be re-sent")
-            if letter.document_id is not None:
-                # Lock order: the document (held), its stage row, then the letter.
-                message = StageMessage(letter.document_id, letter.stage, letter.generation)
-                conn.execute(transitions.queue(message, envelope.message_id, self.grace))
-                conn.execute(transitions.document_reopened(letter.document_id, letter.generation))
-            conn.execute(transitions.letter_replayed(letter.id, envelope.message_id))
-            _audit(conn, letter, "replayed", envelope.message_id, detail)
-        self.dispatcher.send_after_commit(envelope)
-        return _outcome(letter, "replayed", "re-sent", envelope.message_id)
+            if refusal is None and letter is not None and letter.queue_name == WEBHOOKS_QUEUE:
+                # What kind of letter: a webhook delivery's is re-armed, not re-sent as is.
+                outcome, envelope = self._rearm_webhook(conn, letter, request, detail)
+            else:
+                outcome, envelope = self._replay_stage(
+                    conn, letter_id, letter, refusal, request, detail
+                )
+        if envelope is not None:
+            self.dispatcher.send_after_commit(envelope)
+        return outcome
+
+    def _rearm_webhook(
+        self, conn: Connection, letter: Row[Any], request: ReplayRequest, detail: dict[str, Any]
+    ) -> tuple[ItemOutcome, dramatiq.Message[Any] | None]:
+        """A dead webhook delivery is due again with a fresh attempt budget (the document,
+        held by ``_hold_letter``, then the delivery, then the letter: the lock order)."""
+        delivery_id = webhook_messages.delivery_of(letter.message)
+        if delivery_id is None:
+            return _skipped(letter.id, letter, "the original message could not be decoded"), None
+        if request.dry_run:
+            return _outcome(letter, "would replay", "the delivery would be re-armed"), None
+        envelope = webhook_messages.build(delivery_id)
+        rearmed = conn.execute(
+            outbox.rearm(delivery_id, envelope.message_id, self.grace, force=request.force)
+        ).first()
+        if rearmed is None:
+            reason = "the delivery no longer exists (its endpoint was removed) or is not dead"
+            return _skipped(letter.id, letter, reason), None
+        conn.execute(transitions.letter_replayed(letter.id, envelope.message_id))
+        _audit(
+            conn,
+            letter,
+            "replayed",
+            envelope.message_id,
+            {**detail, "webhook_delivery": str(delivery_id)},
+        )
+        return _outcome(
+            letter, "replayed", "webhook delivery re-armed", envelope.message_id
+        ), envelope
+
+    def _replay_stage(
+        self,
+        conn: Connection,
+        letter_id: uuid.UUID,
+        letter: Row[Any] | None,
+        refusal: str | None,
+        request: ReplayRequest,
+        detail: dict[str, Any],
+    ) -> tuple[ItemOutcome, dramatiq.Message[Any] | None]:
+        dry_run = request.dry_run
+        if refusal is None and letter is not None:
+            refusal = self._unknown_stage(letter) or _stage_refusal(conn, letter)
+        if refusal is not None or letter is None:
+            return _skipped(letter_id, letter, refusal or "no such dead letter"), None
+        envelope = _envelope(letter, self.dispatcher)
+        if envelope is None:
+            reason = "the original message could not be decoded"
+            return _skipped(letter_id, letter, reason), None
+        if dry_run:
+            return _outcome(letter, "would replay", "the original message would be re-sent"), None
+        if letter.document_id is not None:
+            # Lock order: the document (held), its stage row, then the letter.
+            message = StageMessage(letter.document_id, letter.stage, letter.generation)
+            conn.execute(transitions.queue(message, envelope.message_id, self.grace))
+            conn.execute(transitions.document_reopened(letter.document_id, letter.generation))
+        conn.execute(transitions.letter_replayed(letter.id, envelope.message_id))
+        _audit(conn, letter, "replayed", envelope.message_id, detail)
+        return _outcome(letter, "replayed", "re-sent", envelope.message_id), envelope
 
     # -- discard -------------------------------------------------------------------------
 

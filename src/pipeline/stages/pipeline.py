@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.stages.artifacts import UPLOAD
 from pipeline.stages.spec import NAME_PATTERN, Artifact, StageSpec
 
-RESERVED_NAMES: Final = frozenset({"operations", "upload"})
+RESERVED_NAMES: Final = frozenset({"operations", "upload", "webhooks"})
 """Queue and event names the engine uses itself: no stage may take them."""
 DEFAULT_DEFINITION: Final = "pipeline.stages.builtin:PIPELINE"
 
