@@ -26,6 +26,7 @@ from pipeline.engine.executor import Observer, RunnableStage, StageExecutor
 from pipeline.engine.reconciler import Reconciler
 from pipeline.engine.sandbox import Sandbox, SandboxLimits
 from pipeline.faults import Faults
+from pipeline.lifecycle.deletion import DeletionService
 from pipeline.operations.jobs import JobRunner, JobSweep
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
@@ -175,6 +176,10 @@ class Wiring:
     @cached_property
     def rerun(self) -> RerunService:
         return RerunService(self.engine, self.dispatcher, self.settings, self.definition)
+
+    @cached_property
+    def deletion(self) -> DeletionService:
+        return DeletionService(self.engine)
 
     @cached_property
     def jobs(self) -> JobRunner:

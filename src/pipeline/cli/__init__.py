@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.db import db
+from pipeline.cli.documents import documents
 from pipeline.cli.errors import PipelineGroup
 from pipeline.cli.ingest import ingest
 from pipeline.cli.keys import keys
@@ -25,6 +26,20 @@ def main(log_level: str) -> None:
     configure_logging(log_level.upper())
 
 
-COMMANDS = (api, worker, reconciler, db, ingest, keys, replay, rerun, stages, status, up, demo)
+COMMANDS = (
+    api,
+    worker,
+    reconciler,
+    db,
+    ingest,
+    keys,
+    replay,
+    rerun,
+    documents,
+    stages,
+    status,
+    up,
+    demo,
+)
 for command in COMMANDS:
     main.add_command(command)

@@ -98,6 +98,7 @@ def create_app(
                 burst=settings.access.ingest_burst,
             ),
             cursors=CursorKeys(engine, settings.access.cursor_secret),
+            deletion=wiring.deletion,
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request

@@ -11,6 +11,7 @@ from pipeline.access.keys import Authenticator
 from pipeline.access.rate_limit import RateLimiter
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.ingestion.uploads import UploadService
+from pipeline.lifecycle.deletion import DeletionService
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
 from pipeline.queries.cursor_keys import CursorKeys
@@ -40,3 +41,5 @@ class ApiState:
     """Lexical, semantic and hybrid search (holds the query embedder)."""
     cursors: CursorKeys
     """Signs and checks pagination cursors with the deployment's key."""
+    deletion: DeletionService
+    """Deletes documents (synchronous, like the operator services)."""
