@@ -29,10 +29,19 @@ from pipeline.queries.documents import ChunkList, DocumentLinks, DocumentPage, D
 from pipeline.statuses import DocumentStatus
 from pipeline.text import NO_NUL
 
+EXTERNAL_ID_PATTERN = "^[^/\x00]+$"
 ExternalId = Annotated[
-    str, PathParameter(min_length=1, max_length=255, pattern=NO_NUL, title="external_id")
+    str,
+    PathParameter(
+        min_length=1,
+        max_length=255,
+        pattern=EXTERNAL_ID_PATTERN,
+        title="external_id",
+        description="The client's own key for the document (unique per tenant; 1-255 "
+        "characters, no `/`).",
+    ),
 ]
-"""The client's own key for a document: unique per tenant."""
+"""The client's own key for a document: unique per tenant; one path segment."""
 DeleteReason = Annotated[
     str | None,
     QueryParameter(name="reason", required=False, max_length=1000, pattern=NO_NUL),
