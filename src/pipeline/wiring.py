@@ -23,10 +23,11 @@ from pipeline.db.engine import make_engine
 from pipeline.engine.artifacts import Artifacts
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import Observer, RunnableStage, StageExecutor
-from pipeline.engine.reconciler import Reconciler
+from pipeline.engine.reconciler import Reconciler, Sweep
 from pipeline.engine.sandbox import Sandbox, SandboxLimits
 from pipeline.faults import Faults
 from pipeline.lifecycle.deletion import DeletionService
+from pipeline.lifecycle.retention import RetentionSweep
 from pipeline.operations.jobs import JobRunner, JobSweep
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
@@ -164,7 +165,7 @@ class Wiring:
     @cached_property
     def reconciler(self) -> Reconciler:
         grace = timedelta(milliseconds=self.settings.stages.queued_grace_ms)
-        sweeps = [JobSweep(self.engine, self.dispatcher, grace)]
+        sweeps: list[Sweep] = [JobSweep(self.engine, self.dispatcher, grace), self.retention]
         return Reconciler(self.engine, self.dispatcher, self.settings, sweeps)
 
     # -- operations ----------------------------------------------------------------------
@@ -176,6 +177,10 @@ class Wiring:
     @cached_property
     def rerun(self) -> RerunService:
         return RerunService(self.engine, self.dispatcher, self.settings, self.definition)
+
+    @cached_property
+    def retention(self) -> RetentionSweep:
+        return RetentionSweep(self.engine, self.settings.retention)
 
     @cached_property
     def deletion(self) -> DeletionService:

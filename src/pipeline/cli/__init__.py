@@ -12,6 +12,7 @@ from pipeline.cli.keys import keys
 from pipeline.cli.reconciler import reconciler
 from pipeline.cli.replay import replay
 from pipeline.cli.rerun import rerun
+from pipeline.cli.retention import retention
 from pipeline.cli.serve import api, worker
 from pipeline.cli.stages import stages
 from pipeline.cli.status import status
@@ -36,6 +37,7 @@ COMMANDS = (
     replay,
     rerun,
     documents,
+    retention,
     stages,
     status,
     up,

@@ -707,13 +707,13 @@ def replace_blob(document_id: uuid.UUID, data: bytes) -> Insert:
     )
 
 
-def old_events(cutoff: Any, limit: int) -> Delete:
+def old_events(cutoff: Any, limit: int, *, lock: bool) -> Select[int]:
     """Retention: up to ``limit`` events older than ``cutoff`` of documents that are
     finished (succeeded, failed or deleted), and of operator actions that name no
     document. Never an event of an unfinished document, and never a document's outcome
     event (``document_succeeded``/``_failed``/``_deleted``): it is the one line of a
-    document's history that says how it ended and who deleted it. Skips rows another
-    transaction holds."""
+    document's history that says how it ended, and who deleted it. ``lock``: skip rows
+    another transaction holds (a dry run only reads)."""
     unfinished = (
         select(Document.id)
         .where(
@@ -731,15 +731,18 @@ def old_events(cutoff: Any, limit: int) -> Delete:
         )
         .order_by(StageEvent.created_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    return chosen.with_for_update(skip_locked=True) if lock else chosen
+
+
+def remove_events(chosen: Select[int]) -> Delete:
     return delete(StageEvent).where(StageEvent.id.in_(chosen.scalar_subquery()))
 
 
-def old_letters(cutoff: Any, limit: int) -> Delete:
+def old_letters(cutoff: Any, limit: int, *, lock: bool) -> Select[uuid.UUID]:
     """Retention: up to ``limit`` settled dead letters (``replayed`` or ``discarded``)
-    that failed before ``cutoff``, never a ``dead`` one (it waits for an operator), and
-    never a replayed one whose document is still being worked on (the replay may die
+    that failed before ``cutoff``; never a ``dead`` one (it waits for an operator), and
+    never a replayed one whose document is still being worked on (its replay may die
     again and reopen it)."""
     working = (
         select(Document.id)
@@ -758,6 +761,9 @@ def old_letters(cutoff: Any, limit: int) -> Delete:
         )
         .order_by(DeadLetter.failed_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    return chosen.with_for_update(skip_locked=True) if lock else chosen
+
+
+def remove_letters(chosen: Select[uuid.UUID]) -> Delete:
     return delete(DeadLetter).where(DeadLetter.id.in_(chosen.scalar_subquery()))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Row, Select, exists, select
 
-from pipeline.db.models import Document, StageRun
+from pipeline.db.models import Document, DocumentBlob, StageRun
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
@@ -35,6 +35,7 @@ from pipeline.operations.common import (
 )
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, StageName
+from pipeline.stages.artifacts import UPLOAD
 from pipeline.statuses import LIVE_DOCUMENT_STATUSES, DocumentStatus, ItemAction
 
 if TYPE_CHECKING:  # requests.py builds its RerunRequest on this module's DocumentFilter
@@ -145,6 +146,30 @@ class RerunService:
             f"{current[differ]} or an earlier stage"
         )
 
+    def _bytes_refusal(
+        self, conn: Connection, document_id: uuid.UUID, stages: list[str]
+    ) -> str | None:
+        """A stage that reads the upload cannot run once retention removed the bytes."""
+        reader = next(
+            (
+                name
+                for name in stages
+                if name in self.definition and UPLOAD in self.definition.spec(name).reads
+            ),
+            None,
+        )
+        if reader is None:
+            return None
+        stored = conn.execute(
+            select(DocumentBlob.document_id).where(DocumentBlob.document_id == document_id)
+        ).first()
+        if stored is not None:
+            return None
+        return (
+            f"the uploaded bytes were removed by retention (PIPELINE_RETENTION_BLOBS_S) "
+            f"and {reader} reads them; rerun from a later stage, or upload the document again"
+        )
+
     def _rerun_one(
         self,
         document_id: uuid.UUID,
@@ -181,7 +206,11 @@ class RerunService:
                     "rerun it onto the current plan to add it"
                 )
                 return _item(document_id, from_stage, "skipped", missing)
-            refusal = _earlier_stages_refusal(conn, document_id, position)
+            refusal = _earlier_stages_refusal(conn, document_id, position) or self._bytes_refusal(
+                conn,
+                document_id,
+                plan[position:] if not replan else list(self.definition.names[position:]),
+            )
             if refusal is not None:
                 return _item(document_id, from_stage, "skipped", refusal)
             change = f"generation {generation} → {generation + 1}"
