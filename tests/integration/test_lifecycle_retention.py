@@ -97,8 +97,8 @@ def test_retention_removes_exactly_what_is_past_its_age(
     sql(
         engine,
         "INSERT INTO dead_letters (id, document_id, stage, generation, actor_name, queue_name, "
-        "message_id, message, error_type, error_message, attempts, failed_at, status) "
-        f"VALUES (:id, :doc, 'embed', 1, 'embed', 'embed', 'm', '{{}}', 'E', 'e', 1, {OLD}, 'dead')",
+        "message_id, message, error_type, error_message, attempts, failed_at, status) VALUES "
+        f"(:id, :doc, 'embed', 1, 'embed', 'embed', 'm', '{{}}', 'E', 'e', 1, {OLD}, 'dead')",
         id=uuid.uuid4(),
         doc=with_letter,
     )
