@@ -86,7 +86,8 @@ def test_delete_over_http_erases_and_keeps_a_tombstone(
     assert_problem(as_key.get(f"/documents/{document_id}"), 404, "no document")
     assert_problem(as_key.get(f"/documents/{document_id}/chunks"), 404, "no document")
     assert_problem(as_key.request("DELETE", f"/documents/{document_id}"), 404, "no document")
-    assert as_key.get("/search", params={"q": word}).json()["hits"] == []
+    hits = as_key.get("/search", params={"q": word}).json()["hits"]
+    assert document_id not in {hit["document_id"] for hit in hits}
     assert document_id not in {d["id"] for d in as_key.get("/documents").json()["items"]}
     assert content_left(engine, document_id) == NOTHING_LEFT
 
@@ -246,7 +247,8 @@ def test_delete_during_processing_stops_the_run(make_stack: Any, engine: Engine)
     later = PIPELINE.names[PIPELINE.names.index("extract") + 1 :]
     assert not [stage for stage, event in history if event == "claimed" and stage in later]
     assert content_left(engine, document_id) == NOTHING_LEFT
-    assert stack.client.get("/search", params={"q": word}).json()["hits"] == []
+    hits = stack.client.get("/search", params={"q": word}).json()["hits"]
+    assert document_id not in {hit["document_id"] for hit in hits}
     tomb = row(
         engine,
         "SELECT status, deleted_by, delete_reason FROM documents WHERE id = :id",

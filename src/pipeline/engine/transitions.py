@@ -735,8 +735,10 @@ def old_events(cutoff: Any, limit: int, *, lock: bool) -> Select[int]:
     return chosen.with_for_update(skip_locked=True) if lock else chosen
 
 
-def remove_events(chosen: Select[int]) -> Delete:
-    return delete(StageEvent).where(StageEvent.id.in_(chosen.scalar_subquery()))
+def remove_events(ids: list[int]) -> Delete:
+    """The events ``old_events`` chose (by id: an ``IN (subquery)`` was planned as a
+    sequential scan of the whole table)."""
+    return delete(StageEvent).where(StageEvent.id.in_(ids))
 
 
 def old_letters(cutoff: Any, limit: int, *, lock: bool) -> Select[uuid.UUID]:
@@ -765,5 +767,5 @@ def old_letters(cutoff: Any, limit: int, *, lock: bool) -> Select[uuid.UUID]:
     return chosen.with_for_update(skip_locked=True) if lock else chosen
 
 
-def remove_letters(chosen: Select[uuid.UUID]) -> Delete:
-    return delete(DeadLetter).where(DeadLetter.id.in_(chosen.scalar_subquery()))
+def remove_letters(ids: list[uuid.UUID]) -> Delete:
+    return delete(DeadLetter).where(DeadLetter.id.in_(ids))

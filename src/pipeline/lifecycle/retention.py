@@ -111,14 +111,15 @@ CHOOSERS: Final[Mapping[RetentionKind, Chooser]] = {
 }
 
 
-def _remove(kind: RetentionKind, chosen: Select[Any]) -> Delete:
-    ids = chosen.scalar_subquery()
+def _remove(kind: RetentionKind, ids: list[Any]) -> Delete:
+    """The rows a batch chose and locked, by id: a ``DELETE … WHERE id IN (subquery)``
+    was planned as a sequential scan of the table (measured on 100k events)."""
     if kind == "blobs":
         return delete(DocumentBlob).where(DocumentBlob.document_id.in_(ids))
     if kind == "events":
-        return transitions.remove_events(chosen)
+        return transitions.remove_events(ids)
     if kind == "dead_letters":
-        return transitions.remove_letters(chosen)
+        return transitions.remove_letters(ids)
     if kind == "jobs":
         return delete(OperationJob).where(OperationJob.id.in_(ids))
     return delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
@@ -165,7 +166,8 @@ class RetentionSweep:
             for _ in range(MAX_BATCHES):
                 with self.engine.begin() as conn:
                     chosen = CHOOSERS[kind](self._cutoff(kind), self.batch_size, True)
-                    count = conn.execute(_remove(kind, chosen)).rowcount
+                    ids = list(conn.execute(chosen).scalars())
+                    count = conn.execute(_remove(kind, ids)).rowcount if ids else 0
                     if count:
                         _counted(conn, kind, count)
                 total += count
