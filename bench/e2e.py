@@ -70,6 +70,7 @@ def load_documents(settings: Settings, count: int) -> None:
                     "size": len(data),
                     "sha256": "0" * 64,
                     "key": None,
+                    "external_id": None,
                     "data": data,
                     "grace": "10 minutes",
                     "message_id": envelope.message_id,

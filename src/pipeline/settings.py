@@ -320,6 +320,36 @@ class OperationSettings(Group, frozen=True):
     """CLI bulk actions above this many items ask for confirmation (unless --yes)."""
 
 
+DAY_MS: Final = 24 * 3600 * 1000
+
+
+class RetentionSettings(Group, frozen=True):
+    """How long the reconciler's retention sweep keeps what it may remove (0: for ever).
+
+    Never removed, whatever the ages: anything of an unfinished document, a ``dead``
+    letter (it waits for an operator) or a document's outcome event."""
+
+    blobs_ms: Annotated[int, Seconds("PIPELINE_RETENTION_BLOBS_S", allow_zero=True)] = 0
+    """The uploaded bytes of documents that succeeded this long ago (and have no dead
+    letter). Kept for ever by default: a rerun from a stage that reads the upload
+    (validate, extract) needs them, and is refused once they are gone."""
+    events_ms: Annotated[int, Seconds("PIPELINE_RETENTION_EVENTS_S", allow_zero=True)] = 90 * DAY_MS
+    """Stage events of finished documents: the audit trail an operator reads when
+    something went wrong, which is rarely later than a quarter."""
+    dead_letters_ms: Annotated[
+        int, Seconds("PIPELINE_RETENTION_DEAD_LETTERS_S", allow_zero=True)
+    ] = 30 * DAY_MS
+    """Dead letters already replayed or discarded (the events keep what was done)."""
+    jobs_ms: Annotated[int, Seconds("PIPELINE_RETENTION_JOBS_S", allow_zero=True)] = 30 * DAY_MS
+    """Finished operation jobs (their reports)."""
+    webhook_deliveries_ms: Annotated[
+        int, Seconds("PIPELINE_RETENTION_WEBHOOK_DELIVERIES_S", allow_zero=True)
+    ] = 30 * DAY_MS
+    """Webhook deliveries ``delivered`` or ``cancelled``, with their attempts."""
+    batch_size: Annotated[int, Env("PIPELINE_RETENTION_BATCH_SIZE", minimum=1)] = 1000
+    """Rows one retention statement removes; a sweep runs at most ten per kind."""
+
+
 class FaultSpecs(Rule):
     """Fault injection (for tests only): ``PIPELINE_FAULTS``, and the switch that allows it."""
 
@@ -343,6 +373,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events: EventSettings = msgspec.field(default_factory=EventSettings)
     operations: OperationSettings = msgspec.field(default_factory=OperationSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     faults: Annotated[tuple[FaultSpec, ...], FaultSpecs()] = ()
 
     @classmethod

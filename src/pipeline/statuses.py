@@ -133,6 +133,8 @@ ItemAction = Literal[
     "would rerun",
     "imported",
     "would import",
+    "deleted",
+    "would delete",
     "skipped",
     "failed",
 ]

@@ -26,6 +26,8 @@ from pipeline.engine.executor import Observer, RunnableStage, StageExecutor
 from pipeline.engine.reconciler import Reconciler, Sweep
 from pipeline.engine.sandbox import Sandbox, SandboxLimits
 from pipeline.faults import Faults
+from pipeline.lifecycle.deletion import DeletionService
+from pipeline.lifecycle.retention import RetentionSweep
 from pipeline.operations.jobs import JobRunner, JobSweep
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
@@ -168,7 +170,11 @@ class Wiring:
     @cached_property
     def reconciler(self) -> Reconciler:
         grace = timedelta(milliseconds=self.settings.stages.queued_grace_ms)
-        sweeps: list[Sweep] = [JobSweep(self.engine, self.dispatcher, grace), self.webhook_dispatch]
+        sweeps: list[Sweep] = [
+            JobSweep(self.engine, self.dispatcher, grace),
+            self.webhook_dispatch,
+            self.retention,
+        ]
         # The outbox trigger notifies: new deliveries go out at once, not at the next sweep.
         wakers = {WEBHOOKS_CHANNEL: self.webhook_dispatch}
         return Reconciler(self.engine, self.dispatcher, self.settings, sweeps, wakers=wakers)
@@ -208,6 +214,14 @@ class Wiring:
     @cached_property
     def rerun(self) -> RerunService:
         return RerunService(self.engine, self.dispatcher, self.settings, self.definition)
+
+    @cached_property
+    def retention(self) -> RetentionSweep:
+        return RetentionSweep(self.engine, self.settings.retention)
+
+    @cached_property
+    def deletion(self) -> DeletionService:
+        return DeletionService(self.engine)
 
     @cached_property
     def jobs(self) -> JobRunner:

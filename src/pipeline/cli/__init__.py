@@ -5,12 +5,14 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.db import db
+from pipeline.cli.documents import documents
 from pipeline.cli.errors import PipelineGroup
 from pipeline.cli.ingest import ingest
 from pipeline.cli.keys import keys
 from pipeline.cli.reconciler import reconciler
 from pipeline.cli.replay import replay
 from pipeline.cli.rerun import rerun
+from pipeline.cli.retention import retention
 from pipeline.cli.serve import api, worker
 from pipeline.cli.stages import stages
 from pipeline.cli.status import status
@@ -35,6 +37,8 @@ COMMANDS = (
     keys,
     replay,
     rerun,
+    documents,
+    retention,
     stages,
     status,
     up,

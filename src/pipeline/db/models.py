@@ -98,6 +98,12 @@ class Document(Base):
         # because the reconciler finds unfinished documents of every tenant by it.
         Index("ix_documents_tenant_created", "tenant", "created_at", "id"),
         Index("ix_documents_status_tenant_created", "status", "tenant", "created_at", "id"),
+        # Retention: the bytes of documents that succeeded long ago.
+        Index(
+            "ix_documents_succeeded_finished",
+            "finished_at",
+            postgresql_where=sql_text("status = 'succeeded'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -201,6 +207,14 @@ class StageEvent(Base):
             "xact",
             postgresql_using="brin",
             postgresql_with={"pages_per_range": 32},
+        ),
+        # Retention: the oldest events that may go (a document's outcome event never does).
+        Index(
+            "ix_stage_events_created",
+            "created_at",
+            postgresql_where=sql_text(
+                "event NOT IN ('document_succeeded', 'document_failed', 'document_deleted')"
+            ),
         ),
     )
 
@@ -382,6 +396,12 @@ class OperationJob(Base):
             "status",
             postgresql_where=sql_text(_one_of("status", UNFINISHED_JOB_STATUSES)),
         ),
+        # Retention: finished jobs, oldest first.
+        Index(
+            "ix_operation_jobs_finished",
+            "finished_at",
+            postgresql_where=sql_text("status IN ('succeeded', 'failed')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -545,3 +565,15 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class RetentionTotal(Base):
+    """How many rows of each kind the retention sweeps removed, ever: the counter
+    ``/metrics`` serves (``pipeline_retention_removed_total``), kept in Postgres because
+    the sweeps run in the reconciler's process and ``/metrics`` in the API's."""
+
+    __tablename__ = "retention_totals"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    removed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -264,9 +264,13 @@ class StageExecutor:
         """
         row = conn.execute(transitions.current(message)).one_or_none()
         if row is None:
-            if not _exists(conn, message):
+            status = _status(conn, message)
+            if status is None:
                 raise _UnknownDocument
-            reason = "the document has no row for this stage"
+            if status == "deleted":
+                reason = "the document was deleted"
+            else:
+                reason = "the document has no row for this stage"
         elif row.generation != message.generation:
             reason = (
                 f"stale message: generation {message.generation}, "
@@ -629,6 +633,12 @@ def _driver(conn: Connection) -> psycopg.Connection[Any]:
 def _exists(conn: Connection, message: StageMessage) -> bool:
     found = conn.execute(select(Document.id).where(Document.id == message.document_id))
     return found.scalar_one_or_none() is not None
+
+
+def _status(conn: Connection, message: StageMessage) -> str | None:
+    """The document's status (``None``: no such document)."""
+    found = conn.execute(select(Document.status).where(Document.id == message.document_id))
+    return found.scalar_one_or_none()
 
 
 def _filename(conn: Connection, message: StageMessage) -> str:

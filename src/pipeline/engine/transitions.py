@@ -58,10 +58,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from pipeline.db.models import DeadLetter, Document, StageEvent, StageRun
+from pipeline.db.models import (
+    Chunk,
+    DeadLetter,
+    Document,
+    DocumentBlob,
+    DocumentText,
+    StageEvent,
+    StageRun,
+    StoredArtifact,
+)
 from pipeline.engine.failures import Failure
 from pipeline.messages import Delivery, StageMessage
 from pipeline.statuses import (
+    OUTCOME_EVENT_NAMES,
+    UNFINISHED_DOCUMENT_STATUSES,
     UNFINISHED_STAGE_STATUSES,
     FinishedDocumentStatus,
     StageEventName,
@@ -91,9 +102,9 @@ def row_of(message: StageMessage) -> tuple[ColumnElement[bool], ...]:
 ACCEPT_SQL = """
 WITH doc AS (
     INSERT INTO documents (id, tenant, filename, declared_content_type, size_bytes, sha256,
-                           idempotency_key, pipeline_version)
+                           idempotency_key, external_id, pipeline_version)
     VALUES (%(id)s, %(tenant)s, %(filename)s, %(declared)s, %(size)s, %(sha256)s, %(key)s,
-            %(version)s)
+            %(external_id)s, %(version)s)
     ON CONFLICT ON CONSTRAINT uq_documents_tenant_idempotency_key DO NOTHING
     RETURNING id
 ), blob AS (
@@ -117,8 +128,9 @@ SELECT id FROM doc
 """
 """A new document in one round trip: the document, its bytes, its plan's stage rows (in
 the definition's order, the first queued for ``message_id``) and its first events.
-Returns no row when the tenant's idempotency key is taken. The upload path is the
-hottest write there is; this is the whole of it, as one statement."""
+Returns no row when the tenant's idempotency key is taken; an ``external_id`` the tenant
+already uses raises a unique violation (the caller replaces that document instead). The
+upload path is the hottest write there is; this is the whole of it, as one statement."""
 
 
 CLAIM_SQL = """
@@ -613,3 +625,179 @@ def webhook_letter(
 def imported_letter(**values: Any) -> Insert:
     """A dead letter copied from Dramatiq's own dead set in Redis."""
     return insert(DeadLetter).values(**values)
+
+
+# -- lifecycle: delete, replace, retention --------------------------------------------------
+#
+# A delete or a replace runs in one transaction that holds the document lock first (step
+# 1), then writes the stage rows (2) and the dead letters (3), like a rerun. The erasure
+# of content (bytes, text, artifacts, chunks) needs no lock of its own: the document lock
+# keeps every stage's completion out (``SUCCEED_SQL`` takes it first), and a completion
+# that then finds its row gone or at another generation rolls back and writes nothing.
+
+
+def drop_stage_rows(document_id: uuid.UUID) -> Delete:
+    """A deleted document has no stage rows: any attempt in flight then loses its fence
+    (its completion or failure finds no row, and rolls back), and any later message is
+    dropped (the executor says the document was deleted). The history stays in
+    ``stage_events``."""
+    return delete(StageRun).where(StageRun.document_id == document_id)
+
+
+def letters_of_deleted(document_id: uuid.UUID) -> Update:
+    """A deleted document's dead letters are settled, whatever their status: nothing may
+    replay a deleted document."""
+    return (
+        update(DeadLetter)
+        .where(DeadLetter.document_id == document_id, DeadLetter.status != "discarded")
+        .values(status="discarded")
+        .returning(DeadLetter.id)
+    )
+
+
+ERASED_FILENAME = ""
+"""What a tombstone keeps of the filename and the checksum: nothing. A filename is often
+personal data ("smith-medical-2024.pdf"), and the sha256 of the bytes proves whether
+someone holds a given file, so both go; kind, types and size stay (they identify
+nothing and keep the counts an operator reads right)."""
+
+
+def erase_content(document_id: uuid.UUID) -> tuple[Delete, ...]:
+    """What a document's content is: the bytes, the text, every artifact and the chunks
+    (whose triggers take the postings out of ``chunk_terms`` and ``search_totals``)."""
+    return (
+        delete(Chunk).where(Chunk.document_id == document_id),
+        delete(StoredArtifact).where(StoredArtifact.document_id == document_id),
+        delete(DocumentText).where(DocumentText.document_id == document_id),
+        delete(DocumentBlob).where(DocumentBlob.document_id == document_id),
+    )
+
+
+def tombstone(document_id: uuid.UUID, by: str, reason: str | None) -> Update:
+    """The document becomes its tombstone: ``deleted``, who, when and why; a new
+    generation (so every message still in flight is stale); the client's keys cleared
+    (the external id and the idempotency key may be used again); the filename, checksum
+    and failure reason erased. The ``documents_outcome`` trigger writes the
+    ``document_deleted`` event (with ``by`` and ``reason``)."""
+    return (
+        update(Document)
+        .where(Document.id == document_id)
+        .values(
+            status="deleted",
+            generation=Document.generation + 1,
+            deleted_at=func.now(),
+            deleted_by=by,
+            delete_reason=reason,
+            external_id=None,
+            idempotency_key=None,
+            filename=ERASED_FILENAME,
+            sha256=ERASED_FILENAME,
+            failure_reason=None,
+            finished_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+
+
+def replace_upload(
+    document_id: uuid.UUID,
+    *,
+    generation: int,
+    filename: str,
+    declared_type: str | None,
+    size: int,
+    sha256: str,
+) -> Update:
+    """New bytes for a document (a replace by its external id): the upload's metadata, a
+    new generation, and the document back to ``pending``; what validate derives (kind,
+    detected type, encoding) is cleared until validate runs again."""
+    return (
+        update(Document)
+        .where(Document.id == document_id)
+        .values(
+            filename=filename,
+            declared_content_type=declared_type,
+            size_bytes=size,
+            sha256=sha256,
+            detected_content_type=None,
+            kind=None,
+            encoding=None,
+            generation=generation,
+            status="pending",
+            failure_reason=None,
+            finished_at=None,
+            updated_at=func.now(),
+        )
+    )
+
+
+def replace_blob(document_id: uuid.UUID, data: bytes) -> Insert:
+    """The new bytes (inserted if retention had removed the old ones)."""
+    statement = pg_insert(DocumentBlob).values(document_id=document_id, data=data)
+    return statement.on_conflict_do_update(
+        index_elements=[DocumentBlob.document_id], set_={"data": statement.excluded.data}
+    )
+
+
+def old_events(cutoff: Any, limit: int, *, lock: bool) -> Select[int]:
+    """Retention: up to ``limit`` events older than ``cutoff`` of documents that are
+    finished (succeeded, failed or deleted), and of operator actions that name no
+    document. Never an event of an unfinished document, and never a document's outcome
+    event (``document_succeeded``/``_failed``/``_deleted``): it is the one line of a
+    document's history that says how it ended, and who deleted it. ``lock``: skip rows
+    another transaction holds (a dry run only reads)."""
+    unfinished = (
+        select(Document.id)
+        .where(
+            Document.id == StageEvent.document_id,
+            Document.status.in_(UNFINISHED_DOCUMENT_STATUSES),
+        )
+        .exists()
+    )
+    chosen = (
+        select(StageEvent.id)
+        .where(
+            StageEvent.created_at < cutoff,
+            StageEvent.event.not_in(OUTCOME_EVENT_NAMES),
+            ~unfinished,
+        )
+        .order_by(StageEvent.created_at)
+        .limit(limit)
+    )
+    return chosen.with_for_update(skip_locked=True) if lock else chosen
+
+
+def remove_events(ids: list[int]) -> Delete:
+    """The events ``old_events`` chose (by id: an ``IN (subquery)`` was planned as a
+    sequential scan of the whole table)."""
+    return delete(StageEvent).where(StageEvent.id.in_(ids))
+
+
+def old_letters(cutoff: Any, limit: int, *, lock: bool) -> Select[uuid.UUID]:
+    """Retention: up to ``limit`` settled dead letters (``replayed`` or ``discarded``)
+    that failed before ``cutoff``; never a ``dead`` one (it waits for an operator), and
+    never a replayed one whose document is still being worked on (its replay may die
+    again and reopen it)."""
+    working = (
+        select(Document.id)
+        .where(
+            Document.id == DeadLetter.document_id,
+            Document.status.in_(UNFINISHED_DOCUMENT_STATUSES),
+        )
+        .exists()
+    )
+    chosen = (
+        select(DeadLetter.id)
+        .where(
+            DeadLetter.status.in_(("replayed", "discarded")),
+            DeadLetter.failed_at < cutoff,
+            ~working,
+        )
+        .order_by(DeadLetter.failed_at)
+        .limit(limit)
+    )
+    return chosen.with_for_update(skip_locked=True) if lock else chosen
+
+
+def remove_letters(ids: list[uuid.UUID]) -> Delete:
+    return delete(DeadLetter).where(DeadLetter.id.in_(ids))

@@ -111,6 +111,7 @@ def create_app(
             cursors=CursorKeys(engine, settings.access.cursor_secret),
             events=events,
             webhooks=wiring.webhook_endpoints,
+            deletion=wiring.deletion,
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request

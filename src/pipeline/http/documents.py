@@ -1,4 +1,4 @@
-"""/documents: upload, status, listing and chunks."""
+"""/documents: upload, status, listing, chunks, delete, and replace by the client's key."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
-from litestar import Controller, Request, Response, get, post, route
+from litestar import Controller, Request, Response, delete, get, post, put, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
@@ -19,10 +21,31 @@ from pipeline.http.contract import AUTH, DocumentedOperation, LinkTo, documented
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.http.upload_body import read_upload
-from pipeline.ingestion.uploads import IdempotencyConflict, Upload
+from pipeline.ingestion.uploads import IdempotencyConflict, PutOutcome, Upload
+from pipeline.lifecycle.deletion import DeleteRequest
+from pipeline.operations.common import NotFound, Operator, RunContext
 from pipeline.queries import documents as queries
 from pipeline.queries.documents import ChunkList, DocumentLinks, DocumentPage, DocumentView
 from pipeline.statuses import DocumentStatus
+from pipeline.text import NO_NUL
+
+EXTERNAL_ID_PATTERN = "^[^/\x00]+$"
+ExternalId = Annotated[
+    str,
+    PathParameter(
+        min_length=1,
+        max_length=255,
+        pattern=EXTERNAL_ID_PATTERN,
+        title="external_id",
+        description="The client's own key for the document (unique per tenant; 1-255 "
+        "characters, no `/`).",
+    ),
+]
+"""The client's own key for a document: unique per tenant; one path segment."""
+DeleteReason = Annotated[
+    str | None,
+    QueryParameter(name="reason", required=False, max_length=1000, pattern=NO_NUL),
+]
 
 
 class DocumentAccepted(msgspec.Struct, frozen=True):
@@ -31,10 +54,29 @@ class DocumentAccepted(msgspec.Struct, frozen=True):
     links: DocumentLinks
 
 
+class KeyedDocument(msgspec.Struct, frozen=True):
+    """What an upload by external id did to the document with that key."""
+
+    id: uuid.UUID
+    external_id: str
+    outcome: PutOutcome
+    """``created`` (202), ``replaced`` by new bytes (202, a new generation), or
+    ``unchanged``: the same bytes as the document's current ones (200, nothing done)."""
+    status: DocumentStatus
+    generation: int
+    links: DocumentLinks
+
+
 GET_DOCUMENT = "DocumentsDocumentIdGetDocument"
 GET_CHUNKS = "DocumentsDocumentIdChunksGetChunks"
 RERUN_DOCUMENT = "DocumentsDocumentIdRerunRerunDocument"
 LIST_DOCUMENTS = "DocumentsListDocuments"
+KEYED_SUCCESSES = {
+    200: ResponseSpec(KeyedDocument, description="The same bytes as now: nothing was done"),
+    202: ResponseSpec(
+        KeyedDocument, description="Created, or replaced by new bytes: processing runs"
+    ),
+}
 
 
 def document_links(pointer: str) -> dict[str, LinkTo]:
@@ -235,3 +277,127 @@ class DocumentController(Controller):
         if chunks is None:
             raise Problem(404, f"no document with id {document_id!r}")
         return chunks
+
+    @route(
+        "/{document_id:str}",
+        http_method=[HttpMethod.OPTIONS],
+        include_in_schema=False,
+        **access("public"),
+    )
+    async def allow_document(self) -> Response[None]:
+        """``Allow`` for ``/documents/{id}`` (GET and DELETE): see :meth:`allow`."""
+        return Response(None, status_code=204, headers={"Allow": "DELETE, GET, OPTIONS"})
+
+    @delete(
+        "/{document_id:str}",
+        status_code=204,
+        summary="Delete a document: erase its content, keep a tombstone",
+        description="Erases the uploaded bytes, the text, the chunks and every stage's "
+        "output, stops work in flight, and leaves search at once. The audit trail stays "
+        "(a tombstone records who deleted it, when and why: `reason`). Needs the `ingest` "
+        "scope: the client that uploads is the one its users ask to erase (operators "
+        "delete with `pipeline documents delete`). "
+        "Afterwards the document answers `404`, and so does a repeated DELETE.",
+        **access("ingest"),
+        **documented(*AUTH, 404, 422, 503),
+    )
+    async def delete_document(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        document_id: Annotated[str, PathParameter()],
+        reason: DeleteReason = None,
+    ) -> None:
+        wanted = DeleteRequest(ids=[parse_id(document_id)], reason=reason)
+        # Named as the admin API names its operators (``http.admin.run_of``, which
+        # imports this module): the key, and the client's address.
+        host = request.client.host if request.client else None
+        operator = Operator(name=f"{principal.label}@{host or 'unknown'}", via="api")
+        run = RunContext(operator=operator, tenant=principal.tenant)
+        report = await anyio.to_thread.run_sync(api.deletion.delete, wanted, run)
+        [item] = report.items
+        if isinstance(item, NotFound):
+            raise Problem(404, f"no document with id {document_id!r}")
+        if item.action == "failed":
+            raise Problem(503, f"the document was not deleted ({item.detail})")
+
+    @route(
+        "/by-key/{external_id:str}",
+        http_method=[HttpMethod.OPTIONS],
+        include_in_schema=False,
+        **access("public"),
+    )
+    async def allow_key(self) -> Response[None]:
+        """``Allow`` for ``/documents/by-key/{key}`` (GET and PUT): see :meth:`allow`."""
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, PUT"})
+
+    @get(
+        "/by-key/{external_id:str}",
+        summary="The document with this external id",
+        **access("read"),
+        **documented(*AUTH, 404, 422, 503),
+    )
+    async def get_by_key(
+        self,
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        external_id: ExternalId,
+    ) -> DocumentView:
+        document = await queries.document_by_key(api.engine, external_id, tenant=principal.tenant)
+        if document is None:
+            raise Problem(404, f"no document with external id {external_id!r}")
+        return document
+
+    @put(
+        "/by-key/{external_id:str}",
+        summary="Upload a document under the client's own key, or replace its bytes",
+        description="The same bodies as `POST /documents`, with the same limits. No "
+        "document has this key: one is created (202). The same bytes as the document's "
+        "current ones: nothing is done (200). New bytes: the document moves to a new "
+        "generation and is processed again (202); its chunks are swapped for the new ones "
+        "in one transaction, so search shows the old or the new, never both or neither.",
+        **access("ingest"),
+        **documented(
+            400,
+            *AUTH,
+            413,
+            415,
+            422,
+            429,
+            503,
+            successes=KEYED_SUCCESSES,
+            links={200: document_links("/id"), 202: document_links("/id")},
+            operation=UploadOperation,
+        ),
+    )
+    async def put_by_key(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        external_id: ExternalId,
+        filename: Annotated[
+            str | None, QueryParameter(name="filename", required=False, max_length=1024)
+        ] = None,
+    ) -> Response[KeyedDocument]:
+        await enforce_upload_rate(api.limiter, principal)  # before the body is read
+        raw = await read_upload(request, filename, api.settings.limits.max_upload_bytes)
+        upload = Upload(
+            filename=raw.filename,
+            declared_type=raw.declared_type,
+            data=raw.data,
+            tenant=principal.tenant,
+            external_id=external_id,
+        )
+        done = await api.uploads.put(upload, by=f"api:{principal.label}")
+        body = KeyedDocument(
+            id=done.id,
+            external_id=external_id,
+            outcome=done.outcome,
+            status=done.status,
+            generation=done.generation,
+            links=queries.links(done.id),
+        )
+        status = 200 if done.outcome == "unchanged" else 202
+        return Response(body, status_code=status, headers={"Location": body.links.self})

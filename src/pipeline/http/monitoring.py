@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY, generate_latest
 from pipeline.http.auth import access
 from pipeline.http.contract import AUTH, documented
 from pipeline.http.state import ApiState
-from pipeline.monitoring.metrics import render_overview
+from pipeline.lifecycle.retention import removed_totals
+from pipeline.monitoring.metrics import render_overview, render_retention
 from pipeline.monitoring.stages import Overview, overview, queue_depths
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -57,5 +58,10 @@ async def stages(api: NamedDependency[ApiState]) -> Overview:
     ),
 )
 async def metrics(api: NamedDependency[ApiState]) -> Response[bytes]:
-    body = generate_latest(REGISTRY) + render_overview(await _overview(api))
+    def totals() -> dict[str, int]:
+        with api.sync_engine.connect() as conn:
+            return removed_totals(conn)
+
+    retention = render_retention(await anyio.to_thread.run_sync(totals))
+    body = generate_latest(REGISTRY) + render_overview(await _overview(api)) + retention
     return Response(body, media_type=PROMETHEUS_TEXT)

@@ -12,6 +12,7 @@ from pipeline.access.rate_limit import RateLimiter
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.events.hub import EventHub
 from pipeline.ingestion.uploads import UploadService
+from pipeline.lifecycle.deletion import DeletionService
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
 from pipeline.queries.cursor_keys import CursorKeys
@@ -46,3 +47,5 @@ class ApiState:
     """The process's one Postgres listener, fanned out to its event streams."""
     webhooks: WebhookEndpoints
     """Registers and shows the tenants' webhook endpoints (on the sync engine)."""
+    deletion: DeletionService
+    """Deletes documents (synchronous, like the operator services)."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipeline.monitoring.stages import Overview
@@ -79,6 +79,28 @@ class _OverviewCollector(Collector):
 def render_overview(overview: Overview) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_OverviewCollector(overview))
+    return generate_latest(registry)
+
+
+class _RetentionCollector(Collector):
+    def __init__(self, totals: dict[str, int]) -> None:
+        self.totals = totals
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        removed = CounterMetricFamily(
+            "pipeline_retention_removed",
+            "Rows the retention sweeps removed, by kind (kept in Postgres: every process's)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self.totals.items()):
+            removed.add_metric([kind], count)
+        yield removed
+
+
+def render_retention(totals: dict[str, int]) -> bytes:
+    """``pipeline_retention_removed_total{kind}`` from ``retention_totals``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_RetentionCollector(totals))
     return generate_latest(registry)
 
 

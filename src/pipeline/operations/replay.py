@@ -408,6 +408,13 @@ def _stage_refusal(conn: Connection, letter: Row[Any]) -> str | None:
         .where(StageRun.document_id == letter.document_id, StageRun.stage == letter.stage)
     ).first()
     if row is None:
+        deleted = conn.execute(
+            select(Document.id).where(
+                Document.id == letter.document_id, Document.status == "deleted"
+            )
+        ).first()
+        if deleted is not None:
+            return "the document was deleted: its content is erased"
         return "the document no longer exists"
     if row.generation != letter.generation:
         return f"the document was re-run since (now generation {row.generation})"

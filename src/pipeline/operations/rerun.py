@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Select, exists, select
+from sqlalchemy import Connection, Engine, Row, Select, exists, select
 
-from pipeline.db.models import Document, StageRun
+from pipeline.db.models import Document, DocumentBlob, StageRun
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.messages import StageMessage
@@ -35,7 +35,8 @@ from pipeline.operations.common import (
 )
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, StageName
-from pipeline.statuses import DocumentStatus, ItemAction
+from pipeline.stages.artifacts import UPLOAD
+from pipeline.statuses import LIVE_DOCUMENT_STATUSES, DocumentStatus, ItemAction
 
 if TYPE_CHECKING:  # requests.py builds its RerunRequest on this module's DocumentFilter
     from pipeline.operations.requests import RerunRequest
@@ -92,7 +93,11 @@ class RerunService:
         assert request.filter is not None
         query = (
             select(Document.id)
-            .where(*request.filter.where(), *_of_tenant(tenant))
+            .where(
+                *request.filter.where(),
+                Document.status.in_(LIVE_DOCUMENT_STATUSES),  # not the tombstones
+                *_of_tenant(tenant),
+            )
             .order_by(Document.created_at, Document.id)
         )
         if request.limit is not None:
@@ -141,6 +146,30 @@ class RerunService:
             f"{current[differ]} or an earlier stage"
         )
 
+    def _bytes_refusal(
+        self, conn: Connection, document_id: uuid.UUID, stages: list[str]
+    ) -> str | None:
+        """A stage that reads the upload cannot run once retention removed the bytes."""
+        reader = next(
+            (
+                name
+                for name in stages
+                if name in self.definition and UPLOAD in self.definition.spec(name).reads
+            ),
+            None,
+        )
+        if reader is None:
+            return None
+        stored = conn.execute(
+            select(DocumentBlob.document_id).where(DocumentBlob.document_id == document_id)
+        ).first()
+        if stored is not None:
+            return None
+        return (
+            f"the uploaded bytes were removed by retention (PIPELINE_RETENTION_BLOBS_S) "
+            f"and {reader} reads them; rerun from a later stage, or upload the document again"
+        )
+
     def _rerun_one(
         self,
         document_id: uuid.UUID,
@@ -153,11 +182,14 @@ class RerunService:
         # A dry run reads, and locks nothing: it must never hold up live work.
         query = _generation(document_id, tenant)
         with open_item(self.engine, dry_run) as conn:
-            generation = conn.execute(
+            found = conn.execute(
                 query if dry_run else query.with_for_update(key_share=True)
-            ).scalar_one_or_none()
-            if generation is None:
+            ).first()
+            if found is None:
                 return NotFound(id=document_id, action="skipped", detail="no such document")
+            if found.status == "deleted":
+                return _item(document_id, from_stage, "skipped", _deleted(found))
+            generation = found.generation
             # Read under the document's lock: no other writer can change its rows now.
             plan = _plan(conn, document_id)
             replan = request.to_current_plan and plan != list(self.definition.names)
@@ -174,7 +206,11 @@ class RerunService:
                     "rerun it onto the current plan to add it"
                 )
                 return _item(document_id, from_stage, "skipped", missing)
-            refusal = _earlier_stages_refusal(conn, document_id, position)
+            refusal = _earlier_stages_refusal(conn, document_id, position) or self._bytes_refusal(
+                conn,
+                document_id,
+                plan[position:] if not replan else list(self.definition.names[position:]),
+            )
             if refusal is not None:
                 return _item(document_id, from_stage, "skipped", refusal)
             change = f"generation {generation} → {generation + 1}"
@@ -214,8 +250,18 @@ class RerunService:
         return _item(document_id, from_stage, "rerun", change, envelope.message_id)
 
 
-def _generation(document_id: uuid.UUID, tenant: str | None) -> Select[int]:
-    return select(Document.generation).where(Document.id == document_id, *_of_tenant(tenant))
+def _generation(
+    document_id: uuid.UUID, tenant: str | None
+) -> Select[int, DocumentStatus, datetime | None, str | None]:
+    return select(
+        Document.generation, Document.status, Document.deleted_at, Document.deleted_by
+    ).where(Document.id == document_id, *_of_tenant(tenant))
+
+
+def _deleted(found: Row[*tuple[Any, ...]]) -> str:
+    """Why a deleted document is not re-run."""
+    when = found.deleted_at.isoformat(timespec="seconds") if found.deleted_at else "?"
+    return f"the document was deleted ({when}, by {found.deleted_by}): its content is erased"
 
 
 def _of_tenant(tenant: str | None) -> list[Any]:

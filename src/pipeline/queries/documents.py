@@ -1,4 +1,8 @@
-"""Read models: what the API shows about documents, chunks and search results."""
+"""Read models: what the API shows about documents, chunks and search results.
+
+A deleted document (its tombstone, status ``deleted``) is no document to the API: every
+read here selects live documents only (``LIVE``), so it answers ``404`` and is in no list.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.db.models import Chunk, Document, StageRun
 from pipeline.queries.cursors import CursorCodec
-from pipeline.statuses import DocumentStatus, StageStatus
+from pipeline.statuses import LIVE_DOCUMENT_STATUSES, DocumentStatus, StageStatus
+
+LIVE = Document.status.in_(LIVE_DOCUMENT_STATUSES)
+"""Documents that exist for their client: not the tombstones of deleted ones."""
 
 
 class LastError(msgspec.Struct, frozen=True):
@@ -67,6 +74,8 @@ class DocumentView(msgspec.Struct, frozen=True):
     finished_at: datetime | None
     links: DocumentLinks
     stages: list[StageView] | None = None
+    external_id: str | None = None
+    """The client's own key for the document (``PUT /documents/by-key/{external_id}``)."""
 
 
 class DocumentPage(msgspec.Struct, frozen=True):
@@ -112,6 +121,7 @@ _DOCUMENT_COLUMNS = (
     Document.created_at,
     Document.updated_at,
     Document.finished_at,
+    Document.external_id,
 )
 
 
@@ -165,7 +175,7 @@ async def get_document(
     query = (
         select(*_DOCUMENT_COLUMNS, *_STAGE_COLUMNS)
         .outerjoin(StageRun, StageRun.document_id == Document.id)
-        .where(Document.id == document_id, Document.tenant == tenant)
+        .where(Document.id == document_id, Document.tenant == tenant, LIVE)
         .order_by(StageRun.position)
     )
     async with engine.connect() as conn:
@@ -178,6 +188,24 @@ async def get_document(
     return DocumentView(**document, links=links(document["id"]), stages=stages)
 
 
+async def document_by_key(
+    engine: AsyncEngine, external_id: str, tenant: str = "default"
+) -> DocumentView | None:
+    """The tenant's live document with this external id, with its stage rows."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        found = (
+            await conn.execute(
+                select(Document.id).where(
+                    Document.tenant == tenant, Document.external_id == external_id, LIVE
+                )
+            )
+        ).scalar_one_or_none()
+    if found is None:
+        return None
+    return await get_document(engine, found, tenant)
+
+
 async def list_documents(
     engine: AsyncEngine,
     *,
@@ -188,7 +216,7 @@ async def list_documents(
     tenant: str = "default",
 ) -> DocumentPage:
     """Newest first, keyset-paginated on (created_at, id) so pages stay fast at any depth."""
-    query = select(*_DOCUMENT_COLUMNS).where(Document.tenant == tenant)
+    query = select(*_DOCUMENT_COLUMNS).where(Document.tenant == tenant, LIVE)
     if status is not None:
         query = query.where(Document.status == status)
     if cursor is not None:
@@ -216,7 +244,9 @@ async def list_chunks(
     async with engine.connect() as conn:
         exists = (
             await conn.execute(
-                select(Document.id).where(Document.id == document_id, Document.tenant == tenant)
+                select(Document.id).where(
+                    Document.id == document_id, Document.tenant == tenant, LIVE
+                )
             )
         ).scalar_one_or_none()
         if exists is None:

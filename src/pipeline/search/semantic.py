@@ -207,11 +207,21 @@ class ExactSearch:
             self._held.move_to_end(key)
             return held
         async with self._refresh:
-            held = await self._refreshed(conn, params, self._held.get(key), count)
-            self._held[key] = held
+            held = self._held.get(key)
+            if held is not None and held.last > last:
+                # What is held was read from a newer snapshot than this search's (the
+                # search reads one snapshot: ``search.service``): this search gets its
+                # own snapshot's vectors, and what is held stays as it is.
+                return await self._refreshed(conn, params, None, count)
+            view = await self._refreshed(conn, params, held, count)
+            if view.count != count:
+                # Ids are taken at insert and committed in any order, so a chunk with
+                # an id below what was held may have committed since: read afresh.
+                view = await self._refreshed(conn, params, None, count)
+            self._held[key] = view
             self._held.move_to_end(key)
             self._evict(keep=key)
-            return held
+            return view
 
     async def _refreshed(
         self, conn: AsyncConnection, params: dict[str, Any], held: _Held | None, count: int

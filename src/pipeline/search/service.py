@@ -6,6 +6,12 @@ The hits are then read with their documents' names and a snippet, in one query (
 also derives the snippet's terms from the query), and only for the chunks returned.
 Search statements run with JIT off: compiling them cost about a second here and they are
 short.
+
+A search's statements (the lexical list, the semantic list, the hits) run in one
+``REPEATABLE READ, READ ONLY`` transaction, so they all read one snapshot: a document
+whose chunks are swapped (a replace, a rerun) or erased (a delete) while a hybrid search
+runs shows either its old chunks or its new ones in the results, never a mix of both
+and never neither. A read-only snapshot takes no locks and never fails to serialize.
 """
 
 from __future__ import annotations
@@ -104,28 +110,33 @@ class SearchService:
     ) -> SearchResults:
         warnings: list[str] = []
         lists: dict[ListName, list[Candidate]] = {}
-        async with self.engine.connect() as conn, conn.begin():
-            await conn.exec_driver_sql("SET LOCAL jit = off")
-            if mode != "semantic":
-                lists["lexical"] = await lexical.bm25(
-                    conn, request.query, tenant=request.tenant, limit=depth
-                )
-            if embedding is not None:
-                vector = await embedding
-                try:
-                    lists["semantic"] = await self.vectors.nearest(
-                        conn,
-                        vector,
-                        tenant=request.tenant,
-                        model=self.embedder.name,
-                        limit=depth,
+        async with self.engine.connect() as conn:
+            # One snapshot for every statement of the search (the module docstring).
+            await conn.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+            async with conn.begin():
+                await conn.exec_driver_sql("SET LOCAL jit = off")
+                if mode != "semantic":
+                    lists["lexical"] = await lexical.bm25(
+                        conn, request.query, tenant=request.tenant, limit=depth
                     )
-                except SemanticSearchUnavailable as error:
-                    if mode == "semantic":
-                        raise
-                    warnings.append(error.reason)
-            fused = self._fuse(lists, request)
-            hits = await self._hits(conn, fused, request)
+                if embedding is not None:
+                    vector = await embedding
+                    try:
+                        lists["semantic"] = await self.vectors.nearest(
+                            conn,
+                            vector,
+                            tenant=request.tenant,
+                            model=self.embedder.name,
+                            limit=depth,
+                        )
+                    except SemanticSearchUnavailable as error:
+                        if mode == "semantic":
+                            raise
+                        warnings.append(error.reason)
+                fused = self._fuse(lists, request)
+                hits = await self._hits(conn, fused, request)
         return SearchResults(
             query=request.query,
             mode=mode,

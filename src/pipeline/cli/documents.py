@@ -1,0 +1,109 @@
+"""``pipeline documents delete``: erase documents, by id or by filter, keeping tombstones.
+
+Parses the selection (the filter vocabulary of ``pipeline rerun``), calls
+:class:`~pipeline.lifecycle.deletion.DeletionService` (the one ``DELETE /documents/{id}``
+calls) and prints what it did.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import click
+
+from pipeline.cli.output import (
+    DOCUMENT_ID,
+    DRY_RUN_OPTION,
+    LIMIT_OPTION,
+    REASON_OPTION,
+    TENANT_OPTION,
+    YES_OPTION,
+    confirm_bulk,
+    database,
+    describe_item,
+    finish,
+    load_settings,
+    run_with_progress,
+)
+from pipeline.cli.rerun import document_selection
+from pipeline.cli.stages import STAGE_NAME
+from pipeline.cli.timeparse import TIME
+from pipeline.lifecycle.deletion import DeleteRequest
+from pipeline.operations.common import ItemOutcome, Operator, RunContext
+from pipeline.stages import StageName
+from pipeline.statuses import LIVE_DOCUMENT_STATUSES, LiveDocumentStatus
+from pipeline.wiring import Wiring
+
+
+@click.group()
+def documents() -> None:
+    """Act on documents themselves (delete)."""
+
+
+@documents.command()
+@click.argument("document_ids", nargs=-1, metavar="[DOCUMENT_ID]...", type=DOCUMENT_ID)
+@click.option(
+    "--status", type=click.Choice(LIVE_DOCUMENT_STATUSES), help="Documents in this state."
+)
+@click.option(
+    "--stage",
+    type=STAGE_NAME,
+    help="Documents whose STAGE is dead (the stage where they failed).",
+)
+@click.option("--since", type=TIME, help="Documents uploaded at or after TIME.")
+@click.option("--until", type=TIME, help="Documents uploaded before TIME.")
+@TENANT_OPTION
+@DRY_RUN_OPTION
+@LIMIT_OPTION
+@REASON_OPTION
+@YES_OPTION
+def delete(
+    document_ids: tuple[uuid.UUID, ...],
+    status: LiveDocumentStatus | None,
+    stage: StageName | None,
+    since: datetime | None,
+    until: datetime | None,
+    tenant: str | None,
+    dry_run: bool,
+    limit: int | None,
+    reason: str | None,
+    yes: bool,
+) -> None:
+    """Delete documents: erase their bytes, text, chunks and stage outputs.
+
+    Deletes the given DOCUMENT_IDs, or the documents the filters select. Work in flight
+    stops (its messages are dropped), the documents leave search at once, and each keeps
+    a tombstone (who, when, --reason) with its events, for the audit trail. Each document
+    is deleted in a transaction of its own. Exits 1 if any document was skipped (not
+    found, or already deleted).
+    """
+    chosen_ids, chosen_filter = document_selection(
+        document_ids, status=status, stage=stage, since=since, until=until
+    )
+    request = DeleteRequest(
+        ids=chosen_ids, filter=chosen_filter, limit=limit, dry_run=dry_run, reason=reason
+    )
+    settings = load_settings()
+    with database(settings, "documents-delete") as engine:
+        service = Wiring(settings, engine=engine).deletion
+        count = len(service.select(request, tenant))
+        if count == 0:
+            click.echo("no documents match")
+            return
+        confirm_bulk(
+            count,
+            f"delete {count} documents (their content is erased for good)?",
+            threshold=settings.operations.confirm_threshold,
+            yes=yes,
+            dry_run=dry_run,
+        )
+        run = RunContext(operator=Operator.from_cli(), tenant=tenant)
+        report = run_with_progress("deleting", service.delete, request, run)
+    finish(report, describe_deleted, done="deleted", would="would delete")
+
+
+def describe_deleted(item: ItemOutcome) -> str:
+    if item.action in ("skipped", "failed"):
+        return describe_item(item, "")
+    return describe_item(item, f" ({item.detail})")
