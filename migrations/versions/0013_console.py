@@ -1,0 +1,23 @@
+"""console: sessions and sign-in tokens (filled in by the console work)
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-01 18:30:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0013"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
