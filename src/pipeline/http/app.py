@@ -112,6 +112,8 @@ def create_app(
             events=events,
             webhooks=wiring.webhook_endpoints,
             deletion=wiring.deletion,
+            stage_controls=wiring.stage_controls,
+            cancel=wiring.cancel,
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request

@@ -13,8 +13,10 @@ from pipeline.engine.dispatch import Dispatcher
 from pipeline.events.hub import EventHub
 from pipeline.ingestion.uploads import UploadService
 from pipeline.lifecycle.deletion import DeletionService
+from pipeline.operations.cancel import CancelService
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
+from pipeline.operations.stage_controls import StageControls
 from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.service import SearchService
 from pipeline.settings import Settings
@@ -49,3 +51,7 @@ class ApiState:
     """Registers and shows the tenants' webhook endpoints (on the sync engine)."""
     deletion: DeletionService
     """Deletes documents (synchronous, like the operator services)."""
+    stage_controls: StageControls
+    """Pauses and resumes stages (deployment-wide; synchronous)."""
+    cancel: CancelService
+    """Cancels documents (synchronous, like the operator services)."""
