@@ -155,7 +155,7 @@ def test_over_http_only_the_operator_tenant_pauses_and_a_document_cancels(
     refused = client.post("/stages/embed/pause", json={}, headers=bearer(other))
     assert refused.status_code == 403
     assert "PIPELINE_OPERATOR_TENANT" in refused.json()["detail"]
-    assert client.post("/stages/nosuch/pause", json={}).status_code == 422
+    assert client.post("/stages/nosuch/pause", json={}).status_code == 404
     paused = client.post("/stages/embed/pause", json={"reason": "model upgrade"})
     assert paused.status_code == 200, paused.text
     assert paused.json()["paused"] is True

@@ -434,6 +434,12 @@ def test_real_processes_deliver_promptly_without_waiting_for_the_interval(
         try:
             document_id = stack.upload("prompt.txt")
             wait_until(lambda: len(receiver.at("/prompt")) == 1, 45, "the delivery")
+            # The receiver answers before the worker records the attempt: wait for that.
+            wait_until(
+                lambda: [d["status"] for d in deliveries(engine, endpoint_id)] == ["delivered"],
+                15,
+                "the delivery recorded",
+            )
             (row,) = deliveries(engine, endpoint_id)
             (first,) = attempts(engine, row["id"])
             # well inside the interval: the NOTIFY woke the reconciler, not its timer

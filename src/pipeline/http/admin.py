@@ -480,8 +480,8 @@ class StageControlController(Controller):
         description="No worker claims the stage's rows until it is resumed: they wait, "
         "and the reconciler leaves them alone. Work already running finishes. Stages are "
         "shared, so only an admin key of the operator tenant (`PIPELINE_OPERATOR_TENANT`) "
-        "may pause one (403 otherwise); an unknown stage is a 422.",
-        **documented(400, *AUTH, 413, 422, 503),
+        "may pause one (403 otherwise); an unknown stage is a 404.",
+        **documented(400, *AUTH, 404, 413, 422, 503),
     )
     async def pause(
         self,
@@ -492,6 +492,7 @@ class StageControlController(Controller):
         data: JSONBody[StagePauseBody],
     ) -> StageState:
         run = run_of(request, principal)
+        _known_stage(api, stage)
         return await anyio.to_thread.run_sync(api.stage_controls.pause, stage, run, data.reason)
 
     @post(
@@ -500,7 +501,7 @@ class StageControlController(Controller):
         summary="Resume a paused stage",
         description="Workers claim its rows again; every row that waited is sent a message "
         "at once (by the active reconciler), so the backlog drains.",
-        **documented(*AUTH, 422, 503),
+        **documented(*AUTH, 404, 503),
     )
     async def resume(
         self,
@@ -510,7 +511,16 @@ class StageControlController(Controller):
         stage: Annotated[str, PathParameter()],
     ) -> StageState:
         run = run_of(request, principal)
+        _known_stage(api, stage)
         return await anyio.to_thread.run_sync(api.stage_controls.resume, stage, run)
+
+
+def _known_stage(api: ApiState, stage: str) -> None:
+    """A stage the path names and the definition lacks is no such resource: a 404."""
+    if stage not in api.definition:
+        raise Problem(
+            404, f"no stage {stage!r}: the pipeline has {', '.join(api.definition.names)}"
+        )
 
 
 class OperationController(Controller):

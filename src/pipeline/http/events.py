@@ -34,6 +34,8 @@ from pipeline.http.state import ApiState
 from pipeline.statuses import OUTCOME_EVENT_NAMES, STREAMED_EVENT_NAMES
 
 OutcomeStatus = Literal["succeeded", "failed", "deleted"]
+EVENT_ID: Final = r"^[0-9]{1,20}-[0-9]{1,20}$"
+"""What an event id looks like (``<transaction>-<event>``): the header's schema."""
 RETRY_MS: Final = 2000
 """How long a client waits before it reconnects (the stream's ``retry`` field)."""
 HISTORY_BATCH: Final = 500
@@ -128,7 +130,7 @@ async def document_events(
     principal: NamedDependency[Principal],
     document_id: Annotated[str, PathParameter()],
     last_event_id: Annotated[
-        str | None, HeaderParameter(name="Last-Event-ID", required=False, max_length=64)
+        str | None, HeaderParameter(name="Last-Event-ID", required=False, pattern=EVENT_ID)
     ] = None,
 ) -> ServerSentEvent | Response[None]:
     parsed = parse_id(document_id)
@@ -164,8 +166,9 @@ async def document_events(
     summary="The tenant's document outcomes, as server-sent events",
     description="Each document of the key's tenant that succeeds, fails or is deleted "
     "(`status` filters), from now on, or after `Last-Event-ID` when reconnecting. "
-    "`transitions=true` streams every transition of every document instead (what "
-    "`pipeline ingest --wait` follows). The stream stays open; comments keep it alive.",
+    "`transitions=true` streams every transition of every document as well (what "
+    "`pipeline ingest --wait` follows; `status` still filters the outcomes). The stream "
+    "stays open; comments keep it alive.",
     tags=["events"],
     **access("read"),
     **documented(*AUTH, 422, 429, 503),
@@ -178,15 +181,14 @@ async def tenant_events(
     ] = None,
     transitions: Annotated[bool, QueryParameter(name="transitions")] = False,
     last_event_id: Annotated[
-        str | None, HeaderParameter(name="Last-Event-ID", required=False, max_length=64)
+        str | None, HeaderParameter(name="Last-Event-ID", required=False, pattern=EVENT_ID)
     ] = None,
 ) -> ServerSentEvent:
-    if transitions and status:
-        raise Problem(422, "`status` filters outcomes; it cannot be combined with transitions")
+    outcomes = tuple(name for name in OUTCOME_EVENT_NAMES if not status or name[9:] in status)
     events: tuple[str, ...] = (
-        STREAMED_EVENT_NAMES
+        tuple(name for name in STREAMED_EVENT_NAMES if name not in OUTCOME_EVENT_NAMES) + outcomes
         if transitions
-        else tuple(name for name in OUTCOME_EVENT_NAMES if not status or name[9:] in status)
+        else outcomes
     )
     resume = _cursor(last_event_id)
     key = _check_room(api.events, principal)
