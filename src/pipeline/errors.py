@@ -42,8 +42,13 @@ class is under its base, with its module (under ``pipeline.``) when not this one
     ├── InvalidKeyRequest                      access.keys
     ├── KeyNotFound                            access.keys
     ├── InvalidCursor                          queries.cursors
+    ├── InvalidEventId                         events.feed
+    ├── TooManyStreams                         events.hub
+    ├── SubscriberTooSlow                      events.hub
+    ├── StreamRefused                          client.stream
     ├── SemanticSearchUnavailable              search.semantic
     ├── InvalidRate                            operations.common
+    ├── NotOperator                            operations.stage_controls
     ├── JobStopped                             operations.jobs
     ├── DestinationRefused                     webhooks.destinations
     ├── EndpointNotFound                       webhooks.endpoints

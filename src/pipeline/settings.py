@@ -133,6 +133,9 @@ class AccessSettings(Group, frozen=True):
     """Sustained uploads per second per key (0: unlimited); a key's own limit overrides it."""
     ingest_burst: Annotated[int, Env("PIPELINE_INGEST_BURST", minimum=1)] = 100
     """Uploads a key may send at once before the sustained rate applies."""
+    operator_tenant: Annotated[str, Env("PIPELINE_OPERATOR_TENANT")] = "default"
+    """The tenant whose ``admin`` keys operate the deployment itself: pausing and resuming
+    a stage, which every tenant shares."""
     metrics_public: Annotated[bool, Env("PIPELINE_METRICS_PUBLIC")] = False
     """Serve ``/metrics`` without a key (for a scraper on a trusted network)."""
     cursor_secret: Annotated[str | None, Secret("PIPELINE_CURSOR_SECRET")] = None

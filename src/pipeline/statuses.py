@@ -78,6 +78,9 @@ StageEventName = Literal[
     "discarded",
     "imported",
     "replaced",
+    "cancelled",
+    "paused",
+    "resumed",
     "document_succeeded",
     "document_failed",
     "document_deleted",
@@ -85,7 +88,8 @@ StageEventName = Literal[
 """``stage_events.event``: the upload, each attempt's claim and outcome, a message
 dropped (duplicate, stale, not due) or an outcome superseded, the reconciler's re-sends
 and finished documents, and the operators' reruns, replays, discards and imports; a
-client's replacement of a document's bytes. The three ``document_*`` events are written
+client's replacement of a document's bytes, or its cancellation; an operator pausing or
+resuming a stage (events without a document). The three ``document_*`` events are written
 by a trigger on ``documents.status`` (migration 0009), so no code path can skip them."""
 STAGE_EVENT_NAMES: Final[tuple[StageEventName, ...]] = get_args(StageEventName)
 
@@ -99,6 +103,7 @@ StreamedEventName = Literal[
     "rerun",
     "replayed",
     "replaced",
+    "cancelled",
     "document_succeeded",
     "document_failed",
     "document_deleted",
@@ -133,6 +138,8 @@ ItemAction = Literal[
     "would rerun",
     "imported",
     "would import",
+    "cancelled",
+    "would cancel",
     "deleted",
     "would delete",
     "skipped",

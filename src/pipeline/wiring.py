@@ -28,9 +28,11 @@ from pipeline.engine.sandbox import Sandbox, SandboxLimits
 from pipeline.faults import Faults
 from pipeline.lifecycle.deletion import DeletionService
 from pipeline.lifecycle.retention import RetentionSweep
+from pipeline.operations.cancel import CancelService
 from pipeline.operations.jobs import JobRunner, JobSweep
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
+from pipeline.operations.stage_controls import StageControls
 from pipeline.settings import Settings
 from pipeline.stages import DefinitionError, Pipeline, StageContext, StagePolicy, load_definition
 from pipeline.webhooks.delivery import DeliveryService
@@ -222,6 +224,14 @@ class Wiring:
     @cached_property
     def deletion(self) -> DeletionService:
         return DeletionService(self.engine)
+
+    @cached_property
+    def stage_controls(self) -> StageControls:
+        return StageControls(self.engine, self.definition, self.settings.access.operator_tenant)
+
+    @cached_property
+    def cancel(self) -> CancelService:
+        return CancelService(self.engine)
 
     @cached_property
     def jobs(self) -> JobRunner:

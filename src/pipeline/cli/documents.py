@@ -1,14 +1,17 @@
-"""``pipeline documents delete``: erase documents, by id or by filter, keeping tombstones.
+"""``pipeline documents delete|cancel``: erase documents (keeping tombstones), or stop them.
 
 Parses the selection (the filter vocabulary of ``pipeline rerun``), calls
 :class:`~pipeline.lifecycle.deletion.DeletionService` (the one ``DELETE /documents/{id}``
-calls) and prints what it did.
+calls) or :class:`~pipeline.operations.cancel.CancelService` (``POST
+/documents/{id}/cancel``'s) and prints what it did.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 import click
 
@@ -30,34 +33,50 @@ from pipeline.cli.rerun import document_selection
 from pipeline.cli.stages import STAGE_NAME
 from pipeline.cli.timeparse import TIME
 from pipeline.lifecycle.deletion import DeleteRequest
+from pipeline.operations.cancel import CancelRequest
 from pipeline.operations.common import ItemOutcome, Operator, RunContext
 from pipeline.stages import StageName
 from pipeline.statuses import LIVE_DOCUMENT_STATUSES, LiveDocumentStatus
 from pipeline.wiring import Wiring
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @click.group()
 def documents() -> None:
-    """Act on documents themselves (delete)."""
+    """Act on documents themselves (delete, cancel)."""
+
+
+def selection_options(command: F) -> F:
+    """The selection every document command takes: ids, or filters; and how to act."""
+    for option in reversed(
+        (
+            click.argument("document_ids", nargs=-1, metavar="[DOCUMENT_ID]...", type=DOCUMENT_ID),
+            click.option(
+                "--status",
+                type=click.Choice(LIVE_DOCUMENT_STATUSES),
+                help="Documents in this state.",
+            ),
+            click.option(
+                "--stage",
+                type=STAGE_NAME,
+                help="Documents whose STAGE is dead (the stage where they failed).",
+            ),
+            click.option("--since", type=TIME, help="Documents uploaded at or after TIME."),
+            click.option("--until", type=TIME, help="Documents uploaded before TIME."),
+            TENANT_OPTION,
+            DRY_RUN_OPTION,
+            LIMIT_OPTION,
+            REASON_OPTION,
+            YES_OPTION,
+        )
+    ):
+        command = option(command)
+    return command
 
 
 @documents.command()
-@click.argument("document_ids", nargs=-1, metavar="[DOCUMENT_ID]...", type=DOCUMENT_ID)
-@click.option(
-    "--status", type=click.Choice(LIVE_DOCUMENT_STATUSES), help="Documents in this state."
-)
-@click.option(
-    "--stage",
-    type=STAGE_NAME,
-    help="Documents whose STAGE is dead (the stage where they failed).",
-)
-@click.option("--since", type=TIME, help="Documents uploaded at or after TIME.")
-@click.option("--until", type=TIME, help="Documents uploaded before TIME.")
-@TENANT_OPTION
-@DRY_RUN_OPTION
-@LIMIT_OPTION
-@REASON_OPTION
-@YES_OPTION
+@selection_options
 def delete(
     document_ids: tuple[uuid.UUID, ...],
     status: LiveDocumentStatus | None,
@@ -107,3 +126,49 @@ def describe_deleted(item: ItemOutcome) -> str:
     if item.action in ("skipped", "failed"):
         return describe_item(item, "")
     return describe_item(item, f" ({item.detail})")
+
+
+@documents.command()
+@selection_options
+def cancel(
+    document_ids: tuple[uuid.UUID, ...],
+    status: LiveDocumentStatus | None,
+    stage: StageName | None,
+    since: datetime | None,
+    until: datetime | None,
+    tenant: str | None,
+    dry_run: bool,
+    limit: int | None,
+    reason: str | None,
+    yes: bool,
+) -> None:
+    """Cancel documents: stop their unfinished stages and fail them.
+
+    Cancels the given DOCUMENT_IDs, or the unfinished documents the filters select. An
+    attempt still running is fenced off (it writes nothing), the document fails with
+    "cancelled by ...: --reason", and everything it made so far is kept: `pipeline rerun`
+    starts it again. Exits 1 if any document was skipped (not found, or finished).
+    """
+    chosen_ids, chosen_filter = document_selection(
+        document_ids, status=status, stage=stage, since=since, until=until
+    )
+    request = CancelRequest(
+        ids=chosen_ids, filter=chosen_filter, limit=limit, dry_run=dry_run, reason=reason
+    )
+    settings = load_settings()
+    with database(settings, "documents-cancel") as engine:
+        service = Wiring(settings, engine=engine).cancel
+        count = len(service.select(request, tenant))
+        if count == 0:
+            click.echo("no documents match")
+            return
+        confirm_bulk(
+            count,
+            f"cancel {count} documents?",
+            threshold=settings.operations.confirm_threshold,
+            yes=yes,
+            dry_run=dry_run,
+        )
+        run = RunContext(operator=Operator.from_cli(), tenant=tenant)
+        report = run_with_progress("cancelling", service.cancel, request, run)
+    finish(report, describe_deleted, done="cancelled", would="would cancel")

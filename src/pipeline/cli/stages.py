@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
+from pipeline.operations.common import Operator, RunContext
 from pipeline.settings import Settings
 from pipeline.stages import Pipeline, StagePolicy
 from pipeline.stages.pipeline import is_stage_name
@@ -121,3 +122,26 @@ def stages(ctx: click.Context, as_json: bool) -> None:
         click.echo(msgspec.json.encode(described).decode())
     else:
         click.echo(render(described))
+
+
+@stages.command()
+@click.argument("name", type=STAGE_NAME)
+@click.option("--reason", default=None, help="Why (kept in the audit trail and shown).")
+def pause(name: str, reason: str | None) -> None:
+    """Pause stage NAME for every document: no worker claims its rows until it is
+    resumed (they wait, queued); work already running finishes."""
+    state = Wiring(Settings.from_env()).stage_controls.pause(
+        name, RunContext(operator=Operator.from_cli()), reason
+    )
+    click.echo(f"{state.stage}: paused by {state.paused_by}" + (f" ({reason})" if reason else ""))
+
+
+@stages.command()
+@click.argument("name", type=STAGE_NAME)
+def resume(name: str) -> None:
+    """Resume stage NAME: its waiting rows are sent to its workers at once (by the
+    active reconciler)."""
+    state = Wiring(Settings.from_env()).stage_controls.resume(
+        name, RunContext(operator=Operator.from_cli())
+    )
+    click.echo(f"{state.stage}: {'paused' if state.paused else 'running'}")

@@ -33,7 +33,7 @@ def render(view: Overview) -> str:
     for s in view.stages:
         rows.append(
             (
-                s.stage,
+                f"{s.stage} (PAUSED)" if s.paused else s.stage,
                 str(s.queue.ready),
                 str(s.queue.delayed),
                 str(s.queue.dead),
@@ -57,7 +57,13 @@ def render(view: Overview) -> str:
     ]
     documents = ", ".join(f"{count} {status}" for status, count in view.documents.items())
     stamp = view.generated_at.strftime("%Y-%m-%d %H:%M:%S %Z")
-    return "\n".join([f"pipeline status at {stamp}", *lines, f"documents: {documents}"])
+    paused = [s.stage for s in view.stages if s.paused]
+    notes = (
+        [f"paused: {', '.join(paused)} (their rows wait; `pipeline stages resume NAME`)"]
+        if paused
+        else []
+    )
+    return "\n".join([f"pipeline status at {stamp}", *lines, *notes, f"documents: {documents}"])
 
 
 def _number(value: float | None) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from pipeline.errors import PipelineError
+
 OPENED = "stream open"
 """The comment the API sends once a stream is subscribed: events from here on are kept."""
 RECONNECT_S = 1.0
@@ -64,7 +66,7 @@ def messages(lines: Iterator[str]) -> Iterator[Message]:
         yield current
 
 
-class StreamRefused(Exception):
+class StreamRefused(PipelineError):
     """The API answered the stream with an error (not a dropped connection)."""
 
     def __init__(self, response: httpx.Response) -> None:

@@ -579,6 +579,23 @@ class RetentionTotal(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class StageControl(Base):
+    """An operator's switch on a stage, for the whole deployment: while ``paused``, no
+    worker claims the stage's rows (they wait, ``queued``), and the reconciler does not
+    treat them as stranded. Resuming sets ``resumed_at``; the reconciler then sends each
+    row that waited a message of its own (see ``engine.reconciler``)."""
+
+    __tablename__ = "stage_controls"
+
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    paused: Mapped[bool] = mapped_column(server_default=sql_text("false"))
+    paused_by: Mapped[str | None] = mapped_column(String(255))
+    paused_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    resumed_by: Mapped[str | None] = mapped_column(String(255))
+    resumed_at: Mapped[datetime | None]
+
+
 class ConsoleSession(Base):
     """A signed-in operator console session (``pipeline.access.console``).
 

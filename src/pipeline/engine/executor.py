@@ -276,6 +276,9 @@ class StageExecutor:
                 f"stale message: generation {message.generation}, "
                 f"the document is at generation {row.generation}"
             )
+        elif row.paused and row.status in ("queued", "retrying"):
+            # The row waits in Postgres; the reconciler sends it a message on resume.
+            reason = "the stage is paused: the row waits, and is sent again when it resumes"
         elif row.status == "running":
             if row.worker_id == self.worker_id and not self._is_live(message, row.fence):
                 attempt = self._claim(conn, message, delivery, abandoned=row.fence)

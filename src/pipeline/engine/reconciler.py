@@ -43,6 +43,8 @@ LOCK_KEY: Final = int.from_bytes(b"pipeline", "big")
 """The advisory lock that elects the active reconciler ("pipeline" as a bigint)."""
 MAX_BATCHES_PER_SWEEP: Final = 20
 FINISH_BATCH: Final = 1000
+STAGES_CHANNEL: Final = "pipeline_stages"
+"""Notified when an operator resumes a stage: the rows that waited are sent at once."""
 WAKE_POLL_S: Final = 0.25
 """How often a reconciler waiting for notifications checks whether it should stop."""
 
@@ -82,7 +84,10 @@ class Reconciler:
         self.engine = engine
         self.dispatcher = dispatcher
         self.sweeps = tuple(sweeps)
-        self.wakers = dict(wakers or {})
+        self.wakers: dict[str, Sweep] = {
+            STAGES_CHANNEL: lambda: {"resumed_resent": self.resend_waited()},
+            **(wakers or {}),
+        }
         self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.batch_size = settings.reconciler.batch_size
         self.interval = settings.reconciler.interval_s
@@ -90,9 +95,9 @@ class Reconciler:
     # -- one sweep -----------------------------------------------------------------------
 
     def sweep(self) -> SweepReport:
-        resent = 0
+        resent = self.resend_waited()
         for _ in range(MAX_BATCHES_PER_SWEEP):
-            count = self._resend_batch()
+            count = self._resend_batch(transitions.lock_overdue_documents, transitions.overdue)
             resent += count
             if count < self.batch_size:
                 break
@@ -108,13 +113,31 @@ class Reconciler:
             logger.info("sweep: %s", report.describe())
         return report
 
-    def _resend_batch(self) -> int:
+    def resend_waited(self) -> int:
+        """Send a message to every row that waited while its stage was paused (once: the
+        re-send moves the row past the resume); run by each sweep, and at once when a
+        resume notifies ``pipeline_stages``."""
+        resent = 0
+        for _ in range(MAX_BATCHES_PER_SWEEP):
+            count = self._resend_batch(
+                transitions.lock_documents_that_waited, transitions.waited, why="resumed"
+            )
+            resent += count
+            if count < self.batch_size:
+                break
+        return resent
+
+    def _resend_batch(
+        self,
+        lock: Callable[[int], Any],
+        rows_of: Callable[[list[Any]], Any],
+        *,
+        why: str = "overdue",
+    ) -> int:
         envelopes: list[dramatiq.Message[Any]] = []
         with self.engine.begin() as conn:
-            locked = list(
-                conn.execute(transitions.lock_overdue_documents(self.batch_size)).scalars()
-            )
-            rows = conn.execute(transitions.overdue(locked)).all() if locked else []
+            locked = list(conn.execute(lock(self.batch_size)).scalars())
+            rows = conn.execute(rows_of(locked)).all() if locked else []
             for row in rows:
                 message = StageMessage(row.document_id, row.stage, row.generation)
                 envelope = self.dispatcher.build(message)
@@ -123,6 +146,7 @@ class Reconciler:
                 )
                 detail = {
                     "by": "reconciler",
+                    "why": why,
                     "previous_status": row.status,
                     "attempts": row.attempts,
                 }

@@ -50,6 +50,7 @@ from sqlalchemy import (
     Insert,
     Select,
     Update,
+    case,
     delete,
     func,
     insert,
@@ -64,6 +65,7 @@ from pipeline.db.models import (
     Document,
     DocumentBlob,
     DocumentText,
+    StageControl,
     StageEvent,
     StageRun,
     StoredArtifact,
@@ -147,6 +149,7 @@ WITH doc AS (
            OR (r.status = 'retrying' AND r.retry_at <= now())
            OR (r.status = 'running' AND r.deadline_at < now())
            OR (r.status = 'running' AND r.fence = %(abandoned)s AND r.worker_id = %(worker)s))
+      AND NOT EXISTS (SELECT 1 FROM stage_controls AS c WHERE c.stage = %(stage)s AND c.paused)
     RETURNING r.attempts, r.fence,
               (SELECT n.stage FROM stage_runs AS n
                WHERE n.document_id = r.document_id AND n.position > r.position
@@ -166,7 +169,8 @@ SELECT attempts, fence, next_stage FROM claimed
 the document locked first, the row moves to ``running`` only if the message's generation
 matches and the row is waiting (``queued``, or ``retrying`` and due), or its running
 attempt is past its deadline, or is ``abandoned`` (a fence this very worker took and no
-longer runs: a completion that could not be recorded). The document becomes
+longer runs: a completion that could not be recorded), and the stage is not paused
+(its rows wait, see ``stage_controls``). The document becomes
 ``processing`` and a ``claimed`` event is written. Returns the attempt number, the
 new fence and the stage that follows in the document's own plan (its rows' positions;
 none after the last), or no row (a duplicate, stale or early message)."""
@@ -223,8 +227,11 @@ def lock_document(document_id: uuid.UUID) -> Select[uuid.UUID]:
     return select(Document.id).where(Document.id == document_id).with_for_update(key_share=True)
 
 
-def current(message: StageMessage) -> Select[str, int, int, str | None, str | None, int]:
+def current(message: StageMessage) -> Select[str, int, int, str | None, str | None, int, bool]:
     """What a delivery that could not claim needs to know to say why (a plain read)."""
+    paused = (
+        select(StageControl.paused).where(StageControl.stage == message.stage).scalar_subquery()
+    )
     return select(
         StageRun.status,
         StageRun.generation,
@@ -232,6 +239,7 @@ def current(message: StageMessage) -> Select[str, int, int, str | None, str | No
         StageRun.worker_id,
         StageRun.message_id,
         (func.extract("epoch", StageRun.retry_at - func.now()) * 1000).label("due_in_ms"),
+        func.coalesce(paused, False).label("paused"),
     ).where(*row_of(message))
 
 
@@ -383,12 +391,21 @@ def carry_over(document_id: uuid.UUID, position: int, generation: int) -> Update
     )
 
 
+def not_paused() -> ColumnElement[bool]:
+    """The row's stage is not paused: its rows wait on purpose, they are not stranded."""
+    return StageRun.stage.not_in(select(StageControl.stage).where(StageControl.paused))
+
+
 def lock_overdue_documents(limit: int) -> Select[uuid.UUID]:
     """Step 1 for the reconciler: the documents of the oldest overdue rows, locked
     ``SKIP LOCKED`` (a document busy with live work or an operator waits for a later sweep)."""
     overdue_rows = (
         select(StageRun.document_id)
-        .where(StageRun.status.in_(UNFINISHED_STAGE_STATUSES), StageRun.deadline_at < func.now())
+        .where(
+            StageRun.status.in_(UNFINISHED_STAGE_STATUSES),
+            StageRun.deadline_at < func.now(),
+            not_paused(),
+        )
         .order_by(StageRun.deadline_at)
         .limit(limit)
     )
@@ -414,6 +431,7 @@ def overdue(document_ids: list[uuid.UUID]) -> Select[uuid.UUID, str, int, str, i
             StageRun.document_id.in_(document_ids),
             StageRun.status.in_(UNFINISHED_STAGE_STATUSES),
             StageRun.deadline_at < func.now(),
+            not_paused(),
         )
         .order_by(StageRun.deadline_at)
         .with_for_update(key_share=True, skip_locked=True)
@@ -801,3 +819,123 @@ def old_letters(cutoff: Any, limit: int, *, lock: bool) -> Select[uuid.UUID]:
 
 def remove_letters(ids: list[uuid.UUID]) -> Delete:
     return delete(DeadLetter).where(DeadLetter.id.in_(ids))
+
+
+# -- stage controls and cancellation ----------------------------------------------------------
+#
+# A stage control is a row of its own (``stage_controls``), written in a transaction of its
+# own: pausing locks nothing else. What a pause means is in the claim (``CLAIM_SQL`` takes
+# no row of a paused stage) and the reconciler's selections (``not_paused``).
+
+
+def pause_stage(stage: str, by: str, reason: str | None) -> Insert:
+    """The stage is paused (again, if it was: who and why are updated)."""
+    statement = pg_insert(StageControl).values(
+        stage=stage, paused=True, paused_by=by, paused_at=func.now(), reason=reason
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[StageControl.stage],
+        set_={"paused": True, "paused_by": by, "paused_at": func.now(), "reason": reason},
+    )
+
+
+def resume_stage(stage: str, by: str) -> Update:
+    """The stage runs again; rows that waited are sent by the reconciler (``waited``)."""
+    return (
+        update(StageControl)
+        .where(StageControl.stage == stage, StageControl.paused)
+        .values(paused=False, resumed_by=by, resumed_at=func.now())
+        .returning(StageControl.stage)
+    )
+
+
+def stage_event(stage: str, name: StageEventName, detail: dict[str, Any]) -> Insert:
+    """An operator's action on a stage (no document: generation 0)."""
+    return document_event(None, 0, name, detail, stage=stage)
+
+
+def lock_documents_that_waited(limit: int) -> Select[uuid.UUID]:
+    """Step 1 of the resume sweep: documents with a row of a resumed stage that waited in
+    ``queued`` or ``retrying`` since before the resume (its message was dropped while
+    the stage was paused), locked ``SKIP LOCKED`` like every reconciler lock."""
+    return (
+        select(Document.id)
+        .where(Document.id.in_(_waited().with_only_columns(StageRun.document_id).limit(limit)))
+        .order_by(Document.id)
+        .with_for_update(key_share=True, skip_locked=True)
+    )
+
+
+def waited(document_ids: list[uuid.UUID]) -> Select[uuid.UUID, str, int, str, int]:
+    """Step 2: those rows of the locked documents, read afresh."""
+    return (
+        _waited()
+        .where(StageRun.document_id.in_(document_ids))
+        .with_for_update(key_share=True, skip_locked=True, of=StageRun)
+    )
+
+
+def _waited() -> Select[uuid.UUID, str, int, str, int]:
+    return select(
+        StageRun.document_id,
+        StageRun.stage,
+        StageRun.generation,
+        StageRun.status,
+        StageRun.attempts,
+    ).where(
+        StageRun.stage == StageControl.stage,
+        StageControl.paused.is_(False),
+        StageControl.resumed_at.is_not(None),
+        StageRun.status.in_(("queued", "retrying")),
+        StageRun.updated_at < StageControl.resumed_at,
+    )
+
+
+def cancel_rows(document_id: uuid.UUID, generation: int, by: str) -> Update:
+    """Every unfinished row of a cancelled document fails (a new generation: any attempt
+    or message in flight is stale), with the cancellation as its error."""
+    return (
+        update(StageRun)
+        .where(StageRun.document_id == document_id)
+        .values(
+            generation=generation,
+            status=case(
+                (StageRun.status.in_(UNFINISHED_STAGE_STATUSES), "failed"), else_=StageRun.status
+            ),
+            finished_at=case(
+                (StageRun.status.in_(UNFINISHED_STAGE_STATUSES), func.now()),
+                else_=StageRun.finished_at,
+            ),
+            deadline_at=None,
+            retry_at=None,
+            error_type=case(
+                (StageRun.status.in_(UNFINISHED_STAGE_STATUSES), "Cancelled"),
+                else_=StageRun.error_type,
+            ),
+            error_message=case(
+                (StageRun.status.in_(UNFINISHED_STAGE_STATUSES), f"cancelled by {by}"),
+                else_=StageRun.error_message,
+            ),
+            error_transient=case(
+                (StageRun.status.in_(UNFINISHED_STAGE_STATUSES), False),
+                else_=StageRun.error_transient,
+            ),
+            updated_at=func.now(),
+        )
+        .returning(StageRun.stage, StageRun.status)
+    )
+
+
+def document_cancelled(document_id: uuid.UUID, generation: int, reason: str) -> Update:
+    """The document fails for the cancellation (the trigger writes ``document_failed``)."""
+    return (
+        update(Document)
+        .where(Document.id == document_id)
+        .values(
+            status="failed",
+            generation=generation,
+            failure_reason=reason,
+            finished_at=func.now(),
+            updated_at=func.now(),
+        )
+    )

@@ -84,16 +84,19 @@ class Subscription:
     async def next(self, timeout: float) -> Routed | None:
         """The next event, or ``None`` after ``timeout`` (time for a keep-alive)."""
         if self.overflowed:
-            raise SubscriberTooSlow
+            raise SubscriberTooSlow()
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(self.queue.get(), timeout)
         if self.overflowed:
-            raise SubscriberTooSlow
+            raise SubscriberTooSlow()
         return None
 
 
-class SubscriberTooSlow(Exception):
-    """Control flow: the subscription's queue filled up; its stream ends."""
+class SubscriberTooSlow(PipelineError):
+    """The subscription's queue filled up: its stream ends (the client resumes)."""
+
+    def __init__(self) -> None:
+        super().__init__("the client fell too far behind its event stream")
 
 
 class EventHub:

@@ -36,6 +36,7 @@ from pipeline.http.json_body import StrictJSONRequest
 from pipeline.http.problems import Problem
 from pipeline.http.state import ApiState
 from pipeline.operations import dead_letters
+from pipeline.operations.cancel import CancelRequest
 from pipeline.operations.common import (
     DEFAULT_RATE,
     NotFound,
@@ -53,6 +54,7 @@ from pipeline.operations.requests import (
     RerunRequest,
 )
 from pipeline.operations.rerun import DocumentFilter
+from pipeline.operations.stage_controls import StageState
 from pipeline.stages import StageName
 from pipeline.stages.spec import NAME_PATTERN
 from pipeline.statuses import DeadLetterStatus, JobKind, JobStatus
@@ -90,6 +92,17 @@ class DocumentRerunBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     dry_run: bool = False
     to_current_plan: bool = False
     """Move the document onto the active definition's stages from ``from_stage`` on."""
+
+
+class DocumentCancelBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Cancel one document: its unfinished stages stop, and it fails with the reason."""
+
+    reason: Reason | None = None
+    dry_run: bool = False
+
+
+class StagePauseBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Reason | None = None
 
 
 GET_OPERATION = "OperationsJobIdGetOperation"
@@ -424,6 +437,83 @@ class RerunController(Controller):
         return await run_or_queue(api, "rerun", body, run, api.rerun.select, api.rerun.rerun)
 
 
+class CancelController(Controller):
+    path = "/"
+
+    @post(
+        "/documents/{document_id:str}/cancel",
+        status_code=200,
+        summary="Cancel one document",
+        description="Stops the document's unfinished stages (an attempt still running is "
+        "fenced off: it writes nothing) and fails the document with the reason. Its "
+        "outputs are kept; a rerun starts it again. A finished document is a 409.",
+        **documented(400, *AUTH, 404, 409, 413, 422, 503),
+    )
+    async def cancel_document(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        document_id: Annotated[str, PathParameter()],
+        data: JSONBody[DocumentCancelBody],
+    ) -> OperationReport:
+        parsed = parse_id(document_id)
+        cancel = CancelRequest(ids=[parsed], reason=data.reason, dry_run=data.dry_run)
+        run = run_of(request, principal)
+        report = await anyio.to_thread.run_sync(api.cancel.cancel, cancel, run)
+        (item,) = report.items
+        if isinstance(item, NotFound):
+            raise Problem(404, f"no document with id {document_id!r}")
+        if item.action == "failed":
+            raise Problem(503, f"the cancellation was {item.detail}", document_id=str(parsed))
+        if item.action == "skipped":
+            raise Problem(409, f"the document is {item.detail}", document_id=str(parsed))
+        return report
+
+
+class StageControlController(Controller):
+    path = "/stages"
+
+    @post(
+        "/{stage:str}/pause",
+        status_code=200,
+        summary="Pause a stage (every tenant's documents)",
+        description="No worker claims the stage's rows until it is resumed: they wait, "
+        "and the reconciler leaves them alone. Work already running finishes. Stages are "
+        "shared, so only an admin key of the operator tenant (`PIPELINE_OPERATOR_TENANT`) "
+        "may pause one (403 otherwise); an unknown stage is a 422.",
+        **documented(400, *AUTH, 413, 422, 503),
+    )
+    async def pause(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        stage: Annotated[str, PathParameter()],
+        data: JSONBody[StagePauseBody],
+    ) -> StageState:
+        run = run_of(request, principal)
+        return await anyio.to_thread.run_sync(api.stage_controls.pause, stage, run, data.reason)
+
+    @post(
+        "/{stage:str}/resume",
+        status_code=200,
+        summary="Resume a paused stage",
+        description="Workers claim its rows again; every row that waited is sent a message "
+        "at once (by the active reconciler), so the backlog drains.",
+        **documented(*AUTH, 422, 503),
+    )
+    async def resume(
+        self,
+        request: Request[Any, Any, Any],
+        api: NamedDependency[ApiState],
+        principal: NamedDependency[Principal],
+        stage: Annotated[str, PathParameter()],
+    ) -> StageState:
+        run = run_of(request, principal)
+        return await anyio.to_thread.run_sync(api.stage_controls.resume, stage, run)
+
+
 class OperationController(Controller):
     path = "/operations"
 
@@ -447,7 +537,13 @@ class OperationController(Controller):
 
 admin_router = Router(
     path="/",
-    route_handlers=[DeadLetterController, RerunController, OperationController],
+    route_handlers=[
+        DeadLetterController,
+        RerunController,
+        CancelController,
+        StageControlController,
+        OperationController,
+    ],
     tags=["admin"],
     request_class=StrictJSONRequest,  # every JSON body: nesting bounded, types strict
     **access("admin"),

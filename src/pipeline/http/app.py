@@ -119,6 +119,8 @@ def create_app(
                 settings.console.session_ms / 1000,
                 settings.console.link_ms / 1000,
             ),
+            stage_controls=wiring.stage_controls,
+            cancel=wiring.cancel,
         )
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way, and collect the young generation less often (request

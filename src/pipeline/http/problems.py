@@ -30,6 +30,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pipeline.errors import PipelineError
 from pipeline.operations.common import InvalidRate
+from pipeline.operations.stage_controls import NotOperator
 from pipeline.queries.cursors import InvalidCursor
 from pipeline.search.semantic import SemanticSearchUnavailable
 from pipeline.stages import UnknownStage
@@ -188,6 +189,7 @@ STATUS_OF_ERROR: tuple[tuple[type[PipelineError], int], ...] = (
     (InvalidRate, 422),
     (SemanticSearchUnavailable, 409),
     (UnknownStage, 422),
+    (NotOperator, 403),
     (DestinationRefused, 422),
     (EndpointNotFound, 404),
 )

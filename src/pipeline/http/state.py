@@ -14,8 +14,10 @@ from pipeline.engine.dispatch import Dispatcher
 from pipeline.events.hub import EventHub
 from pipeline.ingestion.uploads import UploadService
 from pipeline.lifecycle.deletion import DeletionService
+from pipeline.operations.cancel import CancelService
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
+from pipeline.operations.stage_controls import StageControls
 from pipeline.queries.cursor_keys import CursorKeys
 from pipeline.search.service import SearchService
 from pipeline.settings import Settings
@@ -52,3 +54,7 @@ class ApiState:
     """Deletes documents (synchronous, like the operator services)."""
     console: ConsoleSessions
     """The operator console's sessions and sign-in links."""
+    stage_controls: StageControls
+    """Pauses and resumes stages (deployment-wide; synchronous)."""
+    cancel: CancelService
+    """Cancels documents (synchronous, like the operator services)."""

@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgspec
 from sqlalchemy import Connection, func, select
 
-from pipeline.db.models import Document, StageRun
+from pipeline.db.models import Document, StageControl, StageRun
 from pipeline.statuses import DOCUMENT_STATUSES, UNFINISHED_STAGE_STATUSES, DocumentStatus
 
 WINDOW: Final = timedelta(minutes=5)
@@ -40,6 +40,8 @@ class StageStats(msgspec.Struct, frozen=True):
     p50_ms: float | None
     p95_ms: float | None
     oldest_waiting_s: float | None
+    paused: bool = False
+    """An operator paused the stage: its rows wait (``pipeline stages resume``)."""
 
 
 class Overview(msgspec.Struct, frozen=True):
@@ -100,6 +102,7 @@ def overview(conn: Connection, depths: dict[str, QueueDepth], stages: Sequence[s
         )
     }
     names = list(stages) + sorted({stage for stage, _ in unfinished} - set(stages))
+    paused = set(conn.execute(select(StageControl.stage).where(StageControl.paused)).scalars())
     rows = []
     for stage in names:
         queued, oldest = unfinished.get((stage, "queued"), (0, None))
@@ -116,6 +119,7 @@ def overview(conn: Connection, depths: dict[str, QueueDepth], stages: Sequence[s
                 p50_ms=_round(window.p50) if window else None,
                 p95_ms=_round(window.p95) if window else None,
                 oldest_waiting_s=round((now - oldest).total_seconds(), 3) if oldest else None,
+                paused=stage in paused,
             )
         )
     counts = dict(

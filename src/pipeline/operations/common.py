@@ -48,7 +48,7 @@ class Operator(msgspec.Struct, frozen=True):
     """Who asked for an action, as recorded in the audit trail."""
 
     name: str
-    via: Literal["cli", "api"]
+    via: Literal["cli", "api", "console"]
 
     @classmethod
     def from_cli(cls) -> Operator:
