@@ -15,7 +15,7 @@ from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from pipeline.http.console import auth, dead_letters, documents, jobs, overview
+from pipeline.http.console import auth, dead_letters, documents, jobs, overview, stages
 from pipeline.http.console.auth import (
     ConsoleNotFound,
     ConsoleRefused,
@@ -68,6 +68,7 @@ def console_router(state: Callable[[], ApiState]) -> Router:
             *documents.ROUTES,
             *dead_letters.ROUTES,
             *jobs.ROUTES,
+            *stages.ROUTES,
             static,
         ],
         guards=[make_console_guard(state)],

@@ -91,7 +91,7 @@ def run_of(request: Request[Any, Any, Any], session: Session) -> RunContext:
     """Who acts, for whom: the audit trail names the key (tenant, prefix, name) and the
     browser's address, exactly as the admin API names a key."""
     host = request.client.host if request.client else None
-    operator = Operator(name=f"{session.key_label}@{host or 'unknown'}", via="api")
+    operator = Operator(name=f"{session.key_label}@{host or 'unknown'}", via="console")
     return RunContext(operator=operator, tenant=session.principal.tenant)
 
 

@@ -19,6 +19,7 @@ from pipeline.http.console.auth import SIGNED_IN, ConsoleNotFound, run_of
 from pipeline.http.console.pages import BadInput, page, parse_time, parse_uuid, read, text
 from pipeline.http.state import ApiState
 from pipeline.lifecycle.deletion import DeleteRequest
+from pipeline.operations.cancel import CancelRequest
 from pipeline.operations.common import OperationReport
 from pipeline.operations.dead_letters import LetterFilter, document_history, list_letters
 from pipeline.operations.requests import RerunRequest
@@ -93,6 +94,7 @@ async def _document_context(
         "chunks": chunks,
         "letters": letters.items,
         "stages": [stage.stage for stage in document.stages or []],
+        "cancel_enabled": document.status in ("pending", "processing"),
     }
 
 
@@ -167,4 +169,27 @@ async def delete_document(
     return Redirect(f"/console/documents?deleted={parsed}", status_code=303)
 
 
-ROUTES = [documents_page, document_page, rerun_document, delete_document]
+@post("/documents/{document_id:str}/cancel", **SIGNED_IN)
+async def cancel_document(
+    request: Request[Any, Any, Any],
+    api: NamedDependency[ApiState],
+    console_session: NamedDependency[Session],
+    document_id: Annotated[str, PathParameter()],
+) -> Template:
+    """Cancel: ``CancelService.cancel``, as ``POST /documents/{id}/cancel`` does."""
+    parsed = parse_uuid(document_id, "document")
+    await _document_context(api, console_session, parsed)  # 404 for another tenant's
+    form = await request.form()
+    try:
+        wanted = CancelRequest(ids=[parsed], reason=text(form, "reason"))
+    except BadInput as problem:
+        context = await _document_context(api, console_session, parsed)
+        return page("document.html", console_session, status=400, error=str(problem), **context)
+    report = await anyio.to_thread.run_sync(
+        api.cancel.cancel, wanted, run_of(request, console_session)
+    )
+    context = await _document_context(api, console_session, parsed)
+    return page("document.html", console_session, result=report, action="cancel", **context)
+
+
+ROUTES = [documents_page, document_page, rerun_document, delete_document, cancel_document]

@@ -47,6 +47,9 @@ class StageRow(msgspec.Struct, frozen=True):
     dead: int
     """The tenant's dead letters of the stage waiting for an operator."""
     paused: bool
+    paused_by: str | None
+    reason: str | None
+    """Why it was paused."""
     per_minute: float
     p50_ms: float | None
     p95_ms: float | None
@@ -62,15 +65,10 @@ class ConsoleOverview(msgspec.Struct, frozen=True):
     documents: dict[str, int]
 
 
-def paused_stages(api: ApiState) -> set[str]:
-    """The stages an operator paused (none until stage controls exist)."""
-    return set()
-
-
 def read_overview(api: ApiState, tenant: str) -> ConsoleOverview:
     names = api.definition.names
     depths = queue_depths(api.dispatcher.redis_client(), api.settings.broker.namespace, names)
-    paused = paused_stages(api)
+    controls = {state.stage: state for state in api.stage_controls.states()}
     with api.sync_engine.connect() as conn:
         stats: Overview = overview(conn, depths, names)
         dead = _dead_by_stage(conn, tenant)
@@ -88,7 +86,9 @@ def read_overview(api: ApiState, tenant: str) -> ConsoleOverview:
             running=s.in_flight,
             retrying=s.retrying,
             dead=dead.get(s.stage, 0),
-            paused=s.stage in paused,
+            paused=s.paused,
+            paused_by=controls[s.stage].paused_by if s.stage in controls else None,
+            reason=controls[s.stage].reason if s.stage in controls else None,
             per_minute=round(s.succeeded_5m / minutes, 1),
             p50_ms=s.p50_ms,
             p95_ms=s.p95_ms,
@@ -132,8 +132,10 @@ def _workers_seen(conn: Connection) -> list[str]:
 
 
 async def _context(api: ApiState, session: Session) -> dict[str, Any]:
-    data = await anyio.to_thread.run_sync(read_overview, api, session.principal.tenant)
-    return {"overview": data}
+    tenant = session.principal.tenant
+    data = await anyio.to_thread.run_sync(read_overview, api, tenant)
+    # Stages are every tenant's: only the operator tenant's admins may pause them.
+    return {"overview": data, "controls": tenant == api.stage_controls.operator_tenant}
 
 
 @get("/", **SIGNED_IN)
