@@ -15,7 +15,12 @@
       if (timer) { clearInterval(timer); timer = null; }
       if (stream) { stream.close(); stream = null; }
     }
+    function typing() {
+      var active = document.activeElement;
+      return active && element.contains(active) && active.tagName === "INPUT";
+    }
     function refresh() {
+      if (typing()) { return; } // never replace a field the operator is filling in
       if (busy) { again = true; return; }
       busy = true;
       fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
