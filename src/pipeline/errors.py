@@ -51,7 +51,12 @@ class is under its base, with its module (under ``pipeline.``) when not this one
     ├── NotOperator                            operations.stage_controls
     ├── JobStopped                             operations.jobs
     ├── DestinationRefused                     webhooks.destinations
-    └── EndpointNotFound                       webhooks.endpoints
+    ├── EndpointNotFound                       webhooks.endpoints
+    ├── ConsoleRefused                         http.console.auth
+    │   ├── SignInRequired                     http.console.auth
+    │   └── CsrfRefused                        http.console.auth
+    ├── ConsoleNotFound                        http.console.auth
+    └── BadInput                               http.console.pages
 
 Not in the tree: exceptions private to a module that only carry control flow inside it
 (the executor's ``_LostHold``, ``_Failed``, ``_UnknownDocument``), and the HTTP layer's

@@ -323,6 +323,13 @@ class OperationSettings(Group, frozen=True):
     """CLI bulk actions above this many items ask for confirmation (unless --yes)."""
 
 
+class ConsoleSettings(Group, frozen=True):
+    session_ms: Annotated[int, Seconds("PIPELINE_CONSOLE_SESSION_S")] = 8 * 3600 * 1000
+    """How long an operator console session lasts after sign-in (a working day)."""
+    link_ms: Annotated[int, Seconds("PIPELINE_CONSOLE_LINK_S")] = 10 * 60 * 1000
+    """How long a one-time sign-in link (``pipeline console link``) may be used."""
+
+
 DAY_MS: Final = 24 * 3600 * 1000
 
 
@@ -377,6 +384,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     operations: OperationSettings = msgspec.field(default_factory=OperationSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    console: ConsoleSettings = msgspec.field(default_factory=ConsoleSettings)
     faults: Annotated[tuple[FaultSpec, ...], FaultSpecs()] = ()
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pipeline.cli.console import console
 from pipeline.cli.db import db
 from pipeline.cli.documents import documents
 from pipeline.cli.errors import PipelineGroup
@@ -44,6 +45,7 @@ COMMANDS = (
     up,
     demo,
     webhooks,
+    console,
 )
 for command in COMMANDS:
     main.add_command(command)

@@ -9,8 +9,11 @@ from types import FrameType
 
 import click
 
+from pipeline.cli.console import sign_in_link
+from pipeline.db.engine import make_engine
 from pipeline.local.demo import DEMO_QUERY, run_demo
 from pipeline.local.stack import LocalStack, StackInfo, StackOptions
+from pipeline.settings import Settings
 
 _data_dir = click.option(
     "--data-dir",
@@ -49,6 +52,21 @@ _no_auth = click.option(
 )
 
 
+def _link(info: StackInfo) -> str:
+    """A one-time sign-in link for the local key (the key itself stays out of URLs)."""
+    assert info.api_key is not None
+    settings = Settings.from_env({"DATABASE_URL": info.database_url})
+    engine = make_engine(settings, application_name="pipeline-up")
+    try:
+        return sign_in_link(
+            engine, info.api_key[:15], info.api_url, settings.console.link_ms / 1000
+        )
+    except Exception as error:  # the link is a convenience: the key signs in too
+        return f"no link ({error})"
+    finally:
+        engine.dispose()
+
+
 def _announce(info: StackInfo) -> None:
     where = {True: "embedded", False: "from the environment"}
     click.echo(f"pipeline is up: API {info.api_url}  (docs {info.api_url}/schema/swagger)")
@@ -63,6 +81,7 @@ def _announce(info: StackInfo) -> None:
         )
         return
     click.echo(f"  API key  (tenant default, every scope): {info.api_key}")
+    click.echo(f"  Console  {info.api_url}/console  (sign in with the key, or: {_link(info)})")
     click.echo(
         f"           also in {info.key_file}: "
         f'curl -H "Authorization: Bearer $(cat {info.key_file})" {info.api_url}/documents'

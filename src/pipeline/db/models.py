@@ -594,3 +594,43 @@ class StageControl(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     resumed_by: Mapped[str | None] = mapped_column(String(255))
     resumed_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A signed-in operator console session (``pipeline.access.console``).
+
+    The browser holds a random token in an ``HttpOnly`` cookie; only its SHA-256 is
+    stored (like an API key's), so a copy of this table signs nobody in. A session acts
+    as the admin key it was opened with, for that key's tenant, and dies with it: each
+    request joins the key, so a revoked (or deleted) key ends its sessions at once.
+    ``csrf`` is the token every mutating form of the session must carry.
+    """
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(200))
+    key_label: Mapped[str] = mapped_column(String(420))
+    """How the audit trail names the operator: ``tenant/prefix``, with the key's name."""
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+
+
+class ConsoleSignInToken(Base):
+    """A one-time, short-lived sign-in link for an admin key (``pipeline console link``).
+
+    The link carries a random token, stored here as its SHA-256, so the key itself never
+    sits in a URL, a terminal's scrollback or a proxy's log. Using it once marks it used.
+    """
+
+    __tablename__ = "console_sign_in_tokens"
+    __table_args__ = (Index("ix_console_sign_in_tokens_expires_at", "expires_at"),)
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

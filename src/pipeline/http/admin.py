@@ -165,7 +165,7 @@ async def _read(api: ApiState, query: Callable[[Connection], T]) -> T:
     return await anyio.to_thread.run_sync(run)
 
 
-async def _run_or_queue(
+async def run_or_queue(
     api: ApiState,
     kind: JobKind,
     body: R,
@@ -173,7 +173,8 @@ async def _run_or_queue(
     select: Callable[[R, str | None], list[uuid.UUID]],
     operate: Callable[[R, RunContext], OperationReport],
 ) -> Response[OperationReport | JobAccepted]:
-    """Run the action now if it is small (or a dry run), else queue it as the tenant's job."""
+    """Run the action now if it is small (or a dry run), else queue it as the tenant's job
+    (the console's bulk forms go through here too)."""
     if not body.dry_run:
         total = len(await anyio.to_thread.run_sync(select, body, run.tenant))
         paced = hasattr(body, "rate")  # replays and reruns are paced; discards are not
@@ -336,7 +337,7 @@ class DeadLetterController(Controller):
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
         run = run_of(request, principal)
-        return await _run_or_queue(api, "replay", body, run, api.replay.select, api.replay.replay)
+        return await run_or_queue(api, "replay", body, run, api.replay.select, api.replay.replay)
 
     @post(
         "/discard",
@@ -358,7 +359,7 @@ class DeadLetterController(Controller):
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_letter_filter_utc(data.filter))
         run = run_of(request, principal)
-        return await _run_or_queue(api, "discard", body, run, api.replay.select, api.replay.discard)
+        return await run_or_queue(api, "discard", body, run, api.replay.select, api.replay.discard)
 
 
 class RerunController(Controller):
@@ -433,7 +434,7 @@ class RerunController(Controller):
     ) -> Response[OperationReport | JobAccepted]:
         body = msgspec.structs.replace(data, filter=_document_filter_utc(data.filter))
         run = run_of(request, principal)
-        return await _run_or_queue(api, "rerun", body, run, api.rerun.select, api.rerun.rerun)
+        return await run_or_queue(api, "rerun", body, run, api.rerun.select, api.rerun.rerun)
 
 
 class CancelController(Controller):

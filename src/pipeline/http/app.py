@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 
+from pipeline.access.console import ConsoleSessions
 from pipeline.access.keys import Authenticator
 from pipeline.access.rate_limit import RateLimiter
 from pipeline.db.engine import make_async_engine
@@ -25,6 +26,7 @@ from pipeline.http.auth import (
     provide_principal,
     undeclared_routes,
 )
+from pipeline.http.console import console_router, console_templates
 from pipeline.http.documents import DocumentController
 from pipeline.http.events import document_events, tenant_events
 from pipeline.http.health import health, ready
@@ -112,6 +114,11 @@ def create_app(
             events=events,
             webhooks=wiring.webhook_endpoints,
             deletion=wiring.deletion,
+            console=ConsoleSessions(
+                engine,
+                settings.console.session_ms / 1000,
+                settings.console.link_ms / 1000,
+            ),
             stage_controls=wiring.stage_controls,
             cancel=wiring.cancel,
         )
@@ -144,6 +151,7 @@ def create_app(
             WebhookController,
             stages,
             metrics,
+            console_router(provide_state),
         ],
         middleware=[HTTP_METRICS.middleware],
         guards=[make_guard(settings, lambda: holder["state"].auth)],
@@ -152,6 +160,7 @@ def create_app(
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        template_config=console_templates(),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(wiring.definition.names)],
         request_max_body_size=settings.limits.max_upload_bytes + MULTIPART_OVERHEAD,
         request_class=PipelineRequest,  # multipart part headers long enough for long names

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline.access.console import ConsoleSessions
 from pipeline.access.keys import Authenticator
 from pipeline.access.rate_limit import RateLimiter
 from pipeline.engine.dispatch import Dispatcher
@@ -51,6 +52,8 @@ class ApiState:
     """Registers and shows the tenants' webhook endpoints (on the sync engine)."""
     deletion: DeletionService
     """Deletes documents (synchronous, like the operator services)."""
+    console: ConsoleSessions
+    """The operator console's sessions and sign-in links."""
     stage_controls: StageControls
     """Pauses and resumes stages (deployment-wide; synchronous)."""
     cancel: CancelService

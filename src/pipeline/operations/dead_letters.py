@@ -162,20 +162,23 @@ def get_letter(
     values = row._asdict()
     extra = {key: values.pop(key) for key in ("message", "traceback", "replayed_message_id")}
     summary = LetterSummary(**values)
-    history: list[EventView] = []
-    if summary.document_id is not None:
-        events = conn.execute(
-            select(
-                StageEvent.created_at,
-                StageEvent.stage,
-                StageEvent.generation,
-                StageEvent.event,
-                StageEvent.attempt,
-                StageEvent.message_id,
-                StageEvent.detail,
-            )
-            .where(StageEvent.document_id == summary.document_id)
-            .order_by(StageEvent.id)
-        ).all()
-        history = [EventView(*event) for event in events]
+    history = document_history(conn, summary.document_id) if summary.document_id else []
     return LetterDetail(letter=summary, history=history, **extra)
+
+
+def document_history(conn: Connection, document_id: uuid.UUID) -> list[EventView]:
+    """A document's whole stage history, oldest first (the caller checked its tenant)."""
+    events = conn.execute(
+        select(
+            StageEvent.created_at,
+            StageEvent.stage,
+            StageEvent.generation,
+            StageEvent.event,
+            StageEvent.attempt,
+            StageEvent.message_id,
+            StageEvent.detail,
+        )
+        .where(StageEvent.document_id == document_id)
+        .order_by(StageEvent.id)
+    ).all()
+    return [EventView(*event) for event in events]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import dramatiq
 import msgspec
@@ -45,6 +45,10 @@ REQUEST_TYPES: dict[JobKind, type[OperationRequest]] = {
     "discard": DiscardRequest,
     "rerun": RerunRequest,
 }
+
+
+_VIA: dict[str, Literal["api", "console"]] = {"api": "api", "console": "console"}
+"""How a job's ``requested_by`` names the entry point that recorded it (else the CLI)."""
 
 
 class JobView(msgspec.Struct, frozen=True):
@@ -146,7 +150,7 @@ class JobRunner:
             logger.info("operation job %s is not queued; nothing to do", job_id)
             return
         via, _, name = row.requested_by.partition(":")
-        operator = Operator(name=name, via="api" if via == "api" else "cli")
+        operator = Operator(name=name, via=_VIA.get(via, "cli"))
         try:
             # Checked again with today's bounds: a job recorded before a bound was
             # tightened (or written by hand) fails here, before any item, with what

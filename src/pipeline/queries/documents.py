@@ -214,11 +214,23 @@ async def list_documents(
     limit: int,
     cursors: CursorCodec,
     tenant: str = "default",
+    filename: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> DocumentPage:
-    """Newest first, keyset-paginated on (created_at, id) so pages stay fast at any depth."""
+    """Newest first, keyset-paginated on (created_at, id) so pages stay fast at any depth.
+
+    ``filename`` keeps names containing it (any case; the console's filter), ``since``
+    and ``until`` bound ``created_at`` (at or after, before)."""
     query = select(*_DOCUMENT_COLUMNS).where(Document.tenant == tenant, LIVE)
     if status is not None:
         query = query.where(Document.status == status)
+    if filename:
+        query = query.where(Document.filename.icontains(filename, autoescape=True))
+    if since is not None:
+        query = query.where(Document.created_at >= since)
+    if until is not None:
+        query = query.where(Document.created_at < until)
     if cursor is not None:
         created_at, last_id = cursors.decode("documents", tenant, cursor)
         query = query.where(tuple_(Document.created_at, Document.id) < (created_at, last_id))
@@ -240,7 +252,10 @@ async def list_chunks(
     *,
     with_embeddings: bool = False,
     tenant: str = "default",
+    limit: int | None = None,
 ) -> ChunkList | None:
+    """The document's chunks in order (the first ``limit`` of them, if given); ``count``
+    is how many were returned."""
     async with engine.connect() as conn:
         exists = (
             await conn.execute(
@@ -263,7 +278,10 @@ async def list_chunks(
             columns.append(Chunk.embedding)
         rows = (
             await conn.execute(
-                select(*columns).where(Chunk.document_id == document_id).order_by(Chunk.ordinal)
+                select(*columns)
+                .where(Chunk.document_id == document_id)
+                .order_by(Chunk.ordinal)
+                .limit(limit)
             )
         ).all()
     chunks = [
