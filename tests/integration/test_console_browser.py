@@ -5,7 +5,9 @@ Redis), one browser. The scenario: sign in, watch the overview change as documen
 flow (without a reload), open a failed document's timeline, preview and replay its
 dead letter once its cause is fixed (the worker restarted without the fault) and see
 the document succeed, pause a stage and see messages wait, resume it and see them
-drain, sign out. Screenshots of each page go to ``docs/console/`` (the README shows them).
+drain, sign out. Every run takes screenshots of each page; with
+``PIPELINE_CONSOLE_SCREENSHOTS=docs/console`` they replace the ones the README shows
+(otherwise they go to a temporary directory, so a test run leaves the checkout clean).
 
 Needs Debian's Chromium (``apt-get install -y chromium``): Playwright's own browser
 download is not used. Without it, the module is skipped and says so.
@@ -13,7 +15,9 @@ download is not used. Without it, the module is skipped and says so.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +34,11 @@ from tests.support.processes import Processes, free_port, ready, stack_env, wait
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+SHOTS = (
+    Path(os.environ["PIPELINE_CONSOLE_SCREENSHOTS"]).resolve()
+    if os.environ.get("PIPELINE_CONSOLE_SCREENSHOTS")
+    else Path(tempfile.mkdtemp(prefix="console-screenshots-"))
+)
 BROKEN = {"stage": "extract", "match": "broken-*", "permanent": True}
 WAIT_MS = 30_000
 
@@ -106,6 +114,7 @@ def page(stack: Stack) -> Iterator[Any]:
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    assert (SHOTS / f"{name}.png").stat().st_size > 1000
 
 
 def stage_cell(page: Any, stage: str, column: str) -> Any:
