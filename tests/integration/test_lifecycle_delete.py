@@ -199,6 +199,13 @@ def test_cli_delete_dry_run_then_for_real(
     assert again.exit_code == 1
     assert "no such document" in again.output
 
+    # `documents cancel` takes the same selection; a finished document is not cancelled.
+    finished = cli("documents", "cancel", ids[1], "--dry-run")
+    assert "already succeeded" in finished.output, finished.output
+    none = cli("documents", "cancel", "--status", "processing", "--tenant", tenant)
+    assert none.exit_code == 0
+    assert "no documents match" in none.output
+
 
 # -- during processing, with real worker processes ---------------------------------------
 

@@ -103,23 +103,16 @@ def delete(
     request = DeleteRequest(
         ids=chosen_ids, filter=chosen_filter, limit=limit, dry_run=dry_run, reason=reason
     )
-    settings = load_settings()
-    with database(settings, "documents-delete") as engine:
-        service = Wiring(settings, engine=engine).deletion
-        count = len(service.select(request, tenant))
-        if count == 0:
-            click.echo("no documents match")
-            return
-        confirm_bulk(
-            count,
-            f"delete {count} documents (their content is erased for good)?",
-            threshold=settings.operations.confirm_threshold,
-            yes=yes,
-            dry_run=dry_run,
-        )
-        run = RunContext(operator=Operator.from_cli(), tenant=tenant)
-        report = run_with_progress("deleting", service.delete, request, run)
-    finish(report, describe_deleted, done="deleted", would="would delete")
+    _act(
+        "delete",
+        request,
+        tenant,
+        yes,
+        lambda wiring: wiring.deletion,
+        question="delete {count} documents (their content is erased for good)?",
+        doing="deleting",
+        done="deleted",
+    )
 
 
 def describe_deleted(item: ItemOutcome) -> str:
@@ -155,20 +148,44 @@ def cancel(
     request = CancelRequest(
         ids=chosen_ids, filter=chosen_filter, limit=limit, dry_run=dry_run, reason=reason
     )
+    _act(
+        "cancel",
+        request,
+        tenant,
+        yes,
+        lambda wiring: wiring.cancel,
+        question="cancel {count} documents?",
+        doing="cancelling",
+        done="cancelled",
+    )
+
+
+def _act(
+    verb: str,
+    request: Any,
+    tenant: str | None,
+    yes: bool,
+    service_of: Callable[[Wiring], Any],
+    *,
+    question: str,
+    doing: str,
+    done: str,
+) -> None:
+    """Select, confirm a large selection, carry it out with progress, report."""
     settings = load_settings()
-    with database(settings, "documents-cancel") as engine:
-        service = Wiring(settings, engine=engine).cancel
+    with database(settings, f"documents-{verb}") as engine:
+        service = service_of(Wiring(settings, engine=engine))
         count = len(service.select(request, tenant))
         if count == 0:
             click.echo("no documents match")
             return
         confirm_bulk(
             count,
-            f"cancel {count} documents?",
+            question.format(count=count),
             threshold=settings.operations.confirm_threshold,
             yes=yes,
-            dry_run=dry_run,
+            dry_run=request.dry_run,
         )
         run = RunContext(operator=Operator.from_cli(), tenant=tenant)
-        report = run_with_progress("cancelling", service.cancel, request, run)
-    finish(report, describe_deleted, done="cancelled", would="would cancel")
+        report = run_with_progress(doing, getattr(service, verb), request, run)
+    finish(report, describe_deleted, done=done, would=f"would {verb}")

@@ -39,7 +39,7 @@ from pipeline.operations.common import (
     run_items,
 )
 from pipeline.operations.requests import IDS_OR_FILTER, Limit, Reason
-from pipeline.operations.rerun import DocumentFilter
+from pipeline.operations.rerun import DocumentFilter, select_documents
 from pipeline.statuses import LIVE_DOCUMENT_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -70,24 +70,8 @@ class DeletionService:
         self.engine = engine
 
     def select(self, request: DeleteRequest, tenant: str | None = None) -> list[uuid.UUID]:
-        """The documents to act on: explicit ids as given (each checked when deleted), or
-        the live documents the filter matches, oldest first."""
-        if request.ids is not None:
-            return list(dict.fromkeys(request.ids))[: request.limit]
-        assert request.filter is not None
-        query = (
-            select(Document.id)
-            .where(
-                *request.filter.where(),
-                Document.status.in_(LIVE_DOCUMENT_STATUSES),
-                *([] if tenant is None else [Document.tenant == tenant]),
-            )
-            .order_by(Document.created_at, Document.id)
-        )
-        if request.limit is not None:
-            query = query.limit(request.limit)
-        with self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+        """The documents to act on (see ``select_documents``)."""
+        return select_documents(self.engine, request, LIVE_DOCUMENT_STATUSES, tenant)
 
     def delete(self, request: DeleteRequest, run: RunContext) -> OperationReport:
         """Delete the selected documents (only ``run.tenant``'s, if given), each in its

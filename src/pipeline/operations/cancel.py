@@ -32,7 +32,7 @@ from pipeline.operations.common import (
     run_items,
 )
 from pipeline.operations.requests import IDS_OR_FILTER, Limit, Reason
-from pipeline.operations.rerun import DocumentFilter
+from pipeline.operations.rerun import DocumentFilter, select_documents
 from pipeline.statuses import UNFINISHED_DOCUMENT_STATUSES
 
 
@@ -55,22 +55,8 @@ class CancelService:
         self.engine = engine
 
     def select(self, request: CancelRequest, tenant: str | None = None) -> list[uuid.UUID]:
-        if request.ids is not None:
-            return list(dict.fromkeys(request.ids))[: request.limit]
-        assert request.filter is not None
-        query = (
-            select(Document.id)
-            .where(
-                *request.filter.where(),
-                Document.status.in_(UNFINISHED_DOCUMENT_STATUSES),
-                *([] if tenant is None else [Document.tenant == tenant]),
-            )
-            .order_by(Document.created_at, Document.id)
-        )
-        if request.limit is not None:
-            query = query.limit(request.limit)
-        with self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+        """The documents to act on (see ``select_documents``)."""
+        return select_documents(self.engine, request, UNFINISHED_DOCUMENT_STATUSES, tenant)
 
     def cancel(self, request: CancelRequest, run: RunContext) -> OperationReport:
         by = f"{run.operator.via}:{run.operator.name}"

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine, Row, Select, exists, select
 
@@ -70,6 +70,40 @@ class DocumentFilter(TimeFilter, frozen=True, kw_only=True, forbid_unknown_field
         return conditions
 
 
+class SelectsDocuments(Protocol):
+    """A request that names documents: ``ids``, or a ``filter`` (and a ``limit``)."""
+
+    @property
+    def ids(self) -> list[uuid.UUID] | None: ...
+    @property
+    def filter(self) -> DocumentFilter | None: ...
+    @property
+    def limit(self) -> int | None: ...
+
+
+def select_documents(
+    engine: Engine,
+    request: SelectsDocuments,
+    statuses: tuple[str, ...],
+    tenant: str | None,
+) -> list[uuid.UUID]:
+    """The documents a request names: its ``ids`` as given (each is checked, and bound
+    to the tenant, when it is acted on), or the documents in ``statuses`` its filter
+    matches (only ``tenant``'s, if given), oldest first, up to its ``limit``. A plain read."""
+    if request.ids is not None:
+        return list(dict.fromkeys(request.ids))[: request.limit]
+    assert request.filter is not None
+    query = (
+        select(Document.id)
+        .where(*request.filter.where(), Document.status.in_(statuses), *_of_tenant(tenant))
+        .order_by(Document.created_at, Document.id)
+    )
+    if request.limit is not None:
+        query = query.limit(request.limit)
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
 class RerunService:
     def __init__(
         self,
@@ -88,22 +122,7 @@ class RerunService:
 
     def select(self, request: RerunRequest, tenant: str | None = None) -> list[uuid.UUID]:
         """The documents to act on; explicit ids are checked (and tenant-bound) one by one."""
-        if request.ids is not None:
-            return list(dict.fromkeys(request.ids))[: request.limit]
-        assert request.filter is not None
-        query = (
-            select(Document.id)
-            .where(
-                *request.filter.where(),
-                Document.status.in_(LIVE_DOCUMENT_STATUSES),  # not the tombstones
-                *_of_tenant(tenant),
-            )
-            .order_by(Document.created_at, Document.id)
-        )
-        if request.limit is not None:
-            query = query.limit(request.limit)
-        with self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+        return select_documents(self.engine, request, LIVE_DOCUMENT_STATUSES, tenant)
 
     def rerun(self, request: RerunRequest, run: RunContext) -> OperationReport:
         """Re-run the selected documents (only ``run.tenant``'s, if given).
