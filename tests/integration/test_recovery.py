@@ -257,6 +257,10 @@ def test_sigterm_lets_the_running_stage_finish(make_stack: Any) -> None:
     assert stack.stage_status(document_id, "chunk") == "succeeded"
     assert stack.stage_status(document_id, "embed") == "queued"
     stack.processes.worker(name="worker-2")
+    # The stopped worker may have fetched embed's message while it shut down; Dramatiq
+    # hands it on only when that worker's heartbeat expires (a minute). The reconciler
+    # is what recovers it at once, as in a deployment.
+    stack.processes.reconciler()
     stack.wait_done([document_id])
     assert stack.status(document_id) == "succeeded"
     stack.assert_applied_once(document_id)
