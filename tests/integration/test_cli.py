@@ -96,7 +96,13 @@ def test_ingest_wait_reports_success_and_failure(
         timeout=90,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.count("succeeded") == 2
+    assert ok.stdout.count("succeeded") == 2  # outcomes on stdout, one per document
+    # Piped, progress is one line per state change on stderr, never redrawn in place;
+    # and no library logs a line per request.
+    assert "a.md  index succeeded" in ok.stderr
+    assert "b.txt  extract running" in ok.stderr
+    assert "\r" not in ok.stderr
+    assert "HTTP Request:" not in ok.stderr
     auth = {"Authorization": f"Bearer {cli_env['PIPELINE_API_KEY']}"}
     hits = httpx.get(services + "/search", params={"q": "bioluminescent"}, headers=auth)
     assert hits.json()["hits"][0]["filename"] == "b.txt"  # hybrid: the nearest first
