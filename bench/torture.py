@@ -1,7 +1,7 @@
 """Torture run: documents through real processes while the machinery around them breaks.
 
     uv run python bench/torture.py [--documents 300] [--kills 20] [--flushes 3]
-        [--terminations 5] [--reruns 30] [--duration 90] [--seed S] [--json]
+        [--terminations 5] [--reruns 30] [--pauses 8] [--duration 90] [--seed S] [--json]
         [--redis-db N]
 
 N documents are uploaded through the real HTTP app (in-process, with an API key) to
@@ -9,7 +9,8 @@ real ``pipeline worker`` process groups and a ``pipeline reconciler``, while, at
 times, worker groups are SIGKILLed and restarted, the run's Redis keys are flushed
 (every key of its namespace; with ``--redis-db N``, ``FLUSHDB`` of that database, which
 must be empty and dedicated to the run), the workers' Postgres backends are terminated,
-documents are re-run from random stages and dead letters are replayed. Some documents
+documents are re-run from random stages, dead letters are replayed, and stages are
+paused and resumed (each for 0.3-3 s; every stage is resumed when the chaos ends). Some documents
 hit transient faults (``PIPELINE_FAULTS``), so ``retrying`` rows exist during the chaos,
 and one worker group runs a "bad deploy" that fails some documents permanently (rolled
 back when the chaos ends), so there are dead letters to replay.
@@ -60,6 +61,7 @@ from pipeline.operations.common import Operator, RunContext
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import ReplayRequest, RerunRequest
 from pipeline.operations.rerun import RerunService
+from pipeline.operations.stage_controls import StageControls
 from pipeline.processing.chunk import ChunkPolicy, chunk
 from pipeline.processing.extract import extract
 from pipeline.processing.validate import ValidationPolicy, validate
@@ -98,6 +100,7 @@ class Plan:
     flushes: int = 3
     terminations: int = 5
     reruns: int = 30
+    pauses: int = 8
     duration_s: float = 90.0
     """Length of the chaos; uploads take its first 60 %."""
     settle_timeout_s: float = 300.0
@@ -313,6 +316,7 @@ class Report:
     flushes: int = 0
     flushed_keys: int = 0
     terminations: int = 0
+    pauses: int = 0
     backends_terminated: int = 0
     reruns: int = 0
     reruns_skipped: int = 0
@@ -366,6 +370,7 @@ class Report:
         rows = [
             ("documents (uploaded)", f"{self.documents} ({self.uploaded})"),
             ("worker groups SIGKILLed", self.kills),
+            ("stage pauses (each resumed)", self.pauses),
             ("Redis flushes (keys)", f"{self.flushes} ({self.flushed_keys})"),
             (
                 "Postgres terminations (backends)",
@@ -474,6 +479,7 @@ class Torture:
         dispatcher = Dispatcher(make_broker(self.settings))
         self.rerun_service = RerunService(engine, dispatcher, self.settings, self.definition)
         self.replay_service = ReplayService(engine, dispatcher, self.settings, self.definition)
+        self.controls = StageControls(engine, self.definition, "default")
         self.engine = engine
         client = TestClient(create_app(self.settings))
         client.__enter__()
@@ -488,6 +494,9 @@ class Torture:
             self.settle(docs)
             self.check(docs)
         finally:
+            with contextlib.suppress(Exception):  # whatever happened, nothing stays paused
+                for stage in self.definition.names:
+                    self.controls.resume(stage, RUN)
             for group in [*self.workers, self.reconciler]:
                 try:
                     group.stop()
@@ -523,6 +532,7 @@ class Torture:
             ("flush", plan.flushes, 0.1, 0.9),
             ("terminate", plan.terminations, 0.05, 0.95),
             ("rerun", plan.reruns, 0.1, 1.0),
+            ("pause", plan.pauses, 0.05, 0.9),
         ):
             for _ in range(count):
                 events.append((span * rng.uniform(low, high), next(self.sequence), kind, None))
@@ -562,7 +572,9 @@ class Torture:
                 self.report.example(f"{kind} raised", repr(error)[:300])
                 self.log(f"{kind} raised {error!r}")
         self.stopped = time.monotonic()
-        self.log("chaos over; rolling back worker-0's bad deploy")
+        for stage in self.definition.names:  # a resume still queued behind the end
+            self.controls.resume(stage, RUN)
+        self.log("chaos over; every stage resumed; rolling back worker-0's bad deploy")
         bad = self.workers[0]
         bad.stop(timeout=10)
         bad.env = self.env
@@ -624,6 +636,16 @@ class Torture:
                 heapq.heappush(events, (later, next(self.sequence), "rerun", None))
         elif kind == "replay":
             self.replay_dead(docs)
+        elif kind == "pause":
+            stage = self.rng.choice(self.definition.names)
+            self.controls.pause(stage, RUN, "torture")
+            report.pauses += 1
+            resume_at = time.monotonic() - self.started + self.rng.uniform(0.3, 3.0)
+            heapq.heappush(events, (resume_at, next(self.sequence), "resume", stage))
+            self.log(f"paused {stage}")
+        elif kind == "resume":
+            self.controls.resume(arg, RUN)
+            self.log(f"resumed {arg}")
         elif kind == "sample":
             self.sample(docs)
 
@@ -927,6 +949,7 @@ def main() -> None:
     parser.add_argument("--flushes", type=int, default=defaults.flushes)
     parser.add_argument("--terminations", type=int, default=defaults.terminations)
     parser.add_argument("--reruns", type=int, default=defaults.reruns)
+    parser.add_argument("--pauses", type=int, default=defaults.pauses)
     parser.add_argument("--duration", type=float, default=defaults.duration_s, help="chaos, s")
     parser.add_argument("--settle-timeout", type=float, default=defaults.settle_timeout_s)
     parser.add_argument("--groups", type=int, default=defaults.groups)
@@ -952,6 +975,7 @@ def main() -> None:
         flushes=options.flushes,
         terminations=options.terminations,
         reruns=options.reruns,
+        pauses=options.pauses,
         duration_s=options.duration,
         settle_timeout_s=options.settle_timeout,
         groups=options.groups,

@@ -33,8 +33,9 @@ pytestmark = pytest.mark.slow
 def test_short_torture_run_loses_and_doubles_nothing(
     settings: Settings, api_key: str, tmp_path: Path
 ) -> None:
-    """Kills, flushes, terminated backends, reruns and replays racing live stages: every
-    document ends succeeded once, with a calm run's chunks and no stray dead letter."""
+    """Kills, flushes, terminated backends, reruns, replays and stage pauses racing live
+    stages: every document ends succeeded once, with a calm run's chunks and no stray
+    dead letter."""
     torture = load_bench("torture.py")
     seed = int(os.environ.get("TORTURE_SEED", "0")) or uuid.uuid4().int % 1_000_000
     plan = torture.Plan(
@@ -43,6 +44,7 @@ def test_short_torture_run_loses_and_doubles_nothing(
         flushes=2,
         terminations=2,
         reruns=10,
+        pauses=4,
         duration_s=30.0,
         settle_timeout_s=75.0,
         groups=3,
