@@ -17,7 +17,7 @@ ALL_SUCCEEDED = dict.fromkeys(PIPELINE.names, "succeeded")
 
 
 def wait_for_document(
-    client: TestClient[Any] | AsKey, document_id: str, timeout: float = 30.0
+    client: TestClient[Any] | AsKey, document_id: str, timeout: float = 60.0
 ) -> dict[str, Any]:
     """Poll the API until the document is succeeded or failed."""
     deadline = time.monotonic() + timeout
