@@ -104,6 +104,10 @@ class OcrSettings(Group, frozen=True):
     ``tesseract-ocr-<lang>`` package."""
     dpi: Annotated[int, Env("PIPELINE_OCR_DPI", minimum=72)] = 300
     """Resolution PDF pages without a text layer are rendered at for OCR."""
+    sparse_page_chars: Annotated[int, Env("PIPELINE_OCR_SPARSE_PAGE_CHARS", minimum=0)] = 32
+    """A PDF page whose text layer has fewer characters than this (spaces aside) is read
+    by OCR too, and keeps whichever text is longer: a scanned page under a stamped page
+    or Bates number. 0: only pages without any text."""
     max_pages: Annotated[int, Env("PIPELINE_OCR_MAX_PAGES", minimum=1)] = 100
     """Most pages one document may need OCR for (a PDF's pages without text, a TIFF's
     pages): more is refused permanently, as it would not finish in the stage's time."""

@@ -301,6 +301,34 @@ def test_a_mixed_pdf_keeps_its_text_layer_and_fills_the_scanned_page() -> None:
     assert pages[1].startswith("Appendix A: Field Sheet\n\nThe field sheets were typed up")
 
 
+def test_a_scanned_page_under_a_stamp_is_read_too() -> None:
+    """A scanner's software stamps "Page 1" as real text on each scanned page: the text
+    layer is not empty, but holds only the stamp. Such pages are read as well, and the
+    recognised text (the stamp included, since the rendered page shows it) replaces it."""
+    path = QUALITY / "pdf/scanned_stamped.pdf"
+    layer = extract(path.read_bytes(), "pdf", None)
+    assert [layer.text[p.start : p.end] for p in layer.pages] == ["Page 1", "Page 2"]
+    as_before = text_of(path, chain(SETTINGS.replace(ocr={"sparse_page_chars": 0})))
+    assert as_before.text == layer.text  # only pages without any text: the stamps alone
+    read = text_of(path)
+    pages = [read.text[p.start : p.end] for p in read.pages]
+    assert [p.number for p in read.pages] == [1, 2]
+    assert pages[0].startswith("Minutes of the Garden Committee")
+    assert "Page 1" in pages[0]
+    assert "Page 2" in pages[1]
+
+
+def test_a_page_keeps_its_layer_when_ocr_reads_less() -> None:
+    text = join_pages(["A short title", ""])
+    assert pages_to_render(text, 32) == [1, 2]
+    assert pages_to_render(text, 0) == [2]
+    kept = assemble(text, {1: "A", 2: "Read from the scan"})
+    assert [kept.text[p.start : p.end] for p in kept.pages] == [
+        "A short title",
+        "Read from the scan",
+    ]
+
+
 @pytest.mark.parametrize(
     "path",
     [FIXTURES / "extract/pdf_multipage.pdf", FIXTURES / "extract/docx_report.docx"],
@@ -320,7 +348,7 @@ def test_the_page_limit() -> None:
     with pytest.raises(TooManyPages) as refused:
         text_of(QUALITY / "pdf/scanned_letter.pdf", chain(settings))
     assert refused.value.reason == (
-        "the PDF has 2 pages without text to read by OCR, more than the limit of 1 "
+        "the PDF has 2 pages without much text to read by OCR, more than the limit of 1 "
         "(PIPELINE_OCR_MAX_PAGES); split it into smaller files"
     )
     with pytest.raises(TooManyPages, match="the TIFF image has 2 pages to read by OCR"):

@@ -79,9 +79,19 @@ class OcrOptions(msgspec.Struct, frozen=True, kw_only=True):
 # --- which pages, and putting their text in place ---------------------------------------
 
 
-def pages_to_render(text: Extracted) -> list[int]:
-    """The numbers of the pages without text (empty spans), in order."""
-    return [page.number for page in text.pages if page.start == page.end]
+def pages_to_render(text: Extracted, sparse_chars: int = 0) -> list[int]:
+    """The numbers of the pages to read by OCR, in order: those without text (empty
+    spans), and those whose text layer holds fewer than ``sparse_chars`` characters
+    besides spaces (a scanned page under a stamped page number or Bates number)."""
+    return [
+        page.number
+        for page in text.pages
+        if page.start == page.end or _visible(text.text[page.start : page.end]) < sparse_chars
+    ]
+
+
+def _visible(text: str) -> int:
+    return sum(not character.isspace() for character in text)
 
 
 def normalise(recognised: str) -> str:
@@ -90,15 +100,19 @@ def normalise(recognised: str) -> str:
 
 
 def assemble(text: Extracted, recognised: Mapping[int, str]) -> Extracted:
-    """``text`` with the recognised text of its empty pages put in place.
+    """``text`` with the recognised text of the pages read by OCR put in place.
 
-    ``recognised`` maps a page number to its (normalised) text. Pages keep their order
-    and their separators; every span is recomputed, an empty page (one OCR found
-    nothing on either) keeping an empty span where it stands.
+    ``recognised`` maps a page number to its (normalised) text. A page read by OCR
+    takes the recognised text when it holds more than the page's text layer (which the
+    rendered page shows too: a stamp is read with the scan under it), and keeps its
+    layer otherwise. Pages keep their order and their separators; every span is
+    recomputed, an empty page (one OCR found nothing on either) keeping an empty span.
     """
-    pages = [
-        text.text[page.start : page.end] or recognised.get(page.number, "") for page in text.pages
-    ]
+    pages = []
+    for page in text.pages:
+        layer = text.text[page.start : page.end]
+        read = recognised.get(page.number, "")
+        pages.append(read if _visible(read) > _visible(layer) else layer)
     return join_pages(pages)
 
 

@@ -1,9 +1,11 @@
 """ocr: the text of scanned PDF pages and of images, recognised by Tesseract.
 
 Between extract and chunk; it reads the text extract wrote and revises it. A document
-whose text has no empty page and that is not an image passes through untouched (the
-same value, so nothing is rewritten). Otherwise each page to read (a PDF page without a
-text layer, an image, each page of a multi-page TIFF) is rendered and recognised in
+whose text has no empty or nearly empty page and that is not an image passes through
+untouched (the same value, so nothing is rewritten). Otherwise each page to read (a PDF
+page without a text layer, or with only a stamp on it (fewer than
+``PIPELINE_OCR_SPARSE_PAGE_CHARS`` characters), an image, each page of a multi-page
+TIFF) is rendered and recognised in
 its own sandboxed call: a page that hangs is killed at the sandbox's hard limit
 (``PIPELINE_PARSER_TIME_LIMIT_S``) while the stage's own time limit, far longer, bounds
 the whole document; the page limit (``PIPELINE_OCR_MAX_PAGES``) refuses documents
@@ -59,6 +61,7 @@ def ocr_options(settings: Settings) -> OcrOptions:
 def build(context: StageContext) -> Compute:
     options = ocr_options(context.settings)
     max_pages = context.settings.ocr.max_pages
+    sparse_chars = context.settings.ocr.sparse_page_chars
     max_chars = context.settings.limits.max_text_chars
     run = _runner(context.isolation)
 
@@ -76,13 +79,15 @@ def build(context: StageContext) -> Compute:
             result = join_pages(texts)
             where = f"in the {info.name} image"
         else:
-            numbers = pages_to_render(text)
+            numbers = pages_to_render(text, sparse_chars)
             if not numbers and text.text:
                 return Outputs({TEXT: text})  # the same object: the engine stores nothing
             data = inputs[UPLOAD].data  # only now: a text-layer document never loads it
             if not numbers:  # a PDF without a single page
                 raise EmptyContent("no text could be extracted: the PDF has no pages")
-            _check_pages(len(numbers), max_pages, f"the PDF has {len(numbers)} pages without text")
+            _check_pages(
+                len(numbers), max_pages, f"the PDF has {len(numbers)} pages without much text"
+            )
             recognised: dict[int, str] = {}
             for index, number in enumerate(numbers):
                 report_progress(index, len(numbers))
