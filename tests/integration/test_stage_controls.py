@@ -102,6 +102,16 @@ def test_a_paused_stage_holds_its_rows_and_a_resume_drains_them(
     for document_id in ids:
         resent = stack.events(document_id, "resent", "chunk")
         assert [row.detail["why"] for row in resent] == ["resumed"]  # exactly once
+
+    def forgotten() -> bool:  # nothing waits any more: later sweeps stop looking
+        with stack.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text("SELECT resumed_at IS NULL FROM stage_controls WHERE stage = 'chunk'")
+                ).scalar()
+            )
+
+    wait_until(forgotten, 10, "the drained resume forgotten")
     with stack.engine.connect() as conn:
         audit = conn.execute(
             text(

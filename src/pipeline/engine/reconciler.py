@@ -125,6 +125,9 @@ class Reconciler:
             resent += count
             if count < self.batch_size:
                 break
+        if not resent:
+            with self.engine.begin() as conn:
+                conn.execute(transitions.drained_resumes())
         return resent
 
     def _resend_batch(

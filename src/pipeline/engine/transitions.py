@@ -891,6 +891,26 @@ def _waited() -> Select[uuid.UUID, str, int, str, int]:
     )
 
 
+def drained_resumes() -> Update:
+    """Forget the resume of every stage none of whose rows waits any more, so that later
+    sweeps stop looking (a stage's control row only: it locks nothing else). A resume made
+    meanwhile is not forgotten: it has a later ``resumed_at`` than the rows it waits on."""
+    waiting = (
+        select(StageRun.document_id)
+        .where(
+            StageRun.stage == StageControl.stage,
+            StageRun.status.in_(("queued", "retrying")),
+            StageRun.updated_at < StageControl.resumed_at,
+        )
+        .exists()
+    )
+    return (
+        update(StageControl)
+        .where(StageControl.paused.is_(False), StageControl.resumed_at.is_not(None), ~waiting)
+        .values(resumed_at=None)
+    )
+
+
 def cancel_rows(document_id: uuid.UUID, generation: int, by: str) -> Update:
     """Every unfinished row of a cancelled document fails (a new generation: any attempt
     or message in flight is stale), with the cancellation as its error."""
