@@ -261,7 +261,7 @@ WITH doc AS (
 ), events AS (
     INSERT INTO stage_events (document_id, stage, generation, event, attempt, message_id, detail)
     SELECT %(document_id)s, %(stage)s, %(generation)s, 'claimed', 1, %(message_id)s,
-           %(claimed)s::jsonb || jsonb_build_object('fence', fence)
+           %(claimed)s::jsonb || jsonb_build_object('fence', fence, 'fused', true)
     FROM done
     UNION ALL
     SELECT %(document_id)s, %(stage)s, %(generation)s, 'succeeded', 1, %(message_id)s,
@@ -284,8 +284,9 @@ document has no rows, a cancel or rerun moved it to another generation). With th
 document locked first, it bumps the fence as a claim does, marks the row
 ``succeeded``, queues the next stage for ``next_message_id`` (or finishes the document
 after the last stage) and writes the same three events as a claim and a success
-(``claimed`` with the fence and worker, ``succeeded``, the next ``queued``), so the
-event streams and the timeline show every transition. Returns the fence and the next
+(``claimed`` with the fence and worker, and ``fused: true``: it was claimed after the
+work; ``succeeded``; the next ``queued``), so the event streams and the timeline show
+every transition. Returns the fence and the next
 stage, or no row: the caller then goes the claim-first way (which says why a
 delivery that cannot claim is dropped)."""
 
