@@ -51,14 +51,23 @@ class Private:
         return uuid.UUID(response.json()["id"])
 
 
+class Crash(BaseException):
+    """Stands in for the worker dying mid-work: nothing in the executor catches it."""
+
+
 class Barrier:
-    """Makes two deliveries of validate meet inside ``compute`` (when armed)."""
+    """Makes two deliveries of validate meet inside ``compute`` (when armed), or makes
+    the next one die there (``crash``)."""
 
     def __init__(self) -> None:
         self.armed: threading.Barrier | None = None
+        self.crash = False
 
     def wrap(self, stage: str, compute: Compute) -> Compute:
         def gated(inputs: Inputs) -> Outputs:
+            if stage == "validate" and self.crash:
+                self.crash = False
+                raise Crash
             if stage == "validate" and self.armed is not None:
                 self.armed.wait(timeout=10)
             return compute(inputs)
@@ -307,3 +316,20 @@ def test_the_builtin_policies_fuse_only_the_short_pure_stages(settings: Settings
     policies = Wiring(settings).policies
     fused = {stage for stage, policy in policies.items() if not policy.claim_first}
     assert fused == {"validate", "chunk", "index"}
+
+
+def test_a_worker_dying_mid_work_leaves_the_row_waiting_and_its_redelivery_claims_first(
+    private: Private,
+) -> None:
+    document_id = private.upload("fused-crash.txt")
+    waiting = row(private.engine, document_id, "validate")
+    BARRIER.crash = True
+    with pytest.raises(Crash):
+        deliver(private, document_id, "validate")
+    assert row(private.engine, document_id, "validate") == waiting
+    assert [e["event"] for e in stage_events(private.engine, document_id, "validate")] == ["queued"]
+    # Dramatiq delivers a dead worker's message again only after its heartbeat timeout.
+    redelivered = FUSED_MAX_AGE_MS * 2
+    assert claims(private, lambda: deliver(private, document_id, "validate", age_ms=redelivered))
+    validate = row(private.engine, document_id, "validate")
+    assert (validate["status"], validate["attempts"], validate["fence"]) == ("succeeded", 1, 1)
