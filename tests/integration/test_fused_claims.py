@@ -19,6 +19,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from litestar.testing import TestClient
 from sqlalchemy import Engine, event, text
 
@@ -26,7 +27,7 @@ from pipeline.broker import make_broker
 from pipeline.db.engine import make_engine
 from pipeline.engine import transitions
 from pipeline.engine.dispatch import Dispatcher
-from pipeline.engine.executor import FUSED_MAX_AGE_MS, Outcome, StageExecutor
+from pipeline.engine.executor import FUSED_MAX_AGE_MS, RETRY_OPTION, Outcome, StageExecutor
 from pipeline.http.app import create_app
 from pipeline.messages import Delivery, StageMessage
 from pipeline.settings import Settings
@@ -44,6 +45,8 @@ class Private:
     engine: Engine
     executor: StageExecutor
     statements: list[str]
+    redis: redis.Redis
+    namespace: str
 
     def upload(self, filename: str) -> uuid.UUID:
         response = upload(self.client, BODY, filename)
@@ -106,7 +109,14 @@ def private(
     client.headers.update(bearer(api_key))
     dramatiq.set_broker(broker)
     try:
-        yield Private(client, engine, executor, statements)
+        yield Private(
+            client,
+            engine,
+            executor,
+            statements,
+            redis.Redis.from_url(own.broker.url),
+            own.broker.namespace,
+        )
     finally:
         client.__exit__(None, None, None)
         engine.dispose()
@@ -289,6 +299,30 @@ def test_a_failing_short_stage_is_claimed_and_its_failure_counted(
         ("retrying", 1),
     ]
     assert "fused" not in history[1]["detail"]  # claimed first, once the work had failed
+    # The retry the executor sent (delayed) says it is one, so it claims first: the row
+    # is ``retrying``, which the fused statement never takes.
+    delayed = private.redis.hvals(f"{private.namespace}:validate.DQ.msgs")
+    (retry,) = [
+        m for m in map(dramatiq.Message.decode, delayed) if m.message_id == validate["message_id"]
+    ]
+    assert retry.options[RETRY_OPTION] is True
+    with private.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE stage_runs SET retry_at = now() - interval '1 second' "
+                "WHERE document_id = :id AND stage = 'validate'"
+            ),
+            {"id": document_id},
+        )
+    delivery = Delivery.from_message(retry)
+    outcome: list[Outcome] = []
+    ran = claims(
+        private,
+        lambda: outcome.append(private.executor.execute("validate", retry.args[0], delivery)),
+    )
+    assert (ran, outcome) == (1, [Outcome.SUCCEEDED])
+    assert transitions.CLAIM_AND_SUCCEED_SQL not in private.statements  # no work first
+    assert row(private.engine, document_id, "validate")["attempts"] == 2
 
 
 def test_an_old_message_claims_first(private: Private) -> None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, Protocol, TypeVar
 
+import dramatiq
 import msgspec
 import psycopg
 from dramatiq.common import compute_backoff
@@ -76,6 +77,10 @@ FUSED_MAX_AGE_MS: Final = 30_000
 """A short stage works before it claims only on a message younger than this: half of
 Dramatiq's Redis heartbeat timeout (60 s), after which a dead worker's messages are
 delivered again (half, for clocks that disagree between sender and worker)."""
+
+RETRY_OPTION: Final = "pipeline_retry"
+"""Set on the retry messages the executor sends: they claim first (a retry finds its row
+``retrying``, which the fused statement never takes, so working first would be wasted)."""
 
 TRANSITION_TRIES: Final = 4
 """A failure transition is tried this often on fresh connections before it gives up."""
@@ -309,7 +314,7 @@ class StageExecutor:
             due_in = max(1, round(row.due_in_ms))
             reason = f"not due: the stage is retrying, due in {due_in} ms"
             if row.message_id == delivery.message_id:
-                again = self.dispatcher.build(message, message_id=delivery.message_id)
+                again = _as_retry(self.dispatcher.build(message, message_id=delivery.message_id))
                 if self.dispatcher.send_after_commit(again, delay_ms=due_in):
                     reason += "; its retry message was sent again to arrive then"
         else:
@@ -359,6 +364,9 @@ class StageExecutor:
         sees every later crash."""
         if self.policies[message.stage].claim_first:
             return False
+        options = delivery.message.get("options")
+        if isinstance(options, dict) and options.get(RETRY_OPTION):
+            return False  # a retry is never a row's first attempt
         sent = delivery.message.get("message_timestamp")
         if not isinstance(sent, int) or time.time() * 1000 - sent >= FUSED_MAX_AGE_MS:
             return False
@@ -510,7 +518,7 @@ class StageExecutor:
             _, delay = compute_backoff(
                 attempt.number - 1, factor=policy.min_backoff_ms, max_backoff=policy.max_backoff_ms
             )
-            retry = self.dispatcher.build(message)
+            retry = _as_retry(self.dispatcher.build(message))
             self._transition(
                 attempt,
                 lambda conn: self._retrying(
@@ -759,6 +767,10 @@ class _CrashLoop(StageError):
             f"the stage was started {unfinished} times and never finished "
             "(the worker crashed or was killed each time)"
         )
+
+
+def _as_retry(message: dramatiq.Message[Any]) -> dramatiq.Message[Any]:
+    return message.copy(options={**message.options, RETRY_OPTION: True})
 
 
 def _no_progress(current: int, total: int) -> None:
