@@ -16,6 +16,13 @@ Each delivery of a stage message runs through :meth:`StageExecutor.execute`:
    permanent errors, and transient ones on the last attempt, go to ``dead`` with a
    dead letter and a failed document.
 
+**Short stages** (``StagePolicy.claim_first`` false: validate, chunk, index) fold 1 and
+3 into one statement after the work (``transitions.CLAIM_AND_SUCCEED_SQL``): it takes
+the row only if it still waits for its first attempt, so a copy, a stale or paused
+message changes nothing, and anything else (a failure, a retry, a message old enough
+to be a redelivery after a crash) goes the claim-first way above. Half the writes of a
+stage, for stages too short to show as ``running`` (``docs/benchmarks.md`` §11).
+
 The row is the one record of attempts. Retries are the executor's, not Dramatiq's:
 Dramatiq's Retries middleware only re-delivers errors that escape the executor (no
 database to claim from), and its giving up never makes a dead letter: the row is left
