@@ -97,6 +97,23 @@ def load_floor(settings: Settings, count: int) -> None:
         dispatcher.send(dispatcher.build(StageMessage(uuid.uuid4(), "validate", 1)))
 
 
+class Stall:
+    """Fails a run that makes no progress for a minute: on a Redis shared with test
+    runs, a ``FLUSHALL`` takes the run's messages and it would wait forever."""
+
+    LIMIT_S = 60.0
+
+    def __init__(self) -> None:
+        self.seen = -1
+        self.since = time.monotonic()
+
+    def check(self, done: int) -> None:
+        if done != self.seen:
+            self.seen, self.since = done, time.monotonic()
+        elif time.monotonic() - self.since > self.LIMIT_S:
+            raise RuntimeError(f"no progress for {self.LIMIT_S:.0f} s at {done} (messages lost?)")
+
+
 _ENGINES: dict[str, Engine] = {}
 
 
@@ -130,6 +147,21 @@ def stage_p50(database_url: str) -> dict[str, float]:
     return {stage: float(p50 or 0) for stage, p50 in rows}
 
 
+def row_updates(database_url: str) -> dict[str, tuple[int, int]]:
+    """Row updates and how many of them were HOT, per hot-path table (read once the
+    workers have exited: a backend reports its counts when it ends)."""
+    engine = create_engine(to_sqlalchemy_url(database_url))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                "WHERE relname IN ('stage_runs', 'documents')"
+            )
+        ).all()
+    engine.dispose()
+    return {name: (int(updates), int(hot)) for name, updates, hot in rows}
+
+
 def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> dict[str, Any]:
     with scratch_database("e2e") as database_url:
         if kind == "floor":
@@ -142,7 +174,9 @@ def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> 
             args = dramatiq_args("floor_chain", processes, threads)
             with process(args, env, logs / "floor.log") as proc:
                 first = sample(proc.pid, _name(database_url))
-                while int(client.get(counter) or 0) < documents:
+                stalled = Stall()
+                while (done := int(client.get(counter) or 0)) < documents:
+                    stalled.check(done)
                     time.sleep(0.05)
                 elapsed = time.monotonic() - started
                 used = sample(proc.pid, _name(database_url)) - first
@@ -157,10 +191,12 @@ def run(kind: str, documents: int, processes: int, threads: int, logs: Path) -> 
             module=module,
             log=logs / f"{kind}.log",
         )
+        time.sleep(0.5)  # the backends' statistics, reported as they exit
         return {
             "docs_per_s": rate,
             "p50": stage_p50(database_url),
             "cpu": _cpu(used, documents),
+            "updates": row_updates(database_url),
         }
 
 
@@ -191,7 +227,9 @@ def run_stages(
     started = time.monotonic()
     with process(dramatiq_args(module, processes, threads), env, log) as proc:
         first = sample(proc.pid, _name(database_url))
-        while succeeded(database_url) < before + documents:
+        stalled = Stall()
+        while (done := succeeded(database_url)) < before + documents:
+            stalled.check(done)
             time.sleep(0.05)
         elapsed = time.monotonic() - started
         used = sample(proc.pid, _name(database_url)) - first
@@ -224,7 +262,13 @@ def main() -> None:
             )
             result = results[kind][-1]
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in result["cpu"].items())
-            print(kind, f"{result['docs_per_s']:.0f} docs/s; CPU ms/doc: {cpu}", flush=True)
+            updates = "".join(
+                f"; {table} updates {n} ({hot} HOT)"
+                for table, (n, hot) in sorted(result.get("updates", {}).items())
+            )
+            print(
+                kind, f"{result['docs_per_s']:.0f} docs/s; CPU ms/doc: {cpu}{updates}", flush=True
+            )
     rates = {kind: median([r["docs_per_s"] for r in runs]) for kind, runs in results.items()}
     print("\n| variant | documents/s |\n|---|---|")
     for kind, rate in rates.items():

@@ -74,6 +74,11 @@ class Faults:
             if attempt <= spec.transient_attempts:
                 raise TransientError(f"injected transient fault (attempt {attempt})")
 
+    def slows(self, stage: str, filename: str) -> bool:
+        """Whether a first attempt of ``stage`` sleeps here: such a stage is not short, so
+        it claims before it works (and shows as ``running``, as a slow stage does)."""
+        return any(spec.sleep_s > 0 for spec in self._matching(stage, filename))
+
     def hang_parser(self, stage: str, filename: str) -> bool:
         return any(spec.hang_parser for spec in self._matching(stage, filename))
 

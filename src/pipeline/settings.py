@@ -154,6 +154,9 @@ class PolicyOverride(msgspec.Struct, frozen=True):
     min_backoff_ms: int | None = None
     max_backoff_ms: int | None = None
     time_limit_ms: int | None = None
+    claim_first: bool | None = None
+    """Not read from the environment: code (a test's model of the claim-first engine) may
+    make every stage claim before it works."""
 
     def apply(self, stage: str, policy: StagePolicy) -> StagePolicy:
         changed = StagePolicy(
@@ -161,6 +164,7 @@ class PolicyOverride(msgspec.Struct, frozen=True):
             min_backoff_ms=_given(self.min_backoff_ms, policy.min_backoff_ms),
             max_backoff_ms=_given(self.max_backoff_ms, policy.max_backoff_ms),
             time_limit_ms=_given(self.time_limit_ms, policy.time_limit_ms),
+            claim_first=policy.claim_first if self.claim_first is None else self.claim_first,
         )
         if changed.max_backoff_ms < changed.min_backoff_ms:
             prefix = policy_prefix(stage)

@@ -102,13 +102,21 @@ MAX_ROUNDS = 20
 MAX_DELIVERIES_PER_ROUND = 200
 RUN = RunContext(operator=Operator(name="model", via="cli"))
 MODEL_POLICY = PolicyOverride(
-    max_retries=2, min_backoff_ms=900_000, max_backoff_ms=1_800_000, time_limit_ms=1_800_000
+    max_retries=2,
+    min_backoff_ms=900_000,
+    max_backoff_ms=1_800_000,
+    time_limit_ms=1_800_000,
+    claim_first=True,
 )
 """Backoffs and deadlines far longer than an example runs (a slow CI machine took over a
 minute for some), yet shorter than the model's clock jump of an hour (with the slack and
 grace below): only a jump makes a retry due or an attempt overdue, never the wall clock.
 Otherwise a retry falls due while an example runs, a step behaves differently when
-Hypothesis replays it, and Hypothesis reports the test flaky."""
+Hypothesis replays it, and Hypothesis reports the test flaky. Every stage claims first
+here: the model parks an attempt in ``compute`` holding its row, and a short stage that
+claims and completes in one statement (``StagePolicy.claim_first`` false) holds nothing
+while it computes (its races are the real processes' of ``test_races`` and the torture
+run, and ``test_fused_claims``)."""
 INDEX = st.integers(min_value=0, max_value=7)
 MODEL_SETTINGS = hypothesis_settings(
     max_examples=40,

@@ -16,6 +16,13 @@ Each delivery of a stage message runs through :meth:`StageExecutor.execute`:
    permanent errors, and transient ones on the last attempt, go to ``dead`` with a
    dead letter and a failed document.
 
+**Short stages** (``StagePolicy.claim_first`` false: validate, chunk, index) fold 1 and
+3 into one statement after the work (``transitions.CLAIM_AND_SUCCEED_SQL``): it takes
+the row only if it still waits for its first attempt, so a copy, a stale or paused
+message changes nothing, and anything else (a failure, a retry, a message old enough
+to be a redelivery after a crash) goes the claim-first way above. Half the writes of a
+stage, for stages too short to show as ``running`` (``docs/benchmarks.md`` §11).
+
 The row is the one record of attempts. Retries are the executor's, not Dramatiq's:
 Dramatiq's Retries middleware only re-delivers errors that escape the executor (no
 database to claim from), and its giving up never makes a dead letter: the row is left
@@ -39,11 +46,13 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, Protocol, TypeVar
 
+import dramatiq
 import msgspec
 import psycopg
 from dramatiq.common import compute_backoff
@@ -70,6 +79,15 @@ logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
+
+FUSED_MAX_AGE_MS: Final = 30_000
+"""A short stage works before it claims only on a message younger than this: half of
+Dramatiq's Redis heartbeat timeout (60 s), after which a dead worker's messages are
+delivered again (half, for clocks that disagree between sender and worker)."""
+
+RETRY_OPTION: Final = "pipeline_retry"
+"""Set on the retry messages the executor sends: they claim first (a retry finds its row
+``retrying``, which the fused statement never takes, so working first would be wasted)."""
 
 TRANSITION_TRIES: Final = 4
 """A failure transition is tried this often on fresh connections before it gives up."""
@@ -171,6 +189,8 @@ class StageExecutor:
                 return self._superseded(failed.attempt)
         except _LostHold as lost:
             return self._superseded(lost.attempt)
+        except _FusedFailed as failed:
+            return self._fused_failed(failed, delivery, held)
         finally:
             # Only now, once its outcome is recorded (or could not be), is the attempt
             # no longer live: a later delivery may then take over what is left of it.
@@ -182,6 +202,8 @@ class StageExecutor:
         self, conn: Connection, message: StageMessage, delivery: Delivery, held: list[Attempt]
     ) -> Outcome:
         """Claim, work and complete on one connection; failures leave as ``_Failed``."""
+        if self._fusable(conn, message, delivery) and self._fused(conn, message, delivery):
+            return Outcome.SUCCEEDED
         attempt = self._claim(conn, message, delivery) or self._not_claimed(conn, message, delivery)
         if attempt is None:
             return Outcome.DROPPED
@@ -193,7 +215,12 @@ class StageExecutor:
         try:
             if attempt.number > self.policies[message.stage].max_attempts:
                 raise _CrashLoop(attempt.number - 1)
-            inputs, outputs = self._work(conn, attempt)
+            inputs, outputs = self._work(
+                conn,
+                message,
+                attempt.number,
+                lambda done, total: self._progress(attempt, done, total),
+            )
             return self._complete(conn, attempt, inputs, outputs, started)
         except _LostHold:
             raise
@@ -294,7 +321,7 @@ class StageExecutor:
             due_in = max(1, round(row.due_in_ms))
             reason = f"not due: the stage is retrying, due in {due_in} ms"
             if row.message_id == delivery.message_id:
-                again = self.dispatcher.build(message, message_id=delivery.message_id)
+                again = _as_retry(self.dispatcher.build(message, message_id=delivery.message_id))
                 if self.dispatcher.send_after_commit(again, delay_ms=due_in):
                     reason += "; its retry message was sent again to arrive then"
         else:
@@ -311,13 +338,18 @@ class StageExecutor:
 
     # -- work ----------------------------------------------------------------------------
 
-    def _work(self, conn: Connection, attempt: Attempt) -> tuple[Inputs, Outputs]:
-        message = attempt.message
+    def _work(
+        self,
+        conn: Connection,
+        message: StageMessage,
+        number: int,
+        progress: Callable[[int, int], None],
+    ) -> tuple[Inputs, Outputs]:
         stage = self.stages[message.stage]
         inputs = self.artifacts.load(conn, message.document_id, stage.spec)
         if self.faults:
-            self.faults.before_compute(message.stage, _filename(conn, message), attempt.number)
-        with reporting_to(lambda current, total: self._progress(attempt, current, total)):
+            self.faults.before_compute(message.stage, _filename(conn, message), number)
+        with reporting_to(progress):
             outputs = stage.compute(inputs)
         return inputs, self.artifacts.check(stage.spec, outputs)
 
@@ -327,6 +359,114 @@ class StageExecutor:
                 conn.execute(transitions.progress(attempt, current, total))
         except Exception:  # progress is a courtesy: never fail a stage over it
             logger.warning("could not record progress", exc_info=True)
+
+    # -- claim and complete at once (short stages) --------------------------------------
+
+    def _fusable(self, conn: Connection, message: StageMessage, delivery: Delivery) -> bool:
+        """Whether this delivery may work before it claims: its stage's policy says so, and
+        the message is younger than Dramatiq's heartbeat timeout. A worker that dies
+        mid-work leaves no trace in the row; its message comes back only after the
+        broker has missed its heartbeats for that long, so such a redelivery (like any
+        delivery after a backlog that long) claims first, and the crash-loop count
+        sees every later crash."""
+        if self.policies[message.stage].claim_first:
+            return False
+        options = delivery.message.get("options")
+        if isinstance(options, dict) and options.get(RETRY_OPTION):
+            return False  # a retry is never a row's first attempt
+        sent = delivery.message.get("message_timestamp")
+        if not isinstance(sent, int) or time.time() * 1000 - sent >= FUSED_MAX_AGE_MS:
+            return False
+        # Fault injection (tests only) that makes a stage sleep makes it a long one.
+        return not (self.faults and self.faults.slows(message.stage, _filename(conn, message)))
+
+    def _fused(self, conn: Connection, message: StageMessage, delivery: Delivery) -> bool:
+        """Load, compute, then claim and succeed in one statement; ``False``: the row was
+        not waiting for a first attempt (the caller then claims first, and says why if
+        it cannot). A failing attempt leaves as ``_FusedFailed``: it is claimed then,
+        so that the failure is recorded against a counted attempt as always."""
+        started = time.monotonic()
+        try:
+            inputs, outputs = self._work(conn, message, 1, _no_progress)
+        except (Exception, TimeLimitExceeded) as error:
+            if isinstance(error, psycopg.OperationalError):
+                conn.invalidate()
+            raise _FusedFailed(message, error, started) from error
+        spec = self.stages[message.stage].spec
+        next_message_id = str(uuid.uuid4())
+        duration_ms = _elapsed_ms(started)
+        params = {
+            "document_id": message.document_id,
+            "stage": message.stage,
+            "generation": message.generation,
+            "duration_ms": duration_ms,
+            "message_id": delivery.message_id,
+            "worker": self.worker_id,
+            "claimed": self._claimed_detail,
+            "next_message_id": next_message_id,
+            "grace": self.grace,
+            "detail": _JSON.encode(
+                {**spec.summarize(outputs), "duration_ms": duration_ms}
+            ).decode(),
+        }
+        try:
+            if spec.writes:
+                # The claim comes first: it locks the document before the output's rows
+                # reference it (the lock order), and finds out before anything is written.
+                with _driver(conn).transaction():
+                    row = conn.exec_driver_sql(transitions.CLAIM_AND_SUCCEED_SQL, params).first()
+                    if row is None:
+                        raise _NotTaken
+                    self.artifacts.store(
+                        conn, message.document_id, message.generation, spec, outputs, inputs
+                    )
+            else:
+                row = conn.exec_driver_sql(transitions.CLAIM_AND_SUCCEED_SQL, params).first()
+                if row is None:
+                    return False
+        except _NotTaken:
+            return False
+        except Exception as error:
+            if isinstance(error, psycopg.OperationalError):
+                conn.invalidate()
+            raise _FusedFailed(message, error, started) from error
+        following: str | None = row[1]
+        if following is not None:
+            outgoing = StageMessage(message.document_id, following, message.generation)
+            envelope = self.dispatcher.build(outgoing, message_id=next_message_id)
+            if not (self.faults and self.faults.drop_send(message.stage, _filename(conn, message))):
+                self.dispatcher.send_after_commit(envelope)
+        return True
+
+    def _fused_failed(
+        self, failed: _FusedFailed, delivery: Delivery, held: list[Attempt]
+    ) -> Outcome:
+        """A short stage failed before it claimed: claim now (a fresh connection: the old
+        one may be what broke), then record the failure as any attempt's."""
+        message = failed.message
+        try:
+            with self.autocommit.connect() as conn:
+                attempt = self._claim(conn, message, delivery) or self._not_claimed(
+                    conn, message, delivery
+                )
+        except _UnknownDocument:
+            reason = f"document {message.document_id} does not exist"
+            self.poison(delivery, "UnknownDocument", reason, message.stage, message=message)
+            return Outcome.DEAD
+        if attempt is None:
+            return Outcome.DROPPED
+        with self._live_lock:
+            self._live.add(_key(attempt))
+        held.append(attempt)
+        update_log_context(attempt=attempt.number)
+        error = failed.error
+        if attempt.number > self.policies[message.stage].max_attempts:
+            error = _CrashLoop(attempt.number - 1)
+        try:
+            failure = classify(error, self.policies[message.stage])
+            return self._fail(attempt, failure, error, failed.started)
+        except _LostHold:
+            return self._superseded(attempt)
 
     # -- complete ------------------------------------------------------------------------
 
@@ -385,7 +525,7 @@ class StageExecutor:
             _, delay = compute_backoff(
                 attempt.number - 1, factor=policy.min_backoff_ms, max_backoff=policy.max_backoff_ms
             )
-            retry = self.dispatcher.build(message)
+            retry = _as_retry(self.dispatcher.build(message))
             self._transition(
                 attempt,
                 lambda conn: self._retrying(
@@ -606,6 +746,20 @@ class _Failed(Exception):
         self.started = started
 
 
+class _FusedFailed(Exception):
+    """A short stage's work (or its one statement) raised before any attempt was claimed."""
+
+    def __init__(self, message: StageMessage, error: BaseException, started: float) -> None:
+        super().__init__(type(error).__name__)
+        self.message = message
+        self.error = error
+        self.started = started
+
+
+class _NotTaken(Exception):
+    """The fused statement found the row not waiting; its transaction rolls back."""
+
+
 class _UnknownDocument(Exception):
     """The message names a document that does not exist."""
 
@@ -620,6 +774,14 @@ class _CrashLoop(StageError):
             f"the stage was started {unfinished} times and never finished "
             "(the worker crashed or was killed each time)"
         )
+
+
+def _as_retry(message: dramatiq.Message[Any]) -> dramatiq.Message[Any]:
+    return message.copy(options={**message.options, RETRY_OPTION: True})
+
+
+def _no_progress(current: int, total: int) -> None:
+    """A short stage holds no row while it works: there is nowhere to record progress."""
 
 
 def _key(attempt: Attempt) -> tuple[Any, str, int]:

@@ -32,9 +32,10 @@ and nothing else (progress, a ``dropped`` event) cannot be part of a cycle and s
 The reconciler takes its locks with ``SKIP LOCKED`` (it never waits for live work), and
 dry runs take no locks at all.
 
-The three writes every document makes (``ACCEPT_SQL``, ``CLAIM_SQL``, ``SUCCEED_SQL``)
-are plain SQL, one round trip each, because they are the hot path (see
-``docs/benchmarks.md``); the rarer ones are SQLAlchemy statement builders.
+The writes every document makes (``ACCEPT_SQL``, ``CLAIM_SQL``, ``SUCCEED_SQL`` and,
+for short stages, ``CLAIM_AND_SUCCEED_SQL`` in place of the two) are plain SQL, one round
+trip each, because they are the hot path (see ``docs/benchmarks.md``); the rarer ones are
+SQLAlchemy statement builders.
 """
 
 from __future__ import annotations
@@ -218,6 +219,76 @@ output (so the document is locked before anything references it): the row
 ``succeeded`` (only while this attempt's fence holds it), the next stage ``queued`` for
 its message (or the document ``succeeded`` after the last stage), and the events.
 Returns 1, or 0 when the attempt lost its hold (the caller then rolls back)."""
+
+CLAIM_AND_SUCCEED_SQL = """
+WITH doc AS (
+    SELECT id FROM documents WHERE id = %(document_id)s FOR NO KEY UPDATE
+), done AS (
+    UPDATE stage_runs AS r
+    SET status = 'succeeded', attempts = 1, fence = r.fence + 1,
+        started_at = now() - make_interval(secs => %(duration_ms)s / 1000.0),
+        finished_at = now(), duration_ms = %(duration_ms)s, deadline_at = NULL, retry_at = NULL,
+        message_id = %(message_id)s, worker_id = %(worker)s, error_type = NULL,
+        error_message = NULL, error_transient = NULL, progress_current = NULL,
+        progress_total = NULL, updated_at = now()
+    FROM doc
+    WHERE r.document_id = doc.id AND r.stage = %(stage)s AND r.generation = %(generation)s
+      AND r.status = 'queued' AND r.attempts = 0
+      AND NOT EXISTS (SELECT 1 FROM stage_controls AS c WHERE c.stage = %(stage)s AND c.paused)
+    RETURNING r.fence,
+              (SELECT n.stage FROM stage_runs AS n
+               WHERE n.document_id = r.document_id AND n.position > r.position
+               ORDER BY n.position LIMIT 1) AS next_stage
+), queued AS (
+    UPDATE stage_runs AS q
+    SET status = 'queued', generation = %(generation)s, attempts = 0, queued_at = now(),
+        started_at = NULL, finished_at = NULL, duration_ms = NULL, retry_at = NULL,
+        deadline_at = now() + %(grace)s, message_id = %(next_message_id)s, worker_id = NULL,
+        progress_current = NULL, progress_total = NULL, error_type = NULL,
+        error_message = NULL, error_transient = NULL, updated_at = now()
+    FROM done
+    WHERE q.document_id = %(document_id)s AND q.stage = done.next_stage
+), document AS (
+    UPDATE documents AS d
+    SET status = CASE WHEN done.next_stage IS NULL THEN 'succeeded' ELSE 'processing' END,
+        failure_reason = CASE WHEN done.next_stage IS NULL THEN NULL ELSE d.failure_reason END,
+        finished_at = CASE WHEN done.next_stage IS NULL THEN now() ELSE d.finished_at END,
+        updated_at = now()
+    FROM done
+    WHERE d.id = %(document_id)s
+      AND ((done.next_stage IS NULL AND d.generation = %(generation)s)
+           OR (done.next_stage IS NOT NULL AND d.status = 'pending'))
+), events AS (
+    INSERT INTO stage_events (document_id, stage, generation, event, attempt, message_id, detail)
+    SELECT %(document_id)s, %(stage)s, %(generation)s, 'claimed', 1, %(message_id)s,
+           %(claimed)s::jsonb || jsonb_build_object('fence', fence, 'fused', true)
+    FROM done
+    UNION ALL
+    SELECT %(document_id)s, %(stage)s, %(generation)s, 'succeeded', 1, %(message_id)s,
+           %(detail)s::jsonb
+    FROM done
+    UNION ALL
+    SELECT %(document_id)s, next_stage, %(generation)s, 'queued', NULL,
+           %(next_message_id)s, '{}'::jsonb
+    FROM done WHERE next_stage IS NOT NULL
+)
+SELECT fence, next_stage FROM done
+"""
+"""Claim and success as one statement, for a stage whose policy lets it run before it
+claims (``StagePolicy.claim_first`` false: short, pure stages). The attempt has already
+loaded its input and computed its output; this takes the row only if it is still
+waiting for its first attempt at this generation (``queued`` with no attempt counted,
+so a row a crashed attempt left behind, or one that is ``retrying``, goes the
+claim-first way), its stage is not paused and the document still has it (a deleted
+document has no rows, a cancel or rerun moved it to another generation). With the
+document locked first, it bumps the fence as a claim does, marks the row
+``succeeded``, queues the next stage for ``next_message_id`` (or finishes the document
+after the last stage) and writes the same three events as a claim and a success
+(``claimed`` with the fence and worker, and ``fused: true``: it was claimed after the
+work; ``succeeded``; the next ``queued``), so the event streams and the timeline show
+every transition. Returns the fence and the next
+stage, or no row: the caller then goes the claim-first way (which says why a
+delivery that cannot claim is dropped)."""
 
 LOCK_DOCUMENT_SQL = "SELECT id FROM documents WHERE id = %(document_id)s FOR NO KEY UPDATE"
 

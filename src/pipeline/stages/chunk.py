@@ -71,7 +71,7 @@ SPEC = StageSpec(
     name="chunk",
     reads=(TEXT,),
     writes=(CHUNKS,),
-    policy=StagePolicy(time_limit_ms=30_000),
+    policy=StagePolicy(time_limit_ms=30_000, claim_first=False),
     build=build,
     summarize=summarize,
     description="overlapping, sentence-aware chunks with token counts",

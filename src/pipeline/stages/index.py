@@ -54,7 +54,7 @@ SPEC = StageSpec(
     name="index",
     reads=(CHUNKS, VECTORS),
     writes=(SEARCHABLE,),
-    policy=StagePolicy(time_limit_ms=60_000),
+    policy=StagePolicy(time_limit_ms=60_000, claim_first=False),
     compute=compute,
     summarize=summarize,
     description="write chunks, their terms and embeddings for search; the document is done",

@@ -47,6 +47,14 @@ class StagePolicy(msgspec.Struct, frozen=True):
     min_backoff_ms: int = 1_000
     max_backoff_ms: int = 300_000
     time_limit_ms: int = 30_000
+    claim_first: bool = True
+    """Claim the row (``running``, attempt counted) before the work, and complete it after:
+    two transactions, so that a long stage shows as ``running`` with its progress, and a
+    stage that kills its worker is counted each time (crash loops end in ``dead``).
+    ``False`` suits short stages that only compute on their input in Python: they load,
+    compute, and claim and complete in one statement (``CLAIM_AND_SUCCEED_SQL``), half
+    the writes; a failure still claims first and is recorded as before, and so does
+    any delivery that is not a row's first (a retry, a redelivery after a crash)."""
 
     @property
     def max_attempts(self) -> int:

@@ -30,7 +30,7 @@ SPEC = StageSpec(
     name="validate",
     reads=(UPLOAD,),
     writes=(VALIDATION,),
-    policy=StagePolicy(time_limit_ms=15_000),
+    policy=StagePolicy(time_limit_ms=15_000, claim_first=False),
     build=build,
     summarize=summarize,
     description="sniff the real type from the bytes; size and type policy",
