@@ -22,7 +22,8 @@ row is committed, as the API leaves it) and stop when the client is told. Varian
 
 - ``floor-poll`` / ``pipeline-poll``: Dramatiq's own consumer (``PIPELINE_BROKER_WAKEUP=false``):
   an empty fetch backs off up to the worker timeout (1 s) before the next;
-- ``pipeline-timeout``: the same with ``--worker-timeout`` lowered to ``--timeout-ms``
+- ``pipeline-timeout``: the same with the worker timeout (``dramatiq_worker_timeout``)
+  lowered to ``--timeout-ms``
   (latency bought with idle polling);
 - ``floor`` / ``pipeline``: the broker as configured by default (the wake-up, once it
   exists).
@@ -135,14 +136,13 @@ def worker_env(
     env["REDIS_URL"] = redis_url
     env["PIPELINE_BROKER_WAKEUP"] = "true" if variant.wakeup else "false"
     env["BENCH_FLOOR_NOTIFY"] = "1"
+    if variant.timeout_ms is not None:  # Dramatiq's worker timeout (its CLI has no flag)
+        env["dramatiq_worker_timeout"] = str(variant.timeout_ms)
     return env
 
 
 def worker_args(variant: Variant, processes: int, threads: int) -> list[str]:
-    args = dramatiq_args(variant.module, processes, threads)
-    if variant.timeout_ms is not None:
-        args += ["--worker-timeout", str(variant.timeout_ms)]
-    return args
+    return dramatiq_args(variant.module, processes, threads)
 
 
 def wait_idle(client: redis.Redis, namespace: str, processes: int, settle: float) -> None:
