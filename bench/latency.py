@@ -1,7 +1,7 @@
 """Idle latency: one small document through every stage, beside the raw chain, measured alike.
 
     uv run python bench/latency.py [--samples 40] [--gap 1.5] [--processes 1] [--threads 2]
-                                   [--idle-processes 1,4] [--timeout-ms 10]
+                                   [--idle-processes 1,4] [--timeout-ms 10,100]
                                    [--variants floor-poll,floor,pipeline-poll,...]
 
 Nothing else runs: each variant starts its workers (``dramatiq MODULE -p P -t T -Q
@@ -22,11 +22,23 @@ row is committed, as the API leaves it) and stop when the client is told. Varian
 
 - ``floor-poll`` / ``pipeline-poll``: Dramatiq's own consumer (``PIPELINE_BROKER_WAKEUP=false``):
   an empty fetch backs off up to the worker timeout (1 s) before the next;
-- ``pipeline-timeout``: the same with the worker timeout (``dramatiq_worker_timeout``)
-  lowered to ``--timeout-ms``
+- ``pipeline-timeout-MS``: the same with the worker timeout (``dramatiq_worker_timeout``)
+  lowered to MS, for each of ``--timeout-ms``
   (latency bought with idle polling);
-- ``floor`` / ``pipeline``: the broker as configured by default (the wake-up, once it
-  exists).
+- ``floor`` / ``pipeline``: the broker as configured by default (the wake-up);
+- ``noop``: the pipeline's executor with stages that do nothing (``bench/noop_worker.py``);
+- ``pipeline-async-commit``: a measurement only, not a configuration to deploy: the
+  workers' sessions with ``synchronous_commit=off`` (``PGOPTIONS``), to show how much of
+  the latency is waiting for the WAL flush of each of the twelve commits;
+- ``pipeline-switch-1ms``: a measurement only: the worker with a 1 ms GIL switch
+  interval (``bench/switch_worker.py``), to show whether threads woken by I/O wait for
+  the GIL long enough to matter.
+
+For the pipeline variants it also splits the time, from the ``stage_events`` rows
+(``created_at`` is each transaction's start): *in stage* (claim to the start of the
+completion transaction: inputs, compute) and *hop* (start of a stage's completion
+transaction to the next stage's claim: the commit, the send, the wake-up, the fetch,
+the hand-over to a worker thread).
 
 Idle Redis load: with every variant's workers idle, the delta of ``INFO commandstats``
 over ``--idle-seconds`` (10 s), for each process count of ``--idle-processes`` (6 stage
@@ -74,6 +86,7 @@ class Variant:
     module: str
     wakeup: bool
     timeout_ms: int | None = None
+    pgoptions: str | None = None
 
     @property
     def floor(self) -> bool:
@@ -84,15 +97,27 @@ class Variant:
 class Result:
     latencies_ms: list[float] = field(default_factory=list)
     idle: dict[int, dict[str, float]] = field(default_factory=dict)
+    breakdown: dict[str, float] = field(default_factory=dict)
 
 
-def variants(timeout_ms: int) -> dict[str, Variant]:
+def variants(timeouts_ms: list[int]) -> dict[str, Variant]:
     found = [
         Variant("floor-poll", "floor_chain", wakeup=False),
         Variant("floor", "floor_chain", wakeup=True),
         Variant("pipeline-poll", "pipeline.actors.worker", wakeup=False),
-        Variant("pipeline-timeout", "pipeline.actors.worker", wakeup=False, timeout_ms=timeout_ms),
+        *(
+            Variant(f"pipeline-timeout-{ms}", "pipeline.actors.worker", wakeup=False, timeout_ms=ms)
+            for ms in timeouts_ms
+        ),
         Variant("pipeline", "pipeline.actors.worker", wakeup=True),
+        Variant("noop", "noop_worker", wakeup=True),
+        Variant("pipeline-switch-1ms", "switch_worker", wakeup=True),
+        Variant(
+            "pipeline-async-commit",
+            "pipeline.actors.worker",
+            wakeup=True,
+            pgoptions="-c synchronous_commit=off",
+        ),
     ]
     return {variant.name: variant for variant in found}
 
@@ -136,6 +161,8 @@ def worker_env(
     env["REDIS_URL"] = redis_url
     env["PIPELINE_BROKER_WAKEUP"] = "true" if variant.wakeup else "false"
     env["BENCH_FLOOR_NOTIFY"] = "1"
+    if variant.pgoptions is not None:
+        env["PGOPTIONS"] = variant.pgoptions
     if variant.timeout_ms is not None:  # Dramatiq's worker timeout (its CLI has no flag)
         env["dramatiq_worker_timeout"] = str(variant.timeout_ms)
     return env
@@ -195,9 +222,11 @@ class PipelineClient:
         self.listener = psycopg.connect(database_url, autocommit=True)
         self.listener.execute("LISTEN pipeline_events")
         self.reader = psycopg.connect(database_url, autocommit=True)
+        self.documents: list[uuid.UUID] = []
 
     def one(self, timeout: float) -> float:
         document_id = uuid.uuid4()
+        self.documents.append(document_id)
         envelope = self.dispatcher.build(StageMessage(document_id, STAGES[0], 1))
         with self.engine.begin() as conn:
             conn.exec_driver_sql(
@@ -244,6 +273,32 @@ class PipelineClient:
             "SELECT status FROM documents WHERE id = %s", (document_id,)
         ).fetchone()
         return str(row[0]) if row else ""
+
+    def breakdown(self) -> dict[str, float]:
+        """Median ms in each stage and on each hop into it, over the documents sent."""
+        rows = self.reader.execute(
+            "SELECT document_id, stage, event, created_at FROM stage_events "
+            "WHERE document_id = ANY(%s) AND event IN ('claimed', 'succeeded') "
+            "AND stage IS NOT NULL ORDER BY id",
+            (self.documents[1:],),  # not the warm-up
+        ).fetchall()
+        at: dict[tuple[Any, str, str], Any] = {(d, s, e): t for d, s, e, t in rows}
+        parts: dict[str, list[float]] = {}
+        for document in self.documents[1:]:
+            for position, stage in enumerate(STAGES):
+                claimed, done = (
+                    at.get((document, stage, "claimed")),
+                    at.get((document, stage, "succeeded")),
+                )
+                if claimed is None or done is None:
+                    continue
+                parts.setdefault(stage, []).append((done - claimed).total_seconds() * 1000)
+                before = at.get((document, STAGES[position - 1], "succeeded")) if position else None
+                if before is not None:
+                    parts.setdefault(f"→{stage}", []).append(
+                        (claimed - before).total_seconds() * 1000
+                    )
+        return {name: statistics.median(values) for name, values in parts.items()}
 
     def close(self) -> None:
         self.listener.close()
@@ -311,6 +366,8 @@ def run_variant(
                     for _ in range(options.samples):
                         time.sleep(options.gap * random.uniform(0.5, 1.5))
                         result.latencies_ms.append(waiter.one(timeout=30))
+                    if isinstance(waiter, PipelineClient):
+                        result.breakdown = waiter.breakdown()
                 finally:
                     waiter.close()
         client.flushdb()
@@ -336,9 +393,15 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument(
-        "--timeout-ms", type=int, default=10, help="pipeline-timeout's worker timeout"
+        "--timeout-ms",
+        default=[10, 100],
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="worker timeouts of the pipeline-timeout-MS variants",
     )
-    parser.add_argument("--variants", default=",".join(variants(10)))
+    parser.add_argument(
+        "--variants",
+        default="floor-poll,floor,pipeline-poll,pipeline-timeout-10,pipeline-timeout-100,pipeline",
+    )
     options = parser.parse_args()
     chosen = variants(options.timeout_ms)
     names = options.variants.split(",")
@@ -357,6 +420,15 @@ def main() -> None:
                 ),
                 flush=True,
             )
+            if results[name].breakdown:
+                parts = results[name].breakdown
+                print(
+                    "  median ms, in stage: "
+                    + ", ".join(f"{s} {parts.get(s, 0):.1f}" for s in STAGES)
+                    + "; hops: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if k.startswith("→")),
+                    flush=True,
+                )
     print(
         f"\n{options.samples} documents per variant, {options.processes} process(es) x "
         f"{options.threads} thread(s), gap {options.gap} s ±50%; 1-min load at start {load:.2f}, "

@@ -125,6 +125,9 @@ class _PoisonSafeConsumer(RedisConsumer):
                 broker.quarantine(self.queue_name, bytes(error.data), reason)
 
 
+_MIN_DUE_WAIT_MS = 5.0
+
+
 class _WakeableConsumer(RedisConsumer):
     """Dramatiq's Redis consumer loop, blocking on the wake-up channel when idle.
 
@@ -165,7 +168,9 @@ class _WakeableConsumer(RedisConsumer):
                 room = self.prefetch - self.outstanding_message_count
                 if room <= 0:
                     # Every prefetched message is still being worked on: a notice would
-                    # not help, so back off as Dramatiq does.
+                    # not help, so back off as Dramatiq does (forgetting the notices, so
+                    # that a long backlog does not pile them up in Redis for us).
+                    self.wakeup.arm()
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                     time.sleep(backoff_ms / 1000)
                     return None
@@ -180,7 +185,10 @@ class _WakeableConsumer(RedisConsumer):
     def _idle_seconds(self) -> float:
         wait_ms = float(self.timeout)
         if self.etas:
-            wait_ms = min(wait_ms, max(0.0, min(self.etas.values()) - current_millis()))
+            # At least a few ms: a due message is re-enqueued by the consumer thread
+            # as soon as this call returns, and must never turn the wait into a spin.
+            due_in = min(self.etas.values()) - current_millis()
+            wait_ms = min(wait_ms, max(_MIN_DUE_WAIT_MS, due_in))
         return wait_ms / 1000
 
     def ack(self, message: MessageProxy) -> None:

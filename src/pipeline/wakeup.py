@@ -33,8 +33,11 @@ logger = logging.getLogger(__name__)
 _PUBLISH = b"""
 
 -- pipeline.wakeup: announce what this call made fetchable, so that idle consumers of
--- the queue wake up now instead of at their next poll (a hint: they still poll).
-if command == "enqueue" or command == "requeue" or do_maintenance == "1" then
+-- the queue wake up now instead of at their next poll (a hint: they still poll). A
+-- consumer waits only after a fetch that found the queue empty, so the enqueue that
+-- makes the queue non-empty is the one to announce; later ones find it busy.
+if (command == "enqueue" and redis.call("llen", queue_full_name) == 1)
+    or command == "requeue" or do_maintenance == "1" then
     redis.call("publish", namespace .. ":__wakeup__." .. queue_name, "")
 end
 """
@@ -44,9 +47,15 @@ def dispatch_script(dramatiq_script: bytes) -> bytes:
     """Dramatiq's dispatch script, followed by the wake-up announcement.
 
     Appended after the script's last statement, so every command runs exactly as in
-    Dramatiq, then ``enqueue`` (a new message), ``requeue`` (a stopping worker's
-    prefetched messages) and a maintenance pass (a dead worker's messages back on the
-    queue) publish on the queue's channel.
+    Dramatiq, then ``enqueue`` (a new message, when it made the queue non-empty),
+    ``requeue`` (a stopping worker's prefetched messages) and a maintenance pass (a dead
+    worker's messages back on the queue) publish on the queue's channel.
+
+    Why the first enqueue is enough: a consumer waits only after a fetch that found the
+    queue empty; the first push after that fetch finds the queue still empty (only
+    fetches happened since) and is announced. Later pushes land in a queue that some
+    woken consumer fetches from again before it waits. Under a backlog no notice is
+    sent at all, so the wake-up costs nothing where latency does not need it.
     """
     return dramatiq_script.rstrip() + _PUBLISH
 

@@ -59,9 +59,29 @@ def test_an_enqueue_wakes_the_queues_subscribers_and_only_with_the_wakeup_on(
 ) -> None:
     wakeup = subscribed(settings, namespace)
     try:
-        broker_for(settings, namespace, wakeup=False).enqueue(message())
+        plain = broker_for(settings, namespace, wakeup=False)
+        plain.enqueue(message())
         assert wakeup.wait(0.3) is False  # Dramatiq's own script announces nothing
+        assert len(plain.do_fetch(QUEUE, 10)) == 1  # empty again
         broker_for(settings, namespace).enqueue(message())
+        assert wakeup.wait(30) is True
+    finally:
+        wakeup.close()
+
+
+def test_only_the_enqueue_that_finds_the_queue_empty_is_announced(
+    settings: Settings, namespace: str
+) -> None:
+    """A consumer waits only after an empty fetch; under a backlog nobody waits."""
+    broker = broker_for(settings, namespace)
+    wakeup = subscribed(settings, namespace)
+    try:
+        broker.enqueue(message())
+        assert wakeup.wait(30) is True
+        broker.enqueue(message())  # the queue holds one already: a busy queue
+        assert wakeup.wait(0.3) is False
+        assert len(broker.do_fetch(QUEUE, 10)) == 2
+        broker.enqueue(message())  # empty again: the next one is announced
         assert wakeup.wait(30) is True
     finally:
         wakeup.close()

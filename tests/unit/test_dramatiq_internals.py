@@ -69,8 +69,17 @@ def test_the_wakeup_announcement_runs_after_every_command_of_the_script() -> Non
     assert dispatch_script(dispatch_lua()).decode().startswith(source.rstrip())
     last = [line for line in source.splitlines() if line.strip()][-1]
     assert last == "end", f"dispatch.lua no longer ends its command chain last: {last!r}"
-    for name in ("local namespace", "local command", "local queue_name", "local do_maintenance"):
+    for name in (
+        "local namespace",
+        "local command",
+        "local queue_name",
+        "local queue_full_name",
+        "local do_maintenance",
+    ):
         assert name in source, f"dispatch.lua has no {name!r}"
+    assert 'redis.call("rpush", queue_full_name, message_id)' in source, (
+        "dispatch.lua's enqueue no longer pushes onto queue_full_name"
+    )
 
 
 def test_the_redis_broker_still_dispatches_do_nack_to_its_lua_script() -> None:
