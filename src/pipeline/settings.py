@@ -58,6 +58,9 @@ class BrokerSettings(Group, frozen=True):
     url: Annotated[str, Env("REDIS_URL")] = "redis://127.0.0.1:6379/0"
     namespace: Annotated[str, Env("PIPELINE_REDIS_NAMESPACE")] = "pipeline"
     """Prefix of every Redis key the broker writes; lets several deployments share a Redis."""
+    wakeup: Annotated[bool, Env("PIPELINE_BROKER_WAKEUP")] = True
+    """Wake idle consumers when a message is enqueued (a PUBLISH in the enqueue script)
+    instead of letting them sleep up to the worker timeout between fetches."""
 
 
 class LimitSettings(Group, frozen=True):

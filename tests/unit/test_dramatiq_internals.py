@@ -18,7 +18,14 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.worker import _WorkerThread
 
-from pipeline.dramatiq_internals import RedisConsumer, failure_of, nack, proxied_message
+from pipeline.dramatiq_internals import (
+    RedisConsumer,
+    dispatch_lua,
+    failure_of,
+    nack,
+    proxied_message,
+)
+from pipeline.wakeup import dispatch_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +41,45 @@ def test_the_redis_broker_builds_its_consumers_from_consumer_class() -> None:
     assert "def __next__" in inspect.getsource(RedisConsumer), "_RedisConsumer.__next__ moved"
     consume = inspect.getsource(RedisBroker.consume)
     assert "self.consumer_class(" in consume, "RedisBroker.consume no longer uses consumer_class"
+
+
+def test_the_consumer_loop_the_wakeup_reimplements_is_still_dramatiqs() -> None:
+    """``pipeline.broker._WakeableConsumer.__next__`` copies this loop, sleep aside."""
+    loop = inspect.getsource(RedisConsumer.__next__)
+    for part in (
+        "self.message_cache.pop(0)",
+        "self.misses = 0",
+        "Message.decode(data)",
+        "self.queued_message_ids.add(message.message_id)",
+        "self.outstanding_message_count < self.prefetch",
+        "self.broker.do_fetch(",
+        "compute_backoff(self.misses, max_backoff=self.timeout)",
+        "time.sleep(backoff_ms / 1000)",
+    ):
+        assert part in loop, f"_RedisConsumer.__next__ changed: no {part!r}"
+    assert 'self.scripts["dispatch"]' in inspect.getsource(RedisBroker._dispatch), (
+        "RedisBroker no longer runs its dispatch script from scripts['dispatch']"
+    )
+
+
+def test_the_wakeup_announcement_runs_after_every_command_of_the_script() -> None:
+    """Appended statements run only if the script has no top-level return at its end,
+    and they read the script's own locals."""
+    source = dispatch_lua().decode()
+    assert dispatch_script(dispatch_lua()).decode().startswith(source.rstrip())
+    last = [line for line in source.splitlines() if line.strip()][-1]
+    assert last == "end", f"dispatch.lua no longer ends its command chain last: {last!r}"
+    for name in (
+        "local namespace",
+        "local command",
+        "local queue_name",
+        "local queue_full_name",
+        "local do_maintenance",
+    ):
+        assert name in source, f"dispatch.lua has no {name!r}"
+    assert 'redis.call("rpush", queue_full_name, message_id)' in source, (
+        "dispatch.lua's enqueue no longer pushes onto queue_full_name"
+    )
 
 
 def test_the_redis_broker_still_dispatches_do_nack_to_its_lua_script() -> None:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import dramatiq
-import dramatiq.brokers.redis
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
+from pipeline.dramatiq_internals import dispatch_lua
 from pipeline.messages import StageMessage
 
 logger = logging.getLogger(__name__)
@@ -81,15 +80,17 @@ class AsyncSender:
     """Sends stage messages from an event loop without a thread hop.
 
     Does what ``RedisBroker.enqueue`` does, with ``redis.asyncio``: the same Lua
-    script, keys and arguments, so workers see exactly what Dramatiq itself would
-    have enqueued. (Broker ``enqueue`` middleware hooks do not run here; the API's
-    broker has none that act on enqueue.)
+    script (the broker's, so with its wake-up announcement when it has one), keys and
+    arguments, so workers see exactly what Dramatiq itself would have enqueued.
+    (Broker ``enqueue`` middleware hooks do not run here; the API's broker has none
+    that act on enqueue.)
     """
 
     def __init__(self, broker: RedisBroker, url: str) -> None:
         self.broker = broker
         self.client = aioredis.Redis.from_url(url)
-        self.script = self.client.register_script(_dispatch_script())
+        source: bytes = getattr(broker, "dispatch_source", None) or dispatch_lua()
+        self.script = self.client.register_script(source)
         self._max_unpack: int | None = None
 
     async def send(self, message: dramatiq.Message[Any]) -> None:
@@ -118,7 +119,3 @@ class AsyncSender:
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def _dispatch_script() -> bytes:
-    return (Path(dramatiq.brokers.redis.__file__).parent / "redis" / "dispatch.lua").read_bytes()
