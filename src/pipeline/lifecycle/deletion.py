@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, ClassVar
+from typing import Any
 
-import msgspec
 from sqlalchemy import Engine, select
 
 from pipeline.db.models import Document
@@ -34,29 +33,18 @@ from pipeline.operations.common import (
     OperationReport,
     Operator,
     RunContext,
-    check_selection,
     open_item,
     run_items,
 )
-from pipeline.operations.requests import IDS_OR_FILTER, Limit, Reason
-from pipeline.operations.rerun import DocumentFilter, select_documents
+from pipeline.operations.requests import DocumentSelection
+from pipeline.operations.rerun import select_documents
 from pipeline.statuses import LIVE_DOCUMENT_STATUSES
 
 logger = logging.getLogger(__name__)
 
 
-class DeleteRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class DeleteRequest(DocumentSelection, frozen=True):
     """Which documents to delete (``ids`` or a ``filter``), and why."""
-
-    exactly_one_of: ClassVar[tuple[tuple[str, str], ...]] = IDS_OR_FILTER
-    ids: list[uuid.UUID] | None = None
-    filter: DocumentFilter | None = None
-    limit: Limit | None = None
-    dry_run: bool = False
-    reason: Reason | None = None
-
-    def __post_init__(self) -> None:
-        check_selection(self)
 
 
 def deleted_by(operator: Operator) -> str:

@@ -13,9 +13,8 @@ A document already finished (or deleted) is skipped; a dry run reads and locks n
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
+from typing import Any
 
-import msgspec
 from sqlalchemy import Engine, select
 
 from pipeline.db.models import Document
@@ -26,28 +25,17 @@ from pipeline.operations.common import (
     OperationReport,
     RunContext,
     audit,
-    check_selection,
     describe_selection,
     open_item,
     run_items,
 )
-from pipeline.operations.requests import IDS_OR_FILTER, Limit, Reason
-from pipeline.operations.rerun import DocumentFilter, select_documents
+from pipeline.operations.requests import DocumentSelection
+from pipeline.operations.rerun import select_documents
 from pipeline.statuses import UNFINISHED_DOCUMENT_STATUSES
 
 
-class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CancelRequest(DocumentSelection, frozen=True):
     """Which documents to cancel (``ids`` or a ``filter``), and why."""
-
-    exactly_one_of: ClassVar[tuple[tuple[str, str], ...]] = IDS_OR_FILTER
-    ids: list[uuid.UUID] | None = None
-    filter: DocumentFilter | None = None
-    limit: Limit | None = None
-    dry_run: bool = False
-    reason: Reason | None = None
-
-    def __post_init__(self) -> None:
-        check_selection(self)
 
 
 class CancelService:

@@ -80,3 +80,18 @@ class RerunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 OperationRequest = ReplayRequest | DiscardRequest | RerunRequest
+
+
+class DocumentSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Documents an action names (``ids`` or a ``filter``, up to a ``limit``), whether it
+    is a dry run, and why: the request of a delete and of a cancel alike."""
+
+    exactly_one_of: ClassVar[tuple[tuple[str, str], ...]] = IDS_OR_FILTER
+    ids: list[uuid.UUID] | None = None
+    filter: DocumentFilter | None = None
+    limit: Limit | None = None
+    dry_run: bool = False
+    reason: Reason | None = None
+
+    def __post_init__(self) -> None:
+        check_selection(self)
