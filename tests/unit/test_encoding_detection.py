@@ -23,7 +23,7 @@ from tests.support.golden import FIXTURES, expected_path
 
 from pipeline.errors import CorruptContent, UnsupportedContent
 from pipeline.processing import charset
-from pipeline.processing.decode import decode_text, looks_binary, wide_encoding
+from pipeline.processing.decode import decode_text, decode_with, looks_binary, wide_encoding
 from pipeline.processing.extract import extract
 from pipeline.processing.garbled import garbled_reason
 from pipeline.processing.sniff import classify_text, sniff
@@ -48,6 +48,13 @@ CASES: dict[str, tuple[str, str]] = {
     "text/utf16be_nobom_japanese.txt": ("text", "utf-16be"),
     "text/utf32le_nobom_french.txt": ("text", "utf-32le"),
     "text/utf32be_nobom_greek.txt": ("text", "utf-32be"),
+    "text/cp949_korean.txt": ("text", "cp949"),
+    "text/johab_korean.txt": ("text", "johab"),
+    "text/iso2022_kr_korean.txt": ("text", "iso-2022-kr"),
+    "text/iso2022_jp_japanese.txt": ("text", "iso-2022-jp"),
+    "text/hz_chinese.txt": ("text", "hz-gb-2312"),
+    "text/shift_jis_2004_japanese.txt": ("text", "shift_jis_2004"),
+    "text/euc_jis_2004_japanese.txt": ("text", "euc_jis_2004"),
     "html/encoding_cp1251.html": ("html", "windows-1251"),
     "html/encoding_euc_jp_undeclared.html": ("html", "euc-jp"),
     "html/encoding_cp1250_undeclared.html": ("html", "windows-1250"),
@@ -91,6 +98,81 @@ def test_the_fixtures_are_traps_for_the_old_decoder() -> None:
     assert sniff(shift_jis).kind == "text"
     for case in ("text/cp1251_russian.txt", "text/cp1250_czech.txt", "text/koi8r_russian.txt"):
         assert (QUALITY / case).read_bytes().decode("cp1252", "replace") != reference(case)
+    # 7-bit escape encodings are valid ASCII: read as UTF-8 they index escape codes.
+    for case in ("iso2022_jp_japanese", "iso2022_kr_korean", "hz_chinese"):
+        data = (QUALITY / f"text/{case}.txt").read_bytes()
+        assert data.isascii()
+        assert data.decode("utf-8") != reference(f"text/{case}.txt")
+    # ISO-2022's escape and shift bytes are controls: counted raw, the text is "binary".
+    iso2022_kr = (QUALITY / "text/iso2022_kr_korean.txt").read_bytes()
+    assert iso2022_kr.count(b"\x0e") > 0.01 * len(iso2022_kr)
+    assert not looks_binary(iso2022_kr)
+    # CP949's Unified Hangul Code syllables are outside EUC-KR's byte ranges.
+    with pytest.raises(UnicodeDecodeError):
+        (QUALITY / "text/cp949_korean.txt").read_bytes().decode("euc-kr")
+    # Text in JIS X 0213 does not decode as plain Shift_JIS or EUC-JP.
+    for case, plain in (("shift_jis_2004", "shift_jis"), ("euc_jis_2004", "euc-jp")):
+        with pytest.raises(UnicodeDecodeError):
+            (QUALITY / f"text/{case}_japanese.txt").read_bytes().decode(plain)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "label"),
+    [
+        ("今日はいい天気ですね。散歩に行きましょう。", "iso2022_jp", "iso-2022-jp"),
+        ("오늘은 날씨가 아주 좋습니다.", "iso2022_kr", "iso-2022-kr"),
+        ("今天天气很好，我们去公园散步吧。", "hz", "hz-gb-2312"),
+        # ISO-2022-JP-2 designates Korean and Chinese sets too.
+        ("서울과 東京 그리고 北京", "iso2022_jp_2", "iso-2022-jp-2"),
+    ],
+)
+def test_escape_encodings_are_recognised_by_their_sequences(
+    text: str, encoding: str, label: str
+) -> None:
+    data = text.encode(encoding)
+    assert data.isascii()
+    decoded = decode_text(data)
+    assert (decoded.text, decoded.encoding, decoded.detection) == (text, label, "escapes")
+    assert decode_with(data, decoded.encoding) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Use ~{ and ~} to switch modes in HZ; a tilde ~~ is doubled.",
+        "LaTeX: a~{b} and \\hbox~{x~} stay as written.",
+        "Terminal colours: \x1b[31mred\x1b[0m and \x1b$B alone.",
+        "",
+    ],
+)
+def test_ascii_that_merely_resembles_an_escape_encoding_stays_ascii(text: str) -> None:
+    decoded = decode_text(text.encode("ascii"))
+    assert (decoded.text, decoded.detection) == (text, "utf-8")
+
+
+def test_euc_kr_syllables_spelled_with_make_up_sequences_are_composed() -> None:
+    # KS X 1001 spells a syllable outside its 2,350 as filler + three jamo (8 bytes);
+    # Python's EUC-KR codec composes them, CP949 shows the jamo.
+    assert "쓔".encode("euc-kr").startswith(b"\xa4\xd4")  # the filler
+    data = (
+        "그리고 ".encode("euc-kr") * 5
+        + "쓔 ".encode("euc-kr")
+        + ("마을에서 함께 살아갑니다. ".encode("euc-kr") * 5)
+    )
+    decoded = decode_text(data)
+    assert decoded.encoding == "euc-kr"
+    assert "쓔" in decoded.text
+    assert "\u3164" not in decoded.text  # no HANGUL FILLER left
+
+
+def test_korean_with_jamo_is_not_taken_for_japanese_kana() -> None:
+    # EUC-KR's jamo row is EUC-JP's hiragana row: ㄱㄴㄷ read as EUC-JP are kana.
+    text = "한글 자모 ㄱ ㄴ ㄷ ㄹ ㅁ ㅂ ㅅ 를 배웁니다. 자음은 ㅇ ㅈ ㅊ 입니다. " * 3
+    data = text.encode("euc-kr")
+    assert any("\u3041" <= c <= "\u30ff" for c in data.decode("euc-jp", "ignore"))
+    decoded = decode_text(data)
+    assert decoded.text == text
+    assert decoded.encoding in ("cp949", "euc-kr")
 
 
 @pytest.mark.parametrize(
@@ -319,7 +401,14 @@ def test_bytes_no_encoding_reads_as_text_are_refused() -> None:
 # ------------------------------------------------------------------ labels
 
 
-@pytest.mark.parametrize("codec", charset.CANDIDATES)
+@pytest.mark.parametrize(
+    "codec",
+    sorted(
+        {*charset.CANDIDATES, *charset._STRICT_MULTI_BYTE, *charset._JAPANESE}
+        | {codec for codec, _ in charset._ESCAPES}
+        | {"euc_kr"}
+    ),
+)
 def test_every_stored_label_is_a_python_codec_of_the_same_encoding(codec: str) -> None:
     label = charset.label(codec)
     assert codecs.lookup(label).name == codecs.lookup(codec).name

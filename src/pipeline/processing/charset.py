@@ -11,10 +11,19 @@ how well its letters fit a language). Around it:
   web pages and office files really use (less Mac Roman, and ISO-2022-JP, whose
   escape bytes read as binary); not the other DOS, EBCDIC or Mac code pages, which
   would otherwise win on short texts.
-* **Japanese first.** The detector's mess measure rates correct Japanese as messy
+* **Escapes first.** ISO-2022-JP, ISO-2022-KR and HZ are 7-bit: their text is
+  ASCII bytes between escape sequences (``ESC $ B``, ``ESC $ ) C``, ``~{``), so it
+  would pass as UTF-8. :func:`escape_encoding` recognises them by those sequences
+  and a strict decode into CJK text, before UTF-8 is tried.
+* **Japanese next.** The detector's mess measure rates correct Japanese as messy
   (an iteration mark such as 々 is enough), and EUC-JP then loses to GB18030 with
   kanji read as the wrong hanzi. Japanese is unmistakable otherwise: Shift_JIS or
-  EUC-JP that decodes strictly and holds kana (Chinese and Korean text has none).
+  EUC-JP (or their JIS X 0213 extensions) that decodes strictly and holds kana,
+  unless the same bytes read as Korean syllables in EUC-KR (EUC-KR's jamo row is
+  EUC-JP's hiragana row).
+* **Strict multi-byte last.** Where the detector finds nothing at all (it does so
+  on some Korean CP949 and Johab text), a multi-byte encoding that decodes the
+  sample strictly into one script's letters is taken.
 * **Ties.** Several encodings often look about as clean to the detector: Czech in
   Windows-1250 reads as tidy Windows-1252 too ("Lhotì" for "Lhotě"), Turkish as
   Baltic. Among the guesses within :data:`CHAOS_MARGIN` of the cleanest, the one
@@ -89,9 +98,32 @@ CANDIDATES: Final = (
 )
 _RANK: Final = {codecs.lookup(name).name: rank for rank, name in enumerate(CANDIDATES)}
 _MULTI_BYTE: Final = frozenset(
-    codecs.lookup(name).name for name in ("gb18030", "big5hkscs", "cp949", "euc_jp", "cp932")
+    codecs.lookup(name).name
+    for name in ("gb18030", "big5hkscs", "cp949", "euc_jp", "cp932", "johab")
 )
-_JAPANESE: Final = ("shift_jis", "cp932", "euc_jp")
+_JAPANESE: Final = ("shift_jis", "cp932", "euc_jp", "shift_jis_2004", "euc_jis_2004")
+#: Tried, in this order, when the detector has no guess at all.
+_STRICT_MULTI_BYTE: Final = ("gb18030", "big5hkscs", "cp949", "johab")
+#: A strict multi-byte reading must fit one script this well to be taken alone.
+MIN_STRICT_FIT: Final = 0.99
+#: Share of a CP949 reading's non-ASCII characters that are Hangul syllables above
+#: which text is Korean, whatever kana an EUC-JP reading shows.
+KOREAN_SYLLABLE_SHARE: Final = 0.5
+#: An escape-encoded text must decode into at least this many CJK characters.
+MIN_ESCAPED_CJK: Final = 4
+# Escape sequences that announce each 7-bit encoding (designations of a double-byte set).
+_ESCAPES: Final = (
+    ("iso2022_kr", (b"\x1b$)C",)),
+    ("iso2022_jp", (b"\x1b$B", b"\x1b$@")),
+    ("iso2022_jp_2", (b"\x1b$A", b"\x1b$(C", b"\x1b$(D", b"\x1b.A", b"\x1b.F")),
+    ("iso2022_jp_2004", (b"\x1b$(Q", b"\x1b$(O", b"\x1b$(P")),
+    ("hz", (b"~{",)),
+)
+_CJK: Final = re.compile(
+    r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+)
+_HANGUL_MAKE_UP: Final = b"\xa4\xd4"  # HANGUL FILLER in EUC-KR
+_HANGUL_SYLLABLE: Final = re.compile(r"[\uac00-\ud7af]")
 # Labels people know (IANA names); every one is also a name Python's codecs accept.
 _LABELS: Final = {
     **{f"cp125{n}": f"windows-125{n}" for n in range(9)},
@@ -100,6 +132,11 @@ _LABELS: Final = {
     "euc_jp": "euc-jp",
     "cp866": "ibm866",
     "big5hkscs": "big5-hkscs",
+    "euc_kr": "euc-kr",
+    "iso2022_jp": "iso-2022-jp",
+    "iso2022_jp_2": "iso-2022-jp-2",
+    "iso2022_kr": "iso-2022-kr",
+    "hz": "hz-gb-2312",
 }
 
 #: The non-ASCII letters (lower case) of the languages written in Latin script
@@ -190,17 +227,70 @@ def detector_sample(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _japanese(sample: bytes) -> str | None:
-    """The Japanese encoding that decodes ``sample`` strictly into text with kana."""
-    for codec in _JAPANESE:
-        try:  # incremental: a character cut at the end of the sample waits
+def escape_encoding(sample: bytes) -> str | None:
+    """ISO-2022-JP/-KR or HZ, recognised by their escape sequences, or ``None``.
+
+    Only ASCII bytes are considered (these encodings use no others); the reading must
+    be strict and hold at least :data:`MIN_ESCAPED_CJK` CJK characters.
+    """
+    if not sample.isascii() or (b"\x1b" not in sample and b"~{" not in sample):
+        return None
+    for codec, escapes in _ESCAPES:
+        if not any(escape in sample for escape in escapes):
+            continue
+        try:  # incremental: a sequence cut at the end of the sample waits
             text = codecs.getincrementaldecoder(codec)().decode(sample)
         except UnicodeDecodeError:
             continue
-        kana = len(_KANA.findall(text))
-        if kana >= MIN_KANA and kana >= MIN_KANA_SHARE * len(_NON_ASCII.findall(text)):
+        if len(_CJK.findall(text)) >= MIN_ESCAPED_CJK:
             return codec
     return None
+
+
+def _strict(sample: bytes, codec: str) -> str | None:
+    try:  # incremental: a character cut at the end of the sample waits
+        text: str = codecs.getincrementaldecoder(codec)().decode(sample)
+    except UnicodeDecodeError:
+        return None
+    return text
+
+
+def _korean(sample: bytes) -> bool:
+    """Whether EUC-KR reads ``sample`` strictly as mostly Hangul syllables.
+
+    EUC-KR, not CP949: CP949's extension takes almost any pair of high bytes
+    (Shift_JIS too) for a syllable.
+    """
+    text = _strict(sample, "euc_kr")
+    if text is None:
+        return False
+    syllables = len(_HANGUL_SYLLABLE.findall(text))
+    return syllables > KOREAN_SYLLABLE_SHARE * len(_NON_ASCII.findall(text))
+
+
+def _japanese(sample: bytes) -> str | None:
+    """The Japanese encoding that decodes ``sample`` strictly into text with kana."""
+    for codec in _JAPANESE:
+        text = _strict(sample, codec)
+        if text is None:
+            continue
+        kana = len(_KANA.findall(text))
+        if kana >= MIN_KANA and kana >= MIN_KANA_SHARE * len(_NON_ASCII.findall(text)):
+            return None if _korean(sample) else codec
+    return None
+
+
+def _strict_multi_byte(sample: bytes) -> str | None:
+    """The first multi-byte encoding reading ``sample`` strictly as one script's letters."""
+    fits = [
+        (-alphabet_fit(text), rank, codec)
+        for rank, codec in enumerate(_STRICT_MULTI_BYTE)
+        if (text := _strict(sample, codec)) is not None and not garbled_reason(text)
+    ]
+    if not fits:
+        return None
+    fit, _, codec = min(fits)
+    return codec if -fit >= MIN_STRICT_FIT else None
 
 
 def alphabet_fit(text: str) -> float:
@@ -267,7 +357,7 @@ def guess_encoding(data: bytes) -> str | None:
     matches = charset_normalizer.from_bytes(sample, cp_isolation=list(CANDIDATES))
     best = matches.best()
     if best is None:
-        return None
+        return _strict_multi_byte(sample)
     scored = [
         (-alphabet_fit(str(m)), -m.coherence, name not in _MULTI_BYTE, _rank(name), name)
         for m in matches
@@ -277,6 +367,10 @@ def guess_encoding(data: bytes) -> str | None:
     fit, coherence, _, _, chosen = min(scored)
     if chosen not in _MULTI_BYTE and -coherence < MIN_COHERENCE:
         return _western(sample, -fit) or chosen
+    if chosen == "cp949" and _HANGUL_MAKE_UP in sample and _strict(sample, "euc_kr"):
+        # KS X 1001's 8-byte make-up sequences (a filler, then three jamo) spell
+        # syllables EUC-KR lacks; only Python's EUC-KR codec composes them.
+        return "euc_kr"
     return chosen
 
 

@@ -6,10 +6,12 @@ alone, in an order that cannot mis-decode valid input of the earlier kinds:
 1. a byte-order mark is unambiguous;
 2. UTF-16 or UTF-32 without one shows in its byte pattern: the NUL high bytes of
    ASCII characters (:func:`wide_encoding`); 8-bit text never holds a NUL;
-3. strict UTF-8 almost never succeeds by accident on legacy text (the fast path);
-4. anything else is a legacy encoding, guessed statistically
+3. ISO-2022-JP/-KR and HZ, 7-bit encodings that would pass as ASCII, show in
+   their escape sequences (:func:`~pipeline.processing.charset.escape_encoding`);
+4. strict UTF-8 almost never succeeds by accident on legacy text (the fast path);
+5. anything else is a legacy encoding, guessed statistically
    (:mod:`pipeline.processing.charset`);
-5. Windows-1252, then Latin-1 (which maps every byte), when no candidate reads
+6. Windows-1252, then Latin-1 (which maps every byte), when no candidate reads
    the bytes as plausible text; validation refuses such text.
 
 Encoding names returned are portable (IANA-style) labels that Python's codecs also
@@ -24,7 +26,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from pipeline.processing.charset import guess_encoding, label
+from pipeline.processing.charset import escape_encoding, guess_encoding, label
 
 # Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BOMS: Final[tuple[tuple[bytes, str], ...]] = (
@@ -54,7 +56,7 @@ WIDE_VARIETY_FACTOR: Final = 2
 
 
 #: How an encoding was found, in the order of the module's steps.
-Detection = Literal["bom", "pattern", "utf-8", "statistics", "none"]
+Detection = Literal["bom", "pattern", "escapes", "utf-8", "statistics", "none"]
 
 
 class DecodedText(msgspec.Struct, frozen=True):
@@ -153,6 +155,9 @@ def decode_text(data: bytes) -> DecodedText:
     encoding = wide_encoding(data[:BINARY_SAMPLE_BYTES])
     if encoding is not None:
         return DecodedText(decode_with(data, encoding), encoding, "pattern")
+    encoding = escape_encoding(data[:BINARY_SAMPLE_BYTES])
+    if encoding is not None:
+        return DecodedText(decode_with(data, encoding), label(encoding), "escapes")
     try:
         return DecodedText(data.decode("utf-8"), "utf-8", "utf-8")
     except UnicodeDecodeError:
@@ -173,12 +178,13 @@ def looks_binary(data: bytes) -> bool:
     Unless it is UTF-16/32 (by BOM or byte pattern) a NUL byte means binary (no
     8-bit text contains one). Otherwise more than 1% control characters (other than
     tab, newline, carriage return and form feed) in the sample means binary. UTF-16
-    and UTF-32 are decoded first so that the zero high bytes of ASCII don't count.
+    and UTF-32 are decoded first so that the zero high bytes of ASCII don't count,
+    and so are ISO-2022 texts, so that their escape and shift bytes don't.
     """
     sample = data[:BINARY_SAMPLE_BYTES]
     if not sample:
         return False
-    encoding = unicode_encoding(sample)
+    encoding = unicode_encoding(sample) or escape_encoding(sample)
     if encoding is not None and encoding != "utf-8":
         text = decode_with(sample, encoding)
         return _controls(text) > BINARY_CONTROL_RATIO * max(len(text), 1)
