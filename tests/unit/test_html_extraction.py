@@ -137,6 +137,36 @@ def test_boilerplate_blocks_are_found_by_density_whatever_their_names(boilerplat
     assert html_blocks(markup) == ["Title", PROSE, OTHER]
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        # API references: the parameters, typed by links to the types' pages
+        '<ul><li><code>delay</code> <a href="/t#n" class="type">&lt;number&gt;</a> | '
+        '<a href="/t#u" class="type">&lt;undefined&gt;</a></li></ul>',
+        '<ul><li>Returns: <a href="/t#b" class="type">&lt;boolean&gt;</a></li></ul>',
+        '<div class="q6"><a href="/t#s">&lt;string&gt;</a></div>',
+        # code outside the links marks technical content
+        '<ul><li><a href="/api/read"><code>read()</code></a> and <kbd>Ctrl+R</kbd></li>'
+        '<li><a href="/api/write">write</a></li></ul>',
+    ],
+)
+def test_type_links_and_code_in_the_content_are_not_link_lists(reference: str) -> None:
+    """A link-heavy block is boilerplate only with two links, or one a story's length."""
+    markup = _page(f'<div class="c9"><h1>Title</h1><p>{PROSE}</p>{reference}<p>{OTHER}</p></div>')
+    blocks = html_blocks(markup)
+    assert blocks[0:2] == ["Title", PROSE]
+    assert blocks[-1] == OTHER
+    assert len(blocks) > 3
+
+
+def test_a_single_related_story_link_is_still_dropped() -> None:
+    story = (
+        '<div class="q7">Read more: <a href="/s/1">Why cross-border tickets cost so much</a></div>'
+    )
+    markup = _page(f'<div class="c9"><h1>Title</h1><p>{PROSE}</p>{story}<p>{OTHER}</p></div>')
+    assert html_blocks(markup) == ["Title", PROSE, OTHER]
+
+
 def test_names_only_vote_content_wins_and_tag_classes_are_not_tag_lists() -> None:
     markup = _page(
         f'<div class="site has-sidebar"><article class="post tag-rivers">'

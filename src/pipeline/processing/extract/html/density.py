@@ -18,9 +18,12 @@ Inside the content, a block that does not hold the story's body is dropped when 
 is named as boilerplate, holds a form with little text (newsletter, comment and
 search boxes), is mostly link text (share bars, tag lists, bylines that are only
 links, related-post lists under any class name), or is a card with little good text
-and no ``<h1>``: a teaser (its heading is a link) or just link-heavy. So are
-permalinks without words (a heading's "¶"). The headline is kept when it sits before
-the content.
+and no ``<h1>``: a teaser (its heading is a link) or just link-heavy. Density alone
+never drops a block that holds code outside its links (``<code>``, ``<kbd>``: an API
+reference's parameter list, typed by links to the types' pages), nor one with a
+single short link (a type, a term; one link of a story headline's length can be a
+related story). Permalinks without words (a heading's "¶") are dropped too. The
+headline is kept when it sits before the content.
 
 Every pass is iterative and linear in the size of the tree.
 """
@@ -49,6 +52,7 @@ _LINK_HEAVY: Final = 0.5  # a block whose text is more links than not
 _CARD_LINKS: Final = 0.3  # a card: this much link text, and little good text
 _CARD_GOOD: Final = 0.1  # "little": under this share of the body's good text
 _TEASER_GOOD: Final = 0.5  # a teaser: a linked heading, and under this share
+_STORY_LINK: Final = 20  # one link this long can be a related story; shorter, a term
 _FORM_TEXT: Final = 400  # a form with less text than this is a box, not the page
 _PUNCTUATION: Final = re.compile(r"[.!?,;:]")
 _WORD: Final = re.compile(r"\w")
@@ -66,6 +70,7 @@ _GROUPS: Final = frozenset(
         "tbody", "td", "tfoot", "th", "thead", "tr",
     }
 )  # fmt: skip
+_CODE: Final = frozenset({"code", "kbd", "samp", "var"})
 _SUBHEADINGS: Final = frozenset({"h2", "h3", "h4", "h5", "h6"})
 _BOUNDS: Final = frozenset({"article", "main", "td", "th"})  # and role=main
 _TOP: Final = frozenset({"html", "body"})
@@ -75,7 +80,8 @@ class Stats:
     """What the density pass knows of one element's subtree."""
 
     __slots__ = (
-        "block", "forms", "good", "good_all", "headline", "inline", "inline_links",
+        "anchors", "block", "code", "forms", "good", "good_all", "headline", "inline",
+        "inline_links",
         "inline_punct", "linked_heading", "links", "named_boilerplate", "named_content",
         "text",
     )  # fmt: skip
@@ -84,6 +90,8 @@ class Stats:
         self.block = block  # the element is a block (its text is not its parent's block's)
         self.text = 0  # characters of text (whitespace at the ends of pieces excluded)
         self.links = 0  # ... of them inside links
+        self.anchors = 0  # links with text (outermost <a> elements)
+        self.code = 0  # characters of code (<code>, <kbd>, <samp>, <var>) outside links
         self.good = 0  # good text, boilerplate named as such and forms excluded
         self.good_all = 0  # good text, hints ignored
         self.forms = 0  # <form> and <input> elements
@@ -127,12 +135,14 @@ def _close(
     inline = len(own.strip()) if own else 0
     punct = bool(inline and _PUNCTUATION.search(own or ""))
     text = inline
-    links = good = good_all = forms = inline_links = 0
+    links = good = good_all = forms = inline_links = anchors = code = 0
     headline = named_content = linked_heading = False
     for child in element:
         child_stats = stats[child]
         text += child_stats.text
         links += child_stats.links
+        anchors += child_stats.anchors
+        code += child_stats.code
         good += child_stats.good
         good_all += child_stats.good_all
         forms += child_stats.forms
@@ -152,6 +162,11 @@ def _close(
     if linked:
         links = text
         inline_links = inline
+        code = 0
+        if tag == "a" and text:
+            anchors = 1
+    elif tag in _CODE:
+        code = text
     if out.block:
         prose = _good_text(inline, inline_links, punct)
         good += prose
@@ -174,6 +189,7 @@ def _close(
         good = 0
     out.text, out.links, out.good, out.good_all = text, links, good, good_all
     out.forms, out.headline, out.named_content = forms, headline, named_content
+    out.anchors, out.code = anchors, code
     out.linked_heading = linked_heading
     return out
 
@@ -262,7 +278,9 @@ def _is_boilerplate(element: etree._Element, stats: Stats, use_hints: bool, body
         return _is_permalink(element)
     if stats.forms and (tag == "form" or stats.text < _FORM_TEXT):
         return True
-    if tag not in _CONTAINERS or not stats.text:
+    if tag not in _CONTAINERS or not stats.text or stats.code:
+        return False
+    if stats.anchors < 2 and stats.links < _STORY_LINK:
         return False
     share = stats.links / stats.text
     if share > _LINK_HEAVY:
