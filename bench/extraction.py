@@ -2,6 +2,7 @@
 
     uv sync --group markitdown        # once: MarkItDown is an optional group
     uv run python bench/extraction.py [--repetitions 5] [--sandbox] [--no-markitdown]
+                                      [--corpus DIR] [--worst N]
 
 Every case under ``tests/fixtures/quality/<type>/`` (input + ``<case>.expected.txt``) is
 read by the built-in stages in memory up to the text chunking reads (validate, extract
@@ -10,9 +11,12 @@ the same file. Each output is scored against the reference with
 ``bench/extraction_metrics.py`` (word recall and precision, micro averaged per type, the
 scores ``tests/unit/test_extraction_quality.py`` checks), and each type's whole set is
 timed ``--repetitions`` times: the median gives documents/s and MB/s (10^6 bytes of
-input), one thread. ``--sandbox`` runs the pipeline's untrusted parsers in the sandbox
-child process as the workers do; by default they run in this process (the parsers'
-own cost, as ``bench/processing.py`` measures it). A case that raises scores as empty.
+input), one thread. ``--corpus DIR`` reads another set of the same layout instead, such
+as the real-world one ``bench/found_corpus.py`` builds; ``--worst N`` lists each
+extractor's N lowest-scoring cases per type. ``--sandbox`` runs the pipeline's
+untrusted parsers in the sandbox child process as the workers do; by default they run
+in this process (the parsers' own cost, as ``bench/processing.py`` measures it). A case
+that raises scores as empty.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from extraction_cases import cases, reference_of, types
+from extraction_cases import QUALITY, cases, reference_of, types
 from extraction_metrics import Overlap, micro, overlap
 
 Extractor = Callable[[Path], str]
@@ -99,13 +103,21 @@ class Row:
         ]
 
 
-def measure(extract: Extractor, kind: str, repetitions: int) -> Row:
-    files = cases(kind)
+def measure(
+    extract: Extractor, files: list[Path], repetitions: int, worst: int = 0
+) -> tuple[Row, list[str]]:
+    """The type's row, and its ``worst`` lowest-scoring cases as printable lines."""
     references = [reference_of(case).read_text("utf-8") for case in files]
-    score = micro(
+    scores = [
         overlap(reference, _output(extract, case))
         for case, reference in zip(files, references, strict=True)
-    )
+    ]
+    score = micro(scores)
+    ranked = sorted(zip(scores, files, strict=True), key=lambda pair: pair[0].f1)
+    lows = [
+        f"{case.name}: recall {one.recall:.3f} precision {one.precision:.3f}"
+        for one, case in ranked[:worst]
+    ]
     timings = []
     for _ in range(repetitions):
         started = time.perf_counter()
@@ -113,7 +125,7 @@ def measure(extract: Extractor, kind: str, repetitions: int) -> Row:
             _output(extract, case)
         timings.append(time.perf_counter() - started)
     size = sum(case.stat().st_size for case in files)
-    return Row(score, len(files), size, statistics.median(timings))
+    return Row(score, len(files), size, statistics.median(timings)), lows
 
 
 def main() -> None:
@@ -121,6 +133,8 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--sandbox", action="store_true", help="parsers in the sandbox child")
     parser.add_argument("--no-markitdown", action="store_true")
+    parser.add_argument("--corpus", type=Path, default=QUALITY, help="a set of the same layout")
+    parser.add_argument("--worst", type=int, default=0, help="list the N worst cases per type")
     options = parser.parse_args()
     extractors: dict[str, Extractor] = {"pipeline": pipeline_extractor(sandboxed=options.sandbox)}
     if not options.no_markitdown:
@@ -133,13 +147,18 @@ def main() -> None:
     for name in extractors:
         header += [f"{name} recall", "precision", "docs/s", "MB/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for kind in types():
-        rows = [measure(extract, kind, options.repetitions) for extract in extractors.values()]
-        cells = [kind, str(rows[0].documents)]
-        for row in rows:
+    worst: list[str] = []
+    for kind in types(options.corpus):
+        files = cases(kind, options.corpus)
+        cells = [kind, str(len(files))]
+        for name, extract in extractors.items():
+            row, lows = measure(extract, files, options.repetitions, options.worst)
             cells += row.cells()
+            worst += [f"{kind} / {name}: {low}" for low in lows]
         lines.append("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
+    if worst:
+        print("\nworst cases:\n" + "\n".join(worst))
 
 
 if __name__ == "__main__":

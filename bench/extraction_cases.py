@@ -17,20 +17,22 @@ TYPES: Final = ("pdf", "docx", "html", "markdown", "text", "image")
 _REFERENCE: Final = ".expected.txt"
 
 
-def types() -> list[str]:
-    """The document types that have cases, in :data:`TYPES` order."""
-    return [kind for kind in TYPES if cases(kind)]
+def types(root: Path = QUALITY) -> list[str]:
+    """The document types that have cases under ``root``, in :data:`TYPES` order."""
+    return [kind for kind in TYPES if cases(kind, root)]
 
 
-def cases(kind: str) -> list[Path]:
-    """The input files of ``kind``, sorted."""
-    folder = QUALITY / kind
+def cases(kind: str, root: Path = QUALITY) -> list[Path]:
+    """The input files of ``kind`` under ``root`` (the fixture set by default), sorted."""
+    folder = root / kind
     if not folder.is_dir():
         return []
     return sorted(
         path
         for path in folder.iterdir()
-        if path.is_file() and not path.name.endswith(_REFERENCE) and path.name != "README.md"
+        if path.is_file()
+        and not path.name.endswith(_REFERENCE)
+        and path.name not in {"README.md", "SOURCES.md"}
     )
 
 
