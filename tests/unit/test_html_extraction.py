@@ -159,6 +159,22 @@ def test_type_links_and_code_in_the_content_are_not_link_lists(reference: str) -
     assert len(blocks) > 3
 
 
+def test_a_document_in_sections_is_read_whole_when_one_section_holds_most_of_it() -> None:
+    # 75% of the prose in one section: more than the body's share, and the other section
+    # adds more than the widening's slack.
+    long = "".join(f"<p>{PROSE} ({n})</p>" for n in range(9))
+    short = "".join(f"<p>{OTHER} ({n})</p>" for n in range(3))
+    markup = _page(
+        '<nav><a href="/a">Home</a> <a href="/b">Docs</a> <a href="/c">Blog</a></nav>'
+        f'<div id="doc"><section><h2>Options</h2>{long}</section>'
+        f"<section><h2>Environment</h2>{short}</section></div>"
+    )
+    blocks = html_blocks(markup)
+    assert blocks[0] == "Options"
+    assert blocks[-4:] == ["Environment"] + [f"{OTHER} ({n})" for n in range(3)]
+    assert "Home" not in " ".join(blocks)
+
+
 def test_a_single_related_story_link_is_still_dropped() -> None:
     story = (
         '<div class="q7">Read more: <a href="/s/1">Why cross-border tickets cost so much</a></div>'

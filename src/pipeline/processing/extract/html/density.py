@@ -8,7 +8,9 @@ forms count no good text, unless they hold an element named like content (a page
 wrapper called ``has-sidebar``, a whole page in an ASP.NET ``<form>``).
 
 The content is where the good text is: the deepest element grouping blocks (a
-``<div>``, ``<section>``, a table cell, ...) that holds 70% of the page's good text,
+``<div>``, ``<section>``, a table cell, ...) that holds 70% of the page's good text
+(but not one ``<section>`` of several with prose: a long document in sections is read
+whole even when one of them holds most of its text),
 widened to its ancestors as long as they add at most 10% more good text (the
 headline, the byline, the date sit around the story's body; the teaser cards and
 comments do not), and never past an ``<article>``, ``<main>`` (or role=main) or a
@@ -31,6 +33,7 @@ Every pass is iterative and linear in the size of the tree.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 
 from lxml import etree
@@ -233,7 +236,7 @@ def main_content(page: etree._Element, stats: dict[etree._Element, Stats]) -> Co
             (c for c in body_element if tag_of(c) in _GROUPS and good(c) >= BODY_SHARE * total),
             None,
         )
-        if child is None:
+        if child is None or _one_of_sections(child, body_element, good):
             break
         body_element = child
     path = {body_element}
@@ -247,6 +250,18 @@ def main_content(page: etree._Element, stats: dict[etree._Element, Stats]) -> Co
         path.add(content)
     _clean(content, path, stats, use_hints, good(body_element))
     return Content(content, _headline(page, content))
+
+
+def _one_of_sections(
+    child: etree._Element, parent: etree._Element, good: Callable[[etree._Element], int]
+) -> bool:
+    """Whether ``child`` is one ``<section>`` of several with prose: a long document in
+    sections (one of which may hold most of its text) is read whole."""
+    if tag_of(child) != "section":
+        return False
+    return any(
+        other is not child and tag_of(other) == "section" and good(other) for other in parent
+    )
 
 
 def _clean(
