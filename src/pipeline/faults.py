@@ -63,6 +63,11 @@ class Faults:
     def _matching(self, stage: str, filename: str) -> list[FaultSpec]:
         return [spec for spec in self.specs if spec.applies(stage, filename)]
 
+    def touches(self, stage: str, filename: str) -> bool:
+        """Whether any fault is aimed at this stage for this file (it is then never
+        skipped: the fault must fire)."""
+        return bool(self._matching(stage, filename))
+
     def before_compute(self, stage: str, filename: str, attempt: int) -> None:
         for spec in self._matching(stage, filename):
             if spec.sleep_s and attempt <= spec.sleep_attempts:

@@ -152,7 +152,9 @@ class Wiring:
             isolation=make_sandbox(self.settings) if self.sandboxed else None,
         )
         return {
-            spec.name: RunnableStage(spec, spec.make(context), self.policies[spec.name])
+            spec.name: RunnableStage(
+                spec, spec.make(context), self.policies[spec.name], spec.make_skip(context)
+            )
             for spec in self.definition
         }
 

@@ -49,6 +49,11 @@ class FaultPlan:
             fault.times -= 1
             return fault
 
+    def has(self, stage: str, filename: str) -> bool:
+        with self.lock:
+            fault = self.faults.get((stage, filename))
+            return fault is not None and fault.times > 0
+
     def clear(self) -> None:
         with self.lock:
             self.faults.clear()
@@ -64,6 +69,9 @@ class PlannedFaults(Faults):
 
     def __bool__(self) -> bool:
         return True
+
+    def touches(self, stage: str, filename: str) -> bool:
+        return self.plan.has(stage, filename)
 
     def before_compute(self, stage: str, filename: str, attempt: int) -> None:
         fault = self.plan.take(stage, filename)

@@ -343,6 +343,39 @@ def test_a_document_with_text_passes_untouched(path: Path) -> None:
     assert artifacts[TEXT.name] == extracted  # not even an engine is needed
 
 
+SKIP_CASES = sorted(
+    path
+    for kind in ("pdf", "docx", "html", "markdown", "text", "image")
+    for path in QUALITY.glob(f"{kind}/*")
+    if not path.name.endswith(".expected.txt") and path.name != "README.md"
+)
+
+
+@pytest.mark.parametrize("path", SKIP_CASES, ids=lambda p: p.name)
+def test_ocr_skips_exactly_the_documents_it_would_pass_through(path: Path) -> None:
+    """The skip predicate the engine runs at extract's completion holds exactly when
+    compute gives the text back as it came (the same object: nothing is stored)."""
+    from pipeline.errors import PipelineError
+    from pipeline.stages.artifacts import VALIDATION
+    from pipeline.stages.ocr import SPEC as OCR
+    from pipeline.stages.spec import Inputs
+
+    context = StageContext(settings=SETTINGS, faults=Faults(), isolation=None)
+    upload = Upload(data=path.read_bytes(), filename=path.name, declared_content_type=None)
+    artifacts = chain().run(upload, until="extract")
+    inputs = Inputs({a.name: artifacts[a.name] for a in OCR.reads})
+    skip = OCR.make_skip(context)
+    assert skip is not None
+    skipped = skip(inputs)
+    if artifacts[VALIDATION.name].kind == "image" or path.name.startswith("scanned"):
+        assert not skipped
+    try:
+        passed_through = OCR.make(context)(inputs)[TEXT] is artifacts[TEXT.name]
+    except PipelineError:
+        passed_through = False
+    assert skipped == passed_through
+
+
 def test_the_page_limit() -> None:
     settings = SETTINGS.replace(ocr={"max_pages": 1})
     with pytest.raises(TooManyPages) as refused:

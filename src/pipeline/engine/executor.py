@@ -28,6 +28,14 @@ Dramatiq's Retries middleware only re-delivers errors that escape the executor (
 database to claim from), and its giving up never makes a dead letter: the row is left
 to the reconciler (:meth:`StageExecutor.given_up`).
 
+**Stages with nothing to do** are skipped at the previous stage's completion, in its
+transaction (:meth:`StageExecutor._skip_ahead`): while the stage just queued has a
+skip predicate (``StageSpec.skip``: OCR for a document with a text layer) that holds
+for its inputs, it is claimed and completed there by ``CLAIM_AND_SUCCEED_SQL`` (fenced
+as always, refused while the stage is paused; its ``claimed`` and ``succeeded`` events
+say ``skipped``), and the message goes to the stage after it. Its queued message id is
+recorded but never sent.
+
 Every transition appends to ``stage_events``, and follows the lock order written in
 ``engine.transitions``.
 
@@ -58,6 +66,7 @@ import psycopg
 from dramatiq.common import compute_backoff
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.db.models import Document
 from pipeline.db.retry import retry_database
@@ -72,7 +81,7 @@ from pipeline.logs import log_context, update_log_context
 from pipeline.messages import Delivery, StageMessage
 from pipeline.progress import reporting_to
 from pipeline.settings import Settings
-from pipeline.stages.spec import Compute, Inputs, Outputs, StagePolicy, StageSpec
+from pipeline.stages.spec import Compute, Inputs, Outputs, Skip, StagePolicy, StageSpec
 from pipeline.statuses import StageEventName, StageStatus
 
 logger = logging.getLogger(__name__)
@@ -107,6 +116,8 @@ class RunnableStage:
     spec: StageSpec
     compute: Compute
     policy: StagePolicy
+    skip: Skip | None = None
+    """True when the stage has nothing to do for a document (``StageSpec.skip``)."""
 
 
 class Observer(Protocol):
@@ -143,6 +154,8 @@ class StageExecutor:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.observer = observer
         self._claimed_detail = _JSON.encode({"worker": self.worker_id}).decode()
+        self._skipped_detail = _JSON.encode({"worker": self.worker_id, "skipped": True}).decode()
+        self._skips = any(stage.skip is not None for stage in stages.values())
         self._live: set[tuple[Any, str, int]] = set()
         """(document, stage, fence) of the attempts running in this process right now."""
         self._live_lock = threading.Lock()
@@ -409,8 +422,9 @@ class StageExecutor:
                 {**spec.summarize(outputs), "duration_ms": duration_ms}
             ).decode(),
         }
+        following: str | None
         try:
-            if spec.writes:
+            if spec.writes or self._skips:
                 # The claim comes first: it locks the document before the output's rows
                 # reference it (the lock order), and finds out before anything is written.
                 with _driver(conn).transaction():
@@ -420,17 +434,21 @@ class StageExecutor:
                     self.artifacts.store(
                         conn, message.document_id, message.generation, spec, outputs, inputs
                     )
+                    following, next_message_id, skipped = self._skip_ahead(
+                        conn, message, row[1], next_message_id
+                    )
             else:
                 row = conn.exec_driver_sql(transitions.CLAIM_AND_SUCCEED_SQL, params).first()
                 if row is None:
                     return False
+                following, skipped = row[1], []
         except _NotTaken:
             return False
         except Exception as error:
             if isinstance(error, psycopg.OperationalError):
                 conn.invalidate()
             raise _FusedFailed(message, error, started) from error
-        following: str | None = row[1]
+        self._observe_skipped(skipped)
         if following is not None:
             outgoing = StageMessage(message.document_id, following, message.generation)
             envelope = self.dispatcher.build(outgoing, message_id=next_message_id)
@@ -503,15 +521,85 @@ class StageExecutor:
         # The success statement goes first: it locks the document before the output's
         # rows reference it (the lock order in ``engine.transitions``), and an attempt that lost
         # its hold finds out before writing anything.
+        skipped: list[str] = []
         with _driver(conn).transaction():
             if not conn.exec_driver_sql(transitions.SUCCEED_SQL, params).scalar():
                 raise _LostHold(attempt)  # rolls back the transaction
             self.artifacts.store(
                 conn, message.document_id, message.generation, spec, outputs, inputs
             )
+            if envelope is not None:
+                target, target_id, skipped = self._skip_ahead(
+                    conn, message, following, envelope.message_id
+                )
+                if target != following:
+                    envelope = None
+                    if target is not None:
+                        envelope = self.dispatcher.build(
+                            StageMessage(message.document_id, target, message.generation),
+                            message_id=target_id,
+                        )
+        self._observe_skipped(skipped)
         if envelope is not None and not drop:
             self.dispatcher.send_after_commit(envelope)
         return Outcome.SUCCEEDED
+
+    def _observe_skipped(self, stages: list[str]) -> None:
+        """Count each skipped stage (outcome ``skipped``, 0 s) once its skip is committed."""
+        if self.observer is not None:
+            for stage in stages:
+                self.observer.observe(stage, "skipped", 0.0)
+
+    def _skip_ahead(
+        self, conn: Connection, message: StageMessage, stage: str | None, message_id: str
+    ) -> tuple[str | None, str, list[str]]:
+        """In a completion's transaction, the document locked: while the stage it just
+        queued (``stage``, for ``message_id``) has nothing to do for the document (its
+        skip predicate holds for its inputs), claim and complete that stage here too.
+
+        Returns the stage to send the message to (``None``: the document is finished),
+        the message's id, and the stages skipped. ``CLAIM_AND_SUCCEED_SQL`` is fenced
+        as any claim, so a paused stage is not skipped (its row waits, as a sent message
+        would), and a stage that a test fault is aimed at always runs. A predicate that
+        raises is logged and the stage runs; a database error fails the completion as any
+        statement of it would.
+        """
+        skipped: list[str] = []
+        while stage is not None:
+            runnable = self.stages.get(stage)
+            if runnable is None or runnable.skip is None:
+                break
+            if self.faults and self.faults.touches(stage, _filename(conn, message)):
+                break
+            inputs = self.artifacts.load(conn, message.document_id, runnable.spec)
+            try:
+                idle = runnable.skip(inputs)
+            except (psycopg.Error, SQLAlchemyError):
+                raise
+            except Exception:
+                logger.warning("skip predicate of %s failed: running it", stage, exc_info=True)
+                break
+            if not idle:
+                break
+            following_id = str(uuid.uuid4())
+            params = {
+                "document_id": message.document_id,
+                "stage": stage,
+                "generation": message.generation,
+                "duration_ms": 0,
+                "message_id": message_id,
+                "worker": self.worker_id,
+                "claimed": self._skipped_detail,
+                "next_message_id": following_id,
+                "grace": self.grace,
+                "detail": _SKIPPED,
+            }
+            row = conn.exec_driver_sql(transitions.CLAIM_AND_SUCCEED_SQL, params).first()
+            if row is None:
+                break
+            skipped.append(stage)
+            stage, message_id = row[1], following_id
+        return stage, message_id, skipped
 
     # -- fail ----------------------------------------------------------------------------
 
@@ -726,6 +814,7 @@ class StageExecutor:
 
 
 _JSON = msgspec.json.Encoder()
+_SKIPPED: Final = '{"skipped": true, "duration_ms": 0}'  # a skipped stage's success detail
 
 
 class _LostHold(Exception):

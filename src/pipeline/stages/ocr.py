@@ -2,14 +2,14 @@
 
 Between extract and chunk; it reads the text extract wrote and revises it. A document
 whose text has no empty or nearly empty page and that is not an image passes through
-untouched (the same value, so nothing is rewritten). Otherwise each page to read (a PDF
-page without a text layer, or with only a stamp on it (fewer than
+untouched (the same value, so nothing is rewritten); ``build_skip`` tells the engine
+so ahead of time, which then skips the stage at extract's completion. Otherwise each
+page to read (a PDF page without a text layer, or with only a stamp on it (fewer than
 ``PIPELINE_OCR_SPARSE_PAGE_CHARS`` characters), an image, each page of a multi-page
-TIFF) is rendered and recognised in
-its own sandboxed call: a page that hangs is killed at the sandbox's hard limit
-(``PIPELINE_PARSER_TIME_LIMIT_S``) while the stage's own time limit, far longer, bounds
-the whole document; the page limit (``PIPELINE_OCR_MAX_PAGES``) refuses documents
-that could never finish within it.
+TIFF) is rendered and recognised in its own sandboxed call: a page that hangs is
+killed at the sandbox's hard limit (``PIPELINE_PARSER_TIME_LIMIT_S``) while the stage's
+own time limit, far longer, bounds the whole document; the page limit
+(``PIPELINE_OCR_MAX_PAGES``) refuses documents that could never finish within it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 from pipeline.errors import EmptyContent, TooManyPages
 from pipeline.processing.extract import check_text_length
-from pipeline.processing.extract.result import join_pages
+from pipeline.processing.extract.result import Extracted, join_pages
 from pipeline.processing.images import read_image_info
 from pipeline.processing.ocr import (
     OcrOptions,
@@ -28,6 +28,7 @@ from pipeline.processing.ocr import (
     recognise_image,
     recognise_pdf_page,
 )
+from pipeline.processing.validate import Validation
 from pipeline.progress import report_progress
 from pipeline.settings import Settings
 from pipeline.stages.artifacts import TEXT, UPLOAD, VALIDATION
@@ -36,6 +37,7 @@ from pipeline.stages.spec import (
     Inputs,
     Isolation,
     Outputs,
+    Skip,
     StageContext,
     StagePolicy,
     StageSpec,
@@ -79,9 +81,9 @@ def build(context: StageContext) -> Compute:
             result = join_pages(texts)
             where = f"in the {info.name} image"
         else:
-            numbers = pages_to_render(text, sparse_chars)
-            if not numbers and text.text:
+            if _passes_through(validation, text, sparse_chars):
                 return Outputs({TEXT: text})  # the same object: the engine stores nothing
+            numbers = pages_to_render(text, sparse_chars)
             data = inputs[UPLOAD].data  # only now: a text-layer document never loads it
             if not numbers:  # a PDF without a single page
                 raise EmptyContent("no text could be extracted: the PDF has no pages")
@@ -104,6 +106,23 @@ def build(context: StageContext) -> Compute:
         return Outputs({TEXT: result})
 
     return compute
+
+
+def _passes_through(validation: Validation, text: Extracted, sparse_chars: int) -> bool:
+    """Whether OCR has nothing to do: not an image, and text on every page of the layer."""
+    return (
+        validation.kind != "image" and bool(text.text) and not pages_to_render(text, sparse_chars)
+    )
+
+
+def build_skip(context: StageContext) -> Skip:
+    """The skip predicate: exactly when ``compute`` would give the text back unchanged."""
+    sparse_chars = context.settings.ocr.sparse_page_chars
+
+    def skip(inputs: Inputs) -> bool:
+        return _passes_through(inputs[VALIDATION], inputs[TEXT], sparse_chars)
+
+    return skip
 
 
 def _runner(isolation: Isolation | None) -> Callable[..., Any]:
@@ -141,4 +160,6 @@ SPEC = StageSpec(
     build=build,
     summarize=summarize,
     description="text of scanned PDF pages and images, by Tesseract OCR (sandboxed, per page)",
+    # A document with a text layer on every page skips OCR: no hop, no message, no claim.
+    skip=build_skip,
 )

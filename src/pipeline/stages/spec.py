@@ -9,6 +9,15 @@ can run under a time limit, in a child process, or in a unit test on fixtures.
 A stage that needs settings, a model or the sandbox gets them when it is *built*: its
 ``build(context)`` returns the compute function. A stage that needs nothing passes
 ``compute=`` directly.
+
+A stage that has nothing to do for many documents (OCR, for a document with a text
+layer) can say so ahead of time: ``skip(context)`` builds a predicate on its inputs,
+run when the stage before it completes, in that completion's transaction. When it is
+true the stage is claimed and completed there and then (its events say ``skipped``),
+and the document goes straight on to the stage after it: one hop, one message and one
+claim fewer. The predicate must be exactly "compute would give its inputs back
+unchanged and write nothing", pure and cheap (it runs on the previous stage's worker),
+and read only small inputs.
 """
 
 from __future__ import annotations
@@ -155,6 +164,7 @@ class StageContext:
 
 Compute = Callable[[Inputs], Outputs]
 Summarize = Callable[[Outputs], dict[str, Any]]
+Skip = Callable[[Inputs], bool]
 
 
 def _no_summary(outputs: Outputs) -> dict[str, Any]:
@@ -178,6 +188,9 @@ class StageSpec:
     build: Callable[[StageContext], Compute] | None = None
     summarize: Summarize = _no_summary
     description: str = ""
+    skip: Callable[[StageContext], Skip] | None = None
+    """Builds the predicate "this stage has nothing to do for these inputs" (see the
+    module's docstring); ``None``: the stage always runs."""
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -191,3 +204,7 @@ class StageSpec:
             return self.build(context)
         assert self.compute is not None
         return self.compute
+
+    def make_skip(self, context: StageContext) -> Skip | None:
+        """The stage's skip predicate, built for ``context`` (``None``: it never skips)."""
+        return self.skip(context) if self.skip is not None else None
