@@ -24,6 +24,7 @@ from pipeline.db.engine import make_engine
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.engine.executor import StageExecutor
 from pipeline.http.app import create_app
+from pipeline.operations.common import Operator, RunContext
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
 from pipeline.settings import Settings
@@ -104,3 +105,13 @@ def client(settings: Settings, broker: dramatiq.Broker, api_key: str) -> Iterato
 
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def controls(settings: Settings, engine: Engine) -> Iterator[Any]:
+    """The stage controls (pause/resume); whatever a test paused is resumed after it."""
+    service = Wiring(settings, engine=engine).stage_controls
+    yield service
+    run = RunContext(operator=Operator(name="tests@here", via="cli"))
+    for stage in service.definition.names:
+        service.resume(stage, run)

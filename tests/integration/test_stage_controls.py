@@ -55,14 +55,6 @@ def make_stack(settings: Settings, engine: Engine, tmp_path: Path, api_key: str)
         yield make
 
 
-@pytest.fixture
-def controls(settings: Settings, engine: Engine) -> Iterator[Any]:
-    service = Wiring(settings, engine=engine).stage_controls
-    yield service
-    for stage in service.definition.names:  # whatever a test did, nothing stays paused
-        service.resume(stage, CLI)
-
-
 def test_a_paused_stage_holds_its_rows_and_a_resume_drains_them(
     make_stack: Any, controls: Any
 ) -> None:

@@ -57,14 +57,6 @@ def make_stack(settings: Settings, engine: Engine, tmp_path: Path, api_key: str)
         yield make
 
 
-@pytest.fixture
-def controls(settings: Settings, engine: Engine) -> Iterator[Any]:
-    service = Wiring(settings, engine=engine).stage_controls
-    yield service
-    for stage in service.definition.names:
-        service.resume(stage, CLI)
-
-
 def _stage_args(stages: tuple[str, ...]) -> list[str]:
     return [arg for stage in stages for arg in ("--stage", stage)]
 
