@@ -12,9 +12,9 @@ raw-body uploads). Prints the median of each and the ratio.
 --server X`; the floor under `uvicorn` or `granian` with the same workers and backlog),
 all in the same run, alternating (the order is reversed on every other run, so a drift
 of the machine weighs on both sides alike); it prints each median, pipeline / floor per
-server, every pipeline-on-X / floor-on-Y, the CPU time per upload of each side's
-processes (`bench/cpu.py`: less disturbed than uploads/s by whatever else runs on the
-machine), and the load average before and after.
+server, every pipeline-on-X / floor-on-Y, each side on each server against the first,
+the CPU time per upload of each side's processes (`bench/cpu.py`: less disturbed than
+uploads/s by whatever else runs on the machine), and the load average before and after.
 
 Needs `wrk` (`apt-get install wrk`), and Postgres and Redis (DATABASE_URL / REDIS_URL,
 default local).
@@ -180,6 +180,14 @@ def main() -> None:
     for x in servers:
         cells = [f"{summary[x, 'pipeline'][0] / summary[y, 'floor'][0]:.2f}" for y in servers]
         print(f"| {x} | " + " | ".join(cells) + " |")
+    first = servers[0]
+    for other in servers[1:]:
+        print(f"\n{other} / {first}, same side (uploads/s; per run, measured side by side):")
+        for kind in KINDS:
+            pairs = zip(results[other, kind], results[first, kind], strict=True)
+            each = ", ".join(f"{o[0] / f[0]:.2f}" for o, f in pairs)
+            medians = summary[other, kind][0] / summary[first, kind][0]
+            print(f"  {kind}: {medians:.2f} (runs: {each})")
     print(
         "\nCPU ms per upload (medians; the server's processes, the database's Postgres "
         "backends, Redis: shared, an upper bound):"
