@@ -118,8 +118,10 @@ def configure_logging(level: str | int = "INFO", *, json_lines: bool | None = No
             handler.addFilter(ContextFilter())
 
 
-def uvicorn_log_config(json_lines: bool | None = None) -> dict[str, Any]:
-    """uvicorn's logging, with the same formatter as everything else."""
+def _server_log_config(json_lines: bool | None, loggers: tuple[str, ...]) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for an ASGI server: one stderr handler on the
+    root logger with the same formatter as everything else, the server's loggers at INFO
+    (propagating to it)."""
     json_lines = use_json() if json_lines is None else json_lines
     formatter = "pipeline.logs.JSONFormatter" if json_lines else "pipeline.logs.TextFormatter"
     return {
@@ -136,9 +138,26 @@ def uvicorn_log_config(json_lines: bool | None = None) -> dict[str, Any]:
             }
         },
         "root": {"handlers": ["default"], "level": "INFO"},
-        "loggers": {
-            "uvicorn": {"level": "INFO"},
-            "uvicorn.error": {"level": "INFO"},
-            "uvicorn.access": {"level": "INFO"},
-        },
+        "loggers": {name: {"level": "INFO"} for name in loggers},
     }
+
+
+def uvicorn_log_config(json_lines: bool | None = None) -> dict[str, Any]:
+    """uvicorn's logging, with the same formatter as everything else."""
+    return _server_log_config(json_lines, ("uvicorn", "uvicorn.error", "uvicorn.access"))
+
+
+GRANIAN_LOGGERS: Final = ("_granian", "granian.access")
+"""Granian's runtime logger (its Rust side logs there too) and its access logger."""
+
+
+def granian_log_config(json_lines: bool | None = None) -> dict[str, Any]:
+    """Granian's logging, with the same formatter as everything else.
+
+    Granian merges this over its own configuration key by key (``dict.update``), so every
+    key is given whole: its stdout handlers and ``propagate: False`` loggers are
+    replaced, and its records reach the root handler on stderr as uvicorn's do."""
+    config = _server_log_config(json_lines, GRANIAN_LOGGERS)
+    for name in GRANIAN_LOGGERS:
+        config["loggers"][name]["propagate"] = True
+    return config

@@ -26,6 +26,7 @@ __all__ = ["PolicyOverride", "Settings", "SettingsError", "to_sqlalchemy_url"]
 MIB: Final = 1024 * 1024
 AuthMode = Literal["required", "disabled"]
 EmbedderChoice = Literal["auto", "minilm", "hashing"]
+ApiServer = Literal["uvicorn", "granian"]
 
 
 class Group(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -148,6 +149,18 @@ class AccessSettings(Group, frozen=True):
     cursor_secret: Annotated[str | None, Secret("PIPELINE_CURSOR_SECRET")] = None
     """Signs pagination cursors; unset: a random secret stored in Postgres, shared by
     every API process (see :mod:`pipeline.queries.cursor_keys`)."""
+
+
+class ApiSettings(Group, frozen=True):
+    server: Annotated[ApiServer, Env("PIPELINE_API_SERVER")] = "uvicorn"
+    """The ASGI server ``pipeline api`` runs the app on (``--server`` overrides it): both
+    serve the same factory, lifespan, logs and proxy-header rule
+    (:mod:`pipeline.http.servers`); any other value is refused at start."""
+    forwarded_allow_ips: Annotated[str, Env("FORWARDED_ALLOW_IPS")] = "127.0.0.1,::1"
+    """Peers (addresses, CIDR ranges, or ``*``, comma-separated) whose ``X-Forwarded-For``
+    and ``X-Forwarded-Proto`` are believed, under either server: the client address the
+    audit trail and the access log name is then the proxy's client. uvicorn's own
+    variable and default, so a deployment that set it for uvicorn keeps its meaning."""
 
 
 class PolicyOverride(msgspec.Struct, frozen=True):
@@ -387,6 +400,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     ocr: OcrSettings = msgspec.field(default_factory=OcrSettings)
     access: AccessSettings = msgspec.field(default_factory=AccessSettings)
+    api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     stages: StageSettings = msgspec.field(default_factory=StageSettings)
     embedding: EmbeddingSettings = msgspec.field(default_factory=EmbeddingSettings)
     search: SearchSettings = msgspec.field(default_factory=SearchSettings)

@@ -26,6 +26,13 @@ def test_defaults_name_the_local_servers() -> None:
     assert settings.stages.policy_overrides == {}
     assert settings.stages.definition == "pipeline.stages.builtin:PIPELINE"
     assert settings.stages.policy("extract", EXTRACT.policy).time_limit_ms == 60_000
+    assert settings.api.server == "uvicorn"
+    assert settings.api.forwarded_allow_ips == "127.0.0.1,::1"  # uvicorn's own default
+
+
+def test_the_api_server_is_chosen_in_any_case() -> None:
+    assert Settings.from_env({"PIPELINE_API_SERVER": "Granian"}).api.server == "granian"
+    assert Settings.from_env({"PIPELINE_API_SERVER": ""}).api.server == "uvicorn"
 
 
 def test_per_stage_overrides_touch_only_their_stage() -> None:
@@ -59,6 +66,7 @@ def test_per_stage_overrides_touch_only_their_stage() -> None:
         ("PIPELINE_EMBED_BATCH_SIZE", "0", "at least 1"),
         ("PIPELINE_SEARCH_CANDIDATES", "0", "at least 1"),
         ("PIPELINE_SEARCH_EXACT_MAX_VECTORS", "-1", "at least 0"),
+        ("PIPELINE_API_SERVER", "hypercorn", "uvicorn, granian"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(

@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import get_args
 
 import click
-import uvicorn
 
-from pipeline.logs import uvicorn_log_config
 from pipeline.operations.jobs import OPERATIONS_QUEUE
-from pipeline.settings import Settings
+from pipeline.settings import ApiServer, Settings
 from pipeline.webhooks.messages import WEBHOOKS_QUEUE
 from pipeline.wiring import Wiring
+
+SERVER_CHOICES: dict[str, ApiServer] = {name: name for name in get_args(ApiServer)}
 
 
 @click.command()
@@ -26,7 +27,13 @@ from pipeline.wiring import Wiring
     show_default=True,
     help="Log every request (the Prometheus metrics count them either way).",
 )
-def api(host: str, port: int, workers: int, access_log: bool) -> None:
+@click.option(
+    "--server",
+    type=click.Choice(list(SERVER_CHOICES)),
+    default=None,
+    help="The ASGI server to run the app on  [default: PIPELINE_API_SERVER, else uvicorn]",
+)
+def api(host: str, port: int, workers: int, access_log: bool, server: str | None) -> None:
     """Serve the HTTP API."""
     settings = Settings.from_env()  # a bad setting (say PIPELINE_AUTH=bogus) stops it here
     if settings.access.auth == "disabled":
@@ -37,16 +44,17 @@ def api(host: str, port: int, workers: int, access_log: bool) -> None:
             bold=True,
             err=True,
         )
-    uvicorn.run(
-        "pipeline.http.app:create_app_from_env",
-        factory=True,
+    # Imported here, not above: no other command needs the app, Litestar or a server.
+    from pipeline.http.servers import ServeOptions, serve
+
+    options = ServeOptions(
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
         access_log=access_log,
-        log_config=uvicorn_log_config(),
+        forwarded_allow_ips=settings.api.forwarded_allow_ips,
     )
+    serve(SERVER_CHOICES[server] if server else settings.api.server, options)
 
 
 @click.command()

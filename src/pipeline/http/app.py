@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -128,6 +129,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+        logger.info("api process %d: started (pools open)", os.getpid())
         try:
             yield
         finally:
@@ -135,6 +137,7 @@ def create_app(
             await async_sender.close()
             await engine.dispose()
             sync_engine.dispose()
+            logger.info("api process %d: stopped (pools closed)", os.getpid())
 
     def provide_state() -> ApiState:
         return holder["state"]
@@ -160,6 +163,11 @@ def create_app(
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        # Litestar's default logging config replaces the root handler with its own text
+        # format behind a queue thread: the API's lines would lose pipeline.logs' JSON,
+        # and a worker that ends without atexit (Granian's forked ones) its last lines.
+        # Unhandled errors are logged by the problem-details plugin, not by Litestar.
+        logging_config=None,
         template_config=console_templates(),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(wiring.definition.names)],
         request_max_body_size=settings.limits.max_upload_bytes + MULTIPART_OVERHEAD,
@@ -196,5 +204,6 @@ def warn_auth_disabled() -> None:
 
 
 def create_app_from_env() -> Litestar:
-    """The factory ``pipeline api`` hands to uvicorn (one call per worker process)."""
+    """The factory ``pipeline api`` hands to its server (one call per worker process;
+    see :mod:`pipeline.http.servers`)."""
     return create_app(Settings.from_env())
