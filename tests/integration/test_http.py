@@ -16,6 +16,9 @@ from tests.support.documents import wait_for_document
 
 TEXT = b"Plain text about glaciers.\n\nA second paragraph about fjords."
 
+# Fixed, so that every pytest-xdist worker collects the same test ids.
+UNKNOWN_ID = uuid.UUID("3f1c2a9e-7b4d-4e8a-9c61-0d5e8f2b7a14")
+
 
 def count_documents(engine: Engine) -> int:
     with engine.connect() as conn:
@@ -114,9 +117,9 @@ def test_multipart_without_file_field_is_422(client: TestClient[Any]) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        f"/documents/{uuid.uuid4()}",
+        f"/documents/{UNKNOWN_ID}",
         "/documents/not-a-uuid",
-        f"/documents/{uuid.uuid4()}/chunks",
+        f"/documents/{UNKNOWN_ID}/chunks",
         "/documents/%27%3B%20drop/chunks",
     ],
 )
