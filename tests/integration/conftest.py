@@ -34,16 +34,6 @@ from tests.support.api import bearer, make_key
 from tests.support.faults import FaultPlan, PlannedFaults
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every integration test in one xdist group: they run in order, in one worker
-    process (they share the real Postgres and Redis, and some flush Redis), while the
-    unit tests, which touch neither, run beside them on the other worker."""
-    group = pytest.mark.xdist_group("integration")
-    for item in items:
-        if "/tests/integration/" in str(item.path):
-            item.add_marker(group)
-
-
 @pytest.fixture(scope="session")
 def broker(settings: Settings) -> dramatiq.Broker:
     return make_broker(settings)
