@@ -23,6 +23,7 @@ from pipeline.db.migrate import upgrade
 from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from pipeline.settings import PolicyOverride, Settings, to_sqlalchemy_url
 from pipeline.stages.builtin import PIPELINE
+from tests import split
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -87,3 +88,15 @@ def settings(database_url: str, servers: Settings) -> Iterator[Settings]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    split.configure(config)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    split.deselect(config, items)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    split.finish(session)
