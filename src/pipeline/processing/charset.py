@@ -227,6 +227,14 @@ def detector_sample(data: bytes) -> bytes:
     return b"".join(parts)
 
 
+def _strict(sample: bytes, codec: str) -> str | None:
+    try:  # incremental: a character cut at the end of the sample waits
+        text: str = codecs.getincrementaldecoder(codec)().decode(sample)
+    except UnicodeDecodeError:
+        return None
+    return text
+
+
 def escape_encoding(sample: bytes) -> str | None:
     """ISO-2022-JP/-KR or HZ, recognised by their escape sequences, or ``None``.
 
@@ -238,21 +246,10 @@ def escape_encoding(sample: bytes) -> str | None:
     for codec, escapes in _ESCAPES:
         if not any(escape in sample for escape in escapes):
             continue
-        try:  # incremental: a sequence cut at the end of the sample waits
-            text = codecs.getincrementaldecoder(codec)().decode(sample)
-        except UnicodeDecodeError:
-            continue
-        if len(_CJK.findall(text)) >= MIN_ESCAPED_CJK:
+        text = _strict(sample, codec)
+        if text is not None and len(_CJK.findall(text)) >= MIN_ESCAPED_CJK:
             return codec
     return None
-
-
-def _strict(sample: bytes, codec: str) -> str | None:
-    try:  # incremental: a character cut at the end of the sample waits
-        text: str = codecs.getincrementaldecoder(codec)().decode(sample)
-    except UnicodeDecodeError:
-        return None
-    return text
 
 
 def _korean(sample: bytes) -> bool:
@@ -281,7 +278,8 @@ def _japanese(sample: bytes) -> str | None:
 
 
 def _strict_multi_byte(sample: bytes) -> str | None:
-    """The first multi-byte encoding reading ``sample`` strictly as one script's letters."""
+    """The multi-byte encoding whose strict reading of ``sample`` best fits one script
+    (ties: the earlier in :data:`_STRICT_MULTI_BYTE`), if it fits it nearly whole."""
     fits = [
         (-alphabet_fit(text), rank, codec)
         for rank, codec in enumerate(_STRICT_MULTI_BYTE)
