@@ -23,7 +23,7 @@ from pipeline.db.migrate import upgrade
 from pipeline.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from pipeline.settings import PolicyOverride, Settings, to_sqlalchemy_url
 from pipeline.stages.builtin import PIPELINE
-from tests import split
+from tests.support import split
 
 RUN_ID = uuid.uuid4().hex[:10]
 

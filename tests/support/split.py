@@ -22,7 +22,7 @@ import pytest
 from _pytest.config import Config
 
 _CHILD = "PIPELINE_TESTS_IN_ONE_PROCESS"
-_UNIT = Path(__file__).resolve().parent / "unit"
+_UNIT = Path(__file__).resolve().parent.parent / "unit"
 
 
 class UnitRun:
