@@ -279,8 +279,18 @@ class EmbeddingSettings(Group, frozen=True):
     dimensions: Annotated[int, Env("PIPELINE_EMBED_DIMENSIONS", minimum=8)] = 256
     """Dimensions of the hashing embedder (the model's are fixed: 384)."""
     batch_size: Annotated[int, Env("PIPELINE_EMBED_BATCH_SIZE", minimum=1)] = 8
-    """Chunks per model call: 8 runs as fast as 16 or 32 here and needs far less memory
-    (onnxruntime keeps each thread's high-water mark: 4 threads at 16 held 1.4 GiB)."""
+    """Chunks one attempt hands the model at a time (its progress is reported between
+    them): 8 runs as fast as 16 or 32 here and needs far less memory (onnxruntime keeps
+    each thread's high-water mark: 4 threads at 16 held 1.4 GiB)."""
+    shared_batches: Annotated[bool, Env("PIPELINE_EMBED_SHARED_BATCHES")] = True
+    """The model's calls are shared by every thread of a process
+    (:mod:`pipeline.embedding.batching`): documents in flight at once are embedded in
+    one call, by ``callers`` inference threads, instead of one call per thread."""
+    callers: Annotated[int, Env("PIPELINE_EMBED_CALLERS", minimum=1)] = 1
+    """Model calls a process runs at once when they are shared (each uses ``threads``
+    cores and keeps its own memory high-water mark)."""
+    call_texts: Annotated[int, Env("PIPELINE_EMBED_CALL_TEXTS", minimum=1)] = 32
+    """At most this many texts in one shared call (more requests wait for the next)."""
 
 
 class SearchSettings(Group, frozen=True):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.embedding import HashingEmbedder, make_embedder
+from pipeline.embedding.batching import SharedBatches
 from pipeline.embedding.carriers import ONNX_MODEL, TOKENIZER, ModelFile, locate, sha256_of
 from pipeline.embedding.minilm import MAX_WORD_PIECES, MiniLMEmbedder
 from pipeline.errors import ModelFileMismatch, ModelFileMissing, ModelNotInstalled, PipelineError
@@ -40,7 +41,9 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def model() -> MiniLMEmbedder:
-    embedder = make_embedder(Settings().replace(embedding={"embedder": "minilm"}))
+    embedder = make_embedder(
+        Settings().replace(embedding={"embedder": "minilm", "shared_batches": False})
+    )
     assert isinstance(embedder, MiniLMEmbedder)
     return embedder
 
@@ -120,8 +123,12 @@ def test_concurrent_calls_agree_with_sequential_ones(model: MiniLMEmbedder) -> N
 
 
 def test_the_model_is_loaded_once_per_process(model: MiniLMEmbedder) -> None:
-    assert make_embedder(Settings().replace(embedding={"embedder": "minilm"})) is model
-    assert make_embedder(Settings().replace(embedding={"embedder": "auto"})) is model
+    shared = make_embedder(Settings().replace(embedding={"embedder": "minilm"}))
+    assert isinstance(shared, SharedBatches)  # calls shared across threads by default
+    assert shared.model is model
+    assert make_embedder(Settings().replace(embedding={"embedder": "auto"})) is shared
+    unshared = Settings().replace(embedding={"embedder": "auto", "shared_batches": False})
+    assert make_embedder(unshared) is model
     other = make_embedder(Settings().replace(embedding={"embedder": "minilm", "threads": 2}))
     assert other is not model
     (mine,), (theirs,) = other.embed(["Ice."]), model.embed(["Ice."])
@@ -242,3 +249,17 @@ def test_without_onnxruntime_auto_falls_back_and_minilm_refuses() -> None:
     assert outcome["refused"] is not None
     assert "onnxruntime" in outcome["refused"]
     assert "uv sync --group model" in outcome["refused"]
+
+
+def test_shared_calls_give_each_caller_the_model_s_own_vectors(model: MiniLMEmbedder) -> None:
+    shared = make_embedder(Settings().replace(embedding={"embedder": "minilm"}))
+    batches = [
+        [f"{sentence} ({n})" for sentence in REFERENCE["sentences"][: 1 + n % 6]] for n in range(12)
+    ]
+    alone = [model.embed(batch) for batch in batches]
+    with ThreadPoolExecutor(max_workers=6) as pool:  # they queue behind each other
+        together = list(pool.map(shared.embed, batches))
+    for left, right in zip(alone, together, strict=True):
+        assert len(left) == len(right)
+        for a, b in zip(left, right, strict=True):  # padding to a longer text changes ~1e-7
+            assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-5

@@ -8,7 +8,10 @@ check, or an explicit path that does not exist, always raises, because falling b
 would quietly change the vector space of everything embedded from then on.
 
 The model is loaded once per process (the API and the worker both ask for it, and
-loading hashes 23 MB) and shared by every thread.
+loading hashes 23 MB) and shared by every thread; unless
+``PIPELINE_EMBED_SHARED_BATCHES`` is off, its calls are shared too
+(:mod:`pipeline.embedding.batching`): concurrent requests, the embed attempts of
+several documents or the queries of several searches, go to the model as one batch.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Final
 
 from pipeline.embedding import carriers
 from pipeline.embedding.base import Embedder, embed_batched
+from pipeline.embedding.batching import SharedBatches
 from pipeline.embedding.hashing import HashingEmbedder
 from pipeline.errors import ModelNotInstalled
+from pipeline.monitoring.metrics import EmbedMetrics
 from pipeline.settings import Settings
 
 __all__ = ["Embedder", "HashingEmbedder", "embed_batched", "make_embedder"]
@@ -29,37 +34,47 @@ logger = logging.getLogger("pipeline.embedding")
 
 _RUNTIME_MODULES: Final = ("onnxruntime", "tokenizers")
 _LoadKey = tuple[str | None, str | None, int]
+_SharedKey = tuple[_LoadKey, int, int]
 _loaded: dict[_LoadKey, Embedder | ModelNotInstalled] = {}
+_shared: dict[_SharedKey, SharedBatches] = {}
 _lock = threading.Lock()
 
 
 def make_embedder(settings: Settings) -> Embedder:
     """The embedder ``settings.embedding.embedder`` asks for (see the module docstring)."""
-    if settings.embedding.embedder == "hashing":
-        return HashingEmbedder(dimensions=settings.embedding.dimensions)
-    key: _LoadKey = (
-        settings.embedding.model_path,
-        settings.embedding.tokenizer_path,
-        settings.embedding.threads,
-    )
+    embedding = settings.embedding
+    if embedding.embedder == "hashing":
+        return HashingEmbedder(dimensions=embedding.dimensions)
+    key: _LoadKey = (embedding.model_path, embedding.tokenizer_path, embedding.threads)
     with _lock:
         found = _loaded.get(key)
         fresh = found is None
         if found is None:
             found = _load_or_missing(key)
             _loaded[key] = found
-    if not isinstance(found, ModelNotInstalled):
-        return found
-    if settings.embedding.embedder == "minilm":
+        if not isinstance(found, ModelNotInstalled):
+            if not embedding.shared_batches:
+                return found
+            shared_key: _SharedKey = (key, embedding.callers, embedding.call_texts)
+            shared = _shared.get(shared_key)
+            if shared is None:
+                shared = _shared[shared_key] = SharedBatches(
+                    found,
+                    max_texts=embedding.call_texts,
+                    callers=embedding.callers,
+                    observer=EmbedMetrics(),
+                )
+            return shared
+    if embedding.embedder == "minilm":
         raise ModelNotInstalled(f"PIPELINE_EMBEDDER=minilm, but {found.reason}")
     if fresh:
         logger.warning(
             "embedding with the hashing embedder (lexical only, %d dimensions): "
             "all-MiniLM-L6-v2 is not available: %s",
-            settings.embedding.dimensions,
+            embedding.dimensions,
             found.reason,
         )
-    return HashingEmbedder(dimensions=settings.embedding.dimensions)
+    return HashingEmbedder(dimensions=embedding.dimensions)
 
 
 def _load_or_missing(key: _LoadKey) -> Embedder | ModelNotInstalled:

@@ -40,9 +40,12 @@ Every transition appends to ``stage_events``, and follows the lock order written
 ``engine.transitions``.
 
 Round trips and connection checkouts are the cost of a stage (``docs/benchmarks.md``),
-so a delivery checks out one autocommit connection for its claim, load and completion:
-the claim and the loads are single statements that need no ``BEGIN``/``COMMIT`` of
-their own, and the completion is the one explicit transaction.
+so a delivery checks out one autocommit connection for its claim, load, progress and
+completion: the claim, the loads and each progress report are single statements that
+need no ``BEGIN``/``COMMIT`` of their own, and the completion is the one explicit
+transaction. A delivery never waits for a second connection while it holds one (only
+failure paths, after it let go of its own, take another), so a pool as large as the
+worker's threads suffices.
 """
 
 from __future__ import annotations
@@ -232,7 +235,7 @@ class StageExecutor:
                 conn,
                 message,
                 attempt.number,
-                lambda done, total: self._progress(attempt, done, total),
+                lambda done, total: self._progress(conn, attempt, done, total),
             )
             return self._complete(conn, attempt, inputs, outputs, started)
         except _LostHold:
@@ -366,10 +369,15 @@ class StageExecutor:
             outputs = stage.compute(inputs)
         return inputs, self.artifacts.check(stage.spec, outputs)
 
-    def _progress(self, attempt: Attempt, current: int, total: int) -> None:
+    def _progress(self, conn: Connection, attempt: Attempt, current: int, total: int) -> None:
+        """One autocommit statement on the delivery's own connection.
+
+        Not on a second one from the pool: every worker thread holds its delivery's
+        connection while it computes, so with as many threads as pooled connections a
+        second checkout waited out the pool's 30 s timeout at every report.
+        """
         try:
-            with self.engine.begin() as conn:
-                conn.execute(transitions.progress(attempt, current, total))
+            conn.execute(transitions.progress(attempt, current, total))
         except Exception:  # progress is a courtesy: never fail a stage over it
             logger.warning("could not record progress", exc_info=True)
 

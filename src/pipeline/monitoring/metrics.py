@@ -8,8 +8,9 @@ expose Dramatiq's own metrics plus a per-stage duration histogram and outcome co
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -17,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.monitoring.stages import Overview
 
+EMBED_CALL_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 STAGE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -131,3 +133,48 @@ class StageMetrics:
             )
         self._duration.labels(stage, outcome).observe(seconds)
         self._outcomes.labels(stage, outcome).inc()
+
+
+class EmbedMetrics:
+    """How the model's shared calls were filled: texts and requests per call, and time.
+
+    ``pipeline_embed_call_texts`` and ``pipeline_embed_call_requests`` (histograms) say
+    whether documents in flight share calls (requests per call above 1 under load);
+    ``pipeline_embed_call_seconds`` is the model's own time. The histograms are the
+    process's, created on first use (like :class:`StageMetrics`) and shared by every
+    instance, since a registry holds a name once.
+    """
+
+    _histograms: ClassVar[tuple[Any, Any, Any] | None] = None
+    _lock: ClassVar = threading.Lock()
+
+    def observe_call(self, requests: int, texts: int, seconds: float) -> None:
+        texts_per_call, requests_per_call, duration = self._created()
+        texts_per_call.observe(texts)
+        requests_per_call.observe(requests)
+        duration.observe(seconds)
+
+    @classmethod
+    def _created(cls) -> tuple[Any, Any, Any]:
+        with cls._lock:
+            if cls._histograms is None:
+                from prometheus_client import Histogram
+
+                cls._histograms = (
+                    Histogram(
+                        "pipeline_embed_call_texts",
+                        "Texts per model call",
+                        buckets=EMBED_CALL_TEXTS_BUCKETS,
+                    ),
+                    Histogram(
+                        "pipeline_embed_call_requests",
+                        "Requests (attempts' batches, queries) sharing one model call",
+                        buckets=EMBED_CALL_TEXTS_BUCKETS,
+                    ),
+                    Histogram(
+                        "pipeline_embed_call_seconds",
+                        "Duration of model calls",
+                        buckets=STAGE_DURATION_BUCKETS,
+                    ),
+                )
+            return cls._histograms
