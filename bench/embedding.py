@@ -53,7 +53,9 @@ def measure(corpus: Path, count: int, batch_size: int, threads: int) -> dict[str
     """One configuration, in this process: run by the parent as a child of its own."""
     texts = load_texts(corpus, count)
     embedder = make_embedder(
-        Settings().replace(embedding={"embedder": "minilm", "threads": threads})
+        Settings().replace(
+            embedding={"embedder": "minilm", "threads": threads, "shared_batches": False}
+        )
     )
     assert isinstance(embedder, MiniLMEmbedder)
     loaded = rss_mib()

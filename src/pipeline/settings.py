@@ -286,11 +286,13 @@ class EmbeddingSettings(Group, frozen=True):
     """The model's calls are shared by every thread of a process
     (:mod:`pipeline.embedding.batching`): documents in flight at once are embedded in
     one call, by ``callers`` inference threads, instead of one call per thread."""
-    callers: Annotated[int, Env("PIPELINE_EMBED_CALLERS", minimum=1)] = 1
+    callers: Annotated[int, Env("PIPELINE_EMBED_CALLERS", minimum=1)] = 2
     """Model calls a process runs at once when they are shared (each uses ``threads``
-    cores and keeps its own memory high-water mark)."""
-    call_texts: Annotated[int, Env("PIPELINE_EMBED_CALL_TEXTS", minimum=1)] = 32
-    """At most this many texts in one shared call (more requests wait for the next)."""
+    cores and keeps its own memory high-water mark): two, one per core here."""
+    call_texts: Annotated[int, Env("PIPELINE_EMBED_CALL_TEXTS", minimum=1)] = 4
+    """Texts in one shared call, at most: the rest wait for the next. On a CPU the model
+    is fastest at small batches (4 here: ``docs/benchmarks.md`` §6 and §13); a GPU
+    wants far more."""
 
 
 class SearchSettings(Group, frozen=True):

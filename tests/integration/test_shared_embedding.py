@@ -3,7 +3,7 @@
 Real processes: a worker runs every stage but embed, so uploaded documents pile up at
 embed; then one embed worker process with four threads starts on that backlog. Its
 threads claim four documents at once and hand their chunks to the process's one
-inference thread, which embeds whatever is queued in one call. The worker's own
+inference threads, which embed what is queued in shared calls. The worker's own
 Prometheus exposition shows calls shared by more than one request, and every chunk's
 stored vector is the one the model gives that chunk alone. The four threads also hold
 all four of the stack's pooled connections at once, so the test shows too that their
@@ -34,12 +34,13 @@ TOPICS = ("glaciers", "tidal energy", "bee colonies", "compilers", "bread", "vol
 
 
 def body(number: int) -> bytes:
-    """A few chunks' worth of text, different for every document."""
+    """Five chunks' worth of text, different for every document: four such attempts at
+    once take over a second each (progress is written from 0.5 s on)."""
     topic = TOPICS[number % len(TOPICS)]
     paragraphs = [
         f"Report {number}, part {part}, on {topic}. "
         + " ".join(f"Observation {number}.{part}.{n} about {topic} was noted." for n in range(16))
-        for part in range(2)
+        for part in range(4)
     ]
     return "\n\n".join(paragraphs).encode()
 
@@ -118,11 +119,9 @@ def test_documents_in_flight_share_model_calls_and_keep_their_own_vectors(
 
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     calls = samples(metrics, "pipeline_embed_call_requests_count")
-    requests = samples(metrics, "pipeline_embed_call_requests_sum")
+    shares = samples(metrics, "pipeline_embed_call_requests_sum")
     texts = samples(metrics, "pipeline_embed_call_texts_sum")
-    # Each document is one request (fewer chunks than the attempt's batch of 8).
-    assert requests == DOCUMENTS
-    assert calls < requests, "no model call was shared by two documents"
+    assert shares > calls, f"no model call was shared by two documents: {metrics}"
 
     stored = {i: stack.chunks(i) for i in ids}
     assert texts == sum(len(chunks) for chunks in stored.values())

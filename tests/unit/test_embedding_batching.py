@@ -129,7 +129,7 @@ def test_requests_queued_while_the_model_is_busy_share_its_next_call(
     }
 
 
-def test_a_call_holds_at_most_max_texts_and_the_rest_wait_for_the_next(
+def test_calls_are_filled_to_max_texts_splitting_a_request_across_calls(
     model: Model, batches: SharedBatches
 ) -> None:
     calls = Calls(batches)
@@ -140,13 +140,26 @@ def test_a_call_holds_at_most_max_texts_and_the_rest_wait_for_the_next(
     for number, key in enumerate("bcd"):
         calls.start(key, [f"{key}{i}" for i in range(3)])  # 3 texts each, cap 8
         wait_for_queue(batches, number + 1)
-    calls.start("big", [f"z{i}" for i in range(12)])  # larger than the cap on its own
+    calls.start("big", [f"z{i:02}" for i in range(12)])  # larger than a call on its own
     wait_for_queue(batches, 4)
     model.release.set()
     calls.join()
-    assert [len(call) for call in model.calls] == [1, 6, 3, 12]
-    assert model.calls[1] == ["b0", "b1", "b2", "c0", "c1", "c2"]
-    assert calls.results["big"] == [vector(f"z{i}") for i in range(12)]
+    assert model.calls == [
+        ["a"],
+        ["b0", "b1", "b2", "c0", "c1", "c2", "d0", "d1"],  # d split: its rest goes first
+        ["d2", "z00", "z01", "z02", "z03", "z04", "z05", "z06"],
+        ["z07", "z08", "z09", "z10", "z11"],
+    ]
+    assert calls.results["d"] == [vector(f"d{i}") for i in range(3)]
+    assert calls.results["big"] == [vector(f"z{i:02}") for i in range(12)]
+
+
+def test_a_request_larger_than_a_call_alone_is_embedded_in_calls_of_max_texts(
+    model: Model, batches: SharedBatches
+) -> None:
+    texts = [f"t{i:02}" for i in range(19)]
+    assert batches.embed(texts) == [vector(text) for text in texts]
+    assert [len(call) for call in model.calls] == [8, 8, 3]
 
 
 def test_a_shared_call_that_fails_fails_only_the_request_whose_input_broke_it(
@@ -165,7 +178,7 @@ def test_a_shared_call_that_fails_fails_only_the_request_whose_input_broke_it(
     wait_for_queue(batches, 3)
     model.release.set()
     calls.join()
-    # The shared call failed, then each request was run alone.
+    # The shared call failed, then each request's part was run alone.
     assert model.calls[1] == ["good", "fine", "poison", "also"]
     assert model.calls[2:] == [["good"], ["fine", "poison"], ["also"]]
     assert calls.results["good"] == [vector("good")]
@@ -290,3 +303,15 @@ def test_the_process_s_metrics_are_shared_by_every_batcher(model: Model) -> None
     finally:
         first.close()
         second.close()
+
+
+def test_the_rest_of_a_failed_request_is_not_embedded(model: Model) -> None:
+    shared = SharedBatches(model, max_texts=2)
+    try:
+        with pytest.raises(ValueError, match="poison"):
+            shared.embed(["ok", "poison", "never", "sent"])
+        assert model.calls == [["ok", "poison"]]  # its later part was dropped from the queue
+        assert shared.embed(["next"]) == [vector("next")]
+        assert model.calls[-1] == ["next"]
+    finally:
+        shared.close()

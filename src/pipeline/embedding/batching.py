@@ -7,21 +7,21 @@ high-water mark (4 threads at batch 16 held 1.4 GiB), and while a thread loads i
 chunks or commits its vectors its share of the model is idle.
 
 :class:`SharedBatches` puts an :class:`~pipeline.embedding.base.Embedder` behind a
-queue served by ``callers`` inference threads (one by default). ``embed(texts)`` from
-any thread queues a request and waits for its vectors; an inference thread takes the
-oldest request and, with it, every request queued behind it up to ``max_texts`` texts,
-and makes one model call of them all. Nothing waits to fill a batch: a request that
-finds the model idle is run at once, so one document alone is not slowed down;
-requests pile up only while the model is busy, which is exactly when sharing a call
-pays. So:
+queue served by ``callers`` inference threads. ``embed(texts)`` from any thread queues
+a request and waits for its vectors; an inference thread takes the oldest requests'
+texts, ``max_texts`` of them when that many wait (a request larger than what is left of
+a call is split, its rest first in line for the next), and makes one model call of
+them all. Nothing waits to fill a batch: a request that finds the model idle is run at
+once, so one document alone is not slowed down; requests pile up only while the model
+is busy, which is exactly when sharing a call pays. So:
 
 * the model runs ``callers`` calls at once whatever the number of Dramatiq threads:
   an embed worker can run many threads, whose database work overlaps the model's,
   with the memory of ``callers`` arenas;
 * every attempt still fences, reports progress and fails on its own: the batcher
   only computes. Each request gets exactly its own vectors back, in order. A shared
-  call that raises is run again request by request, so an input that breaks the model
-  fails only the attempt it came from;
+  call that raises is run again part by part, so an input that breaks the model fails
+  only the attempt it came from;
 * a waiting caller waits in short slices, so Dramatiq's asynchronous
   ``TimeLimitExceeded`` still ends its wait; a request given up before its call starts
   is left out of it.
@@ -39,7 +39,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from pipeline.embedding.base import Embedder
 
@@ -61,22 +61,52 @@ class _NoObserver:
 
 
 class _Request:
-    __slots__ = ("abandoned", "done", "error", "texts", "vectors")
+    """One caller's texts; answered when every part of them has come back (or one failed)."""
+
+    __slots__ = ("abandoned", "done", "error", "left", "lock", "taken", "texts", "vectors")
 
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
-        self.vectors: list[list[float]] | None = None
+        self.vectors: list[list[float]] = [[] for _ in texts]
+        self.taken = 0
+        """Texts already handed to a call (the rest wait in the queue)."""
+        self.left = len(texts)
+        """Texts whose vectors have not come back."""
         self.error: BaseException | None = None
         self.done = threading.Event()
         self.abandoned = False
+        self.lock = threading.Lock()
 
-    def succeed(self, vectors: list[list[float]]) -> None:
-        self.vectors = vectors
-        self.done.set()
+    @property
+    def live(self) -> bool:
+        return not (self.abandoned or self.done.is_set())
+
+    def answer(self, start: int, vectors: list[list[float]]) -> None:
+        with self.lock:
+            if self.done.is_set():
+                return
+            self.vectors[start : start + len(vectors)] = vectors
+            self.left -= len(vectors)
+            if self.left == 0:
+                self.done.set()
 
     def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.done.set()
+        with self.lock:
+            if not self.done.is_set():
+                self.error = error
+                self.done.set()
+
+
+class _Part(NamedTuple):
+    """Texts ``start:stop`` of one request, in one call."""
+
+    request: _Request
+    start: int
+    stop: int
+
+    @property
+    def texts(self) -> list[str]:
+        return self.request.texts[self.start : self.stop]
 
 
 class SharedBatches:
@@ -138,7 +168,6 @@ class SharedBatches:
             raise
         if request.error is not None:
             raise request.error
-        assert request.vectors is not None
         return request.vectors
 
     def _start(self) -> None:
@@ -155,38 +184,39 @@ class SharedBatches:
                     self._ready.wait()
                 if not self._pending:
                     return
-                batch = self._take()
+                parts = self._take()
             try:
-                self._run(batch)
-            except BaseException as error:
+                self._run(parts)
+            except BaseException as error:  # a bug here must not strand the callers
                 logger.exception("shared embedding call failed unexpectedly")
-                for request in batch:
-                    if not request.done.is_set():
-                        request.fail(error)
+                for part in parts:
+                    part.request.fail(error)
 
-    def _take(self) -> list[_Request]:
-        """The oldest live request and those behind it, up to ``max_texts`` texts.
-
-        The first request is taken whole even when it alone is larger: it is the
-        caller's batch (``PIPELINE_EMBED_BATCH_SIZE``), and splitting it would only
-        add calls.
-        """
-        batch: list[_Request] = []
-        texts = 0
-        while self._pending:
+    def _take(self) -> list[_Part]:
+        """The next call: the oldest live requests' texts, exactly ``max_texts`` of them
+        when that many wait. A request larger than what is left of the call is split:
+        the rest of it stays first in the queue, for the next call."""
+        parts: list[_Part] = []
+        room = self.max_texts
+        while self._pending and room:
             request = self._pending[0]
-            if request.abandoned:
+            if not request.live:  # given up, or failed in an earlier part
                 self._pending.popleft()
                 continue
-            if batch and texts + len(request.texts) > self.max_texts:
-                break
-            self._pending.popleft()
-            batch.append(request)
-            texts += len(request.texts)
-        return batch
+            start = request.taken
+            stop = min(len(request.texts), start + room)
+            parts.append(_Part(request, start, stop))
+            request.taken = stop
+            room -= stop - start
+            if stop == len(request.texts):
+                self._pending.popleft()
+        return parts
 
-    def _run(self, batch: list[_Request]) -> None:
-        texts = [text for request in batch for text in request.texts]
+    def _run(self, parts: list[_Part]) -> None:
+        parts = [part for part in parts if part.request.live]
+        if not parts:
+            return
+        texts = [text for part in parts for text in part.texts]
         started = time.perf_counter()
         try:
             vectors = self.model.embed(texts)
@@ -194,19 +224,19 @@ class SharedBatches:
                 raise RuntimeError(
                     f"the model returned {len(vectors)} vectors for {len(texts)} texts"
                 )
-        except BaseException as error:
-            if len(batch) == 1:
-                batch[0].fail(error)
-            else:  # whose input broke it? each request alone: only that one fails
-                for request in batch:
-                    self._run([request])
+        except BaseException as error:  # handed to its caller, never lost
+            if len(parts) == 1:
+                parts[0].request.fail(error)
+            else:  # whose input broke it? each part alone: only its request fails
+                for part in parts:
+                    self._run([part])
             return
         seconds = time.perf_counter() - started
         offset = 0
-        for request in batch:
-            request.succeed(vectors[offset : offset + len(request.texts)])
-            offset += len(request.texts)
+        for part in parts:
+            part.request.answer(part.start, vectors[offset : offset + part.stop - part.start])
+            offset += part.stop - part.start
         try:
-            self._observer.observe_call(len(batch), len(texts), seconds)
+            self._observer.observe_call(len(parts), len(texts), seconds)
         except Exception:  # the answers are out; a metrics failure only loses a sample
             logger.exception("could not record a shared embedding call")

@@ -168,7 +168,7 @@ class EmbedMetrics:
                     ),
                     Histogram(
                         "pipeline_embed_call_requests",
-                        "Requests (attempts' batches, queries) sharing one model call",
+                        "Requests (attempts' batches, queries) or parts of them in one model call",
                         buckets=EMBED_CALL_TEXTS_BUCKETS,
                     ),
                     Histogram(
