@@ -192,10 +192,10 @@ VARIANTS: dict[str, tuple[int, dict[str, str]]] = {
 }
 """Worker configurations of the embed stage on two cores. ``unshared``: each worker
 thread calls the model itself, on one core (two threads, as ``deploy/k8s`` runs it, or
-four, ``pipeline worker``'s default; ``-b4``: in batches of 4 chunks, not 8). ``shared``: four threads feed shared calls of at
-most 8 texts from two inference threads of one core each (the defaults); ``-4``: calls
-of at most 4; ``-1x2``: one inference thread using both cores; ``-32``: calls of up to
-32 texts."""
+four, ``pipeline worker``'s default; ``-b4``: in batches of 4 chunks, not 8).
+``shared``: four threads feed shared calls of at most 8 texts from two inference
+threads of one core each; ``-4``: calls of at most 4 (the defaults); ``-1x2``: one
+inference thread using both cores; ``-32``: calls of up to 32 texts."""
 
 CEILINGS: dict[str, tuple[int, int, str]] = {
     # name: (calling threads, batch, intra-op threads)
