@@ -67,6 +67,17 @@ class Calls:
         thread.start()
         return thread
 
+    def behind_a_busy_model(self, model: Model, *requests: tuple[str, list[str]]) -> None:
+        """Hold the model inside a call for ``["a"]`` (key ``first``), then queue
+        ``requests`` one after another behind it."""
+        model.release.clear()
+        model.inside.clear()
+        self.start("first", ["a"])
+        assert model.inside.wait(10)
+        for number, (key, texts) in enumerate(requests, 1):
+            self.start(key, texts)
+            wait_for_queue(self.batches, number)
+
     def join(self) -> None:
         for thread in self.threads.values():
             thread.join(10)
@@ -108,21 +119,14 @@ def test_requests_queued_while_the_model_is_busy_share_its_next_call(
     model: Model, batches: SharedBatches
 ) -> None:
     calls = Calls(batches)
-    model.release.clear()
-    model.inside.clear()
-    calls.start("first", ["a1"])
-    assert model.inside.wait(10)  # the model is busy with the first request
-    calls.start("b", ["b1", "b22"])
-    wait_for_queue(batches, 1)
-    calls.start("c", ["c333"])
-    wait_for_queue(batches, 2)
+    calls.behind_a_busy_model(model, ("b", ["b1", "b22"]), ("c", ["c333"]))
     calls.start("d", ["d1", "d22", "d333"])
     wait_for_queue(batches, 3)
     model.release.set()
     calls.join()
-    assert model.calls == [["a1"], ["b1", "b22", "c333", "d1", "d22", "d333"]]
+    assert model.calls == [["a"], ["b1", "b22", "c333", "d1", "d22", "d333"]]
     assert calls.results == {
-        "first": [vector("a1")],
+        "first": [vector("a")],
         "b": [vector("b1"), vector("b22")],
         "c": [vector("c333")],
         "d": [vector("d1"), vector("d22"), vector("d333")],
@@ -133,15 +137,11 @@ def test_calls_are_filled_to_max_texts_splitting_a_request_across_calls(
     model: Model, batches: SharedBatches
 ) -> None:
     calls = Calls(batches)
-    model.release.clear()
-    model.inside.clear()
-    calls.start("first", ["a"])
-    assert model.inside.wait(10)
-    for number, key in enumerate("bcd"):
-        calls.start(key, [f"{key}{i}" for i in range(3)])  # 3 texts each, cap 8
-        wait_for_queue(batches, number + 1)
-    calls.start("big", [f"z{i:02}" for i in range(12)])  # larger than a call on its own
-    wait_for_queue(batches, 4)
+    calls.behind_a_busy_model(
+        model,
+        *[(key, [f"{key}{i}" for i in range(3)]) for key in "bcd"],  # 3 texts each, cap 8
+        ("big", [f"z{i:02}" for i in range(12)]),  # larger than a call on its own
+    )
     model.release.set()
     calls.join()
     assert model.calls == [
@@ -166,16 +166,9 @@ def test_a_shared_call_that_fails_fails_only_the_request_whose_input_broke_it(
     model: Model, batches: SharedBatches
 ) -> None:
     calls = Calls(batches)
-    model.release.clear()
-    model.inside.clear()
-    calls.start("first", ["a"])
-    assert model.inside.wait(10)
-    calls.start("good", ["good"])
-    wait_for_queue(batches, 1)
-    calls.start("bad", ["fine", "poison"])
-    wait_for_queue(batches, 2)
-    calls.start("also", ["also"])
-    wait_for_queue(batches, 3)
+    calls.behind_a_busy_model(
+        model, ("good", ["good"]), ("bad", ["fine", "poison"]), ("also", ["also"])
+    )
     model.release.set()
     calls.join()
     # The shared call failed, then each request's part was run alone.
@@ -212,14 +205,8 @@ def test_a_caller_interrupted_while_it_waits_is_left_out_of_the_next_call(
     model: Model, batches: SharedBatches
 ) -> None:
     calls = Calls(batches)
-    model.release.clear()
-    model.inside.clear()
-    calls.start("first", ["a"])
-    assert model.inside.wait(10)
-    waiting = calls.start("late", ["late"])
-    wait_for_queue(batches, 1)
-    calls.start("kept", ["kept"])
-    wait_for_queue(batches, 2)
+    calls.behind_a_busy_model(model, ("late", ["late"]), ("kept", ["kept"]))
+    waiting = calls.threads["late"]
     interrupt(waiting)
     waiting.join(10)
     assert isinstance(calls.results["late"], Interrupted)  # its wait ended at once
