@@ -35,6 +35,7 @@ from pipeline.operations.rerun import RerunService
 from pipeline.operations.stage_controls import StageControls
 from pipeline.settings import Settings
 from pipeline.stages import DefinitionError, Pipeline, StageContext, StagePolicy, load_definition
+from pipeline.stages.pipeline import check_overrides
 from pipeline.webhooks.delivery import DeliveryService
 from pipeline.webhooks.dispatch import CHANNEL as WEBHOOKS_CHANNEL
 from pipeline.webhooks.dispatch import WebhookDispatch
@@ -48,17 +49,6 @@ def make_sandbox(settings: Settings) -> Sandbox:
         memory_mb=settings.limits.parser_memory_mb,
     )
     return Sandbox(limits)
-
-
-def check_overrides(settings: Settings, definition: Pipeline) -> None:
-    """Refuse ``PIPELINE_<STAGE>_…`` policy variables that name no stage: a typo (or a
-    stage since removed) must not be silently ignored."""
-    for stage in sorted(settings.stages.policy_overrides):
-        if stage not in definition:
-            raise DefinitionError(
-                f"PIPELINE_{stage.upper()}_… sets a policy for {stage!r}, which is no stage "
-                f"of the pipeline {definition.version!r} ({', '.join(definition.names)})"
-            )
 
 
 class Wiring:

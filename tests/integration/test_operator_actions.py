@@ -472,15 +472,20 @@ def poison_letters(engine: Engine, message_id: str, job_id: uuid.UUID) -> list[d
 # -- also: default pacing ----------------------------------------------------------------------
 
 
-class SleepRecorder:
-    """The services' ``sleep`` hook: records each pause and takes it."""
+class VirtualTime:
+    """The services' clock and ``sleep``: time passes only when the pacer sleeps, so
+    its pauses are exactly what its schedule asks for, however slow each item is."""
 
     def __init__(self) -> None:
+        self.now = 0.0
         self.sleeps: list[float] = []
 
-    def __call__(self, seconds: float) -> None:
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        time.sleep(seconds)
+        self.now += seconds
 
 
 def wait_all_failed(client: TestClient[Any], ids: list[str]) -> None:
@@ -495,24 +500,27 @@ def test_bulk_replay_is_paced_by_default_and_honours_a_higher_rate(
     settings: Settings,
     worker: Any,
 ) -> None:
-    """A replay without ``rate`` pauses between items; ``rate=1000`` pauses at most 1 ms.
+    """A replay without ``rate`` is paced at the default 50/s; ``rate=1000`` at 1,000/s.
 
     The old replay sent as fast as it could when no rate was given (no pause at all).
     """
     ids = unsupported_documents(client, "default-rate-replay", 10)
     letters = dead_letter_ids(engine, ids)
-    paced = SleepRecorder()
-    service = ReplayService(engine, Dispatcher(broker), settings, PIPELINE, sleep=paced)
+    paced = VirtualTime()
+    service = ReplayService(
+        engine, Dispatcher(broker), settings, PIPELINE, sleep=paced.sleep, clock=paced.clock
+    )
     result = service.replay(ReplayRequest(ids=letters), RUN)
     assert [item.action for item in result.items] == ["replayed"] * 10, result
-    assert paced.sleeps, "a replay without a rate was not paced"
-    assert max(paced.sleeps) <= 1 / 20, paced.sleeps  # the default is about 50/s
+    assert paced.sleeps == pytest.approx([1 / 50] * 9), "a replay without a rate was not paced"
     wait_all_failed(client, ids)  # the letters are dead again
-    fast = SleepRecorder()
-    service = ReplayService(engine, Dispatcher(broker), settings, PIPELINE, sleep=fast)
+    fast = VirtualTime()
+    service = ReplayService(
+        engine, Dispatcher(broker), settings, PIPELINE, sleep=fast.sleep, clock=fast.clock
+    )
     result = service.replay(ReplayRequest(ids=letters, rate=1000), RUN)
     assert [item.action for item in result.items] == ["replayed"] * 10, result
-    assert all(pause <= 1 / 1000 + 1e-6 for pause in fast.sleeps), fast.sleeps
+    assert fast.sleeps == pytest.approx([1 / 1000] * 9)
     wait_all_failed(client, ids)
 
 
@@ -523,26 +531,29 @@ def test_bulk_rerun_is_paced_by_default_and_honours_a_higher_rate(
     settings: Settings,
     worker: Any,
 ) -> None:
-    """A rerun without ``rate`` pauses between documents; ``rate=1000`` at most 1 ms.
+    """A rerun without ``rate`` is paced at the default 50/s; ``rate=1000`` at 1,000/s.
 
     The old rerun bumped every document's generation back to back when no rate was given.
     """
     ids = unsupported_documents(client, "default-rate-rerun", 10)
-    paced = SleepRecorder()
-    service = RerunService(engine, Dispatcher(broker), settings, PIPELINE, sleep=paced)
+    paced = VirtualTime()
+    service = RerunService(
+        engine, Dispatcher(broker), settings, PIPELINE, sleep=paced.sleep, clock=paced.clock
+    )
     result = service.rerun(
         RerunRequest(from_stage="validate", ids=[uuid.UUID(i) for i in ids]), RUN
     )
     assert [item.action for item in result.items] == ["rerun"] * 10, result
-    assert paced.sleeps, "a rerun without a rate was not paced"
-    assert max(paced.sleeps) <= 1 / 20, paced.sleeps
+    assert paced.sleeps == pytest.approx([1 / 50] * 9), "a rerun without a rate was not paced"
     wait_all_failed(client, ids)
-    fast = SleepRecorder()
-    service = RerunService(engine, Dispatcher(broker), settings, PIPELINE, sleep=fast)
+    fast = VirtualTime()
+    service = RerunService(
+        engine, Dispatcher(broker), settings, PIPELINE, sleep=fast.sleep, clock=fast.clock
+    )
     request = RerunRequest(from_stage="validate", ids=[uuid.UUID(i) for i in ids], rate=1000)
     result = service.rerun(request, RUN)
     assert [item.action for item in result.items] == ["rerun"] * 10, result
-    assert all(pause <= 1 / 1000 + 1e-6 for pause in fast.sleeps), fast.sleeps
+    assert fast.sleeps == pytest.approx([1 / 1000] * 9)
     wait_all_failed(client, ids)
 
 

@@ -15,7 +15,8 @@ from dramatiq.middleware import CurrentMessage
 
 from pipeline.engine.executor import StageExecutor
 from pipeline.messages import Delivery
-from pipeline.operations.jobs import JOB_ACTOR, OPERATIONS_QUEUE, JobRunner
+from pipeline.operations.jobs import JOB_ACTOR, JobRunner
+from pipeline.operations.queue import OPERATIONS_QUEUE
 from pipeline.stages import StagePolicy
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import httpx
-import redis
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline.errors import PipelineError
 from pipeline.settings import SettingsError
@@ -32,14 +29,27 @@ class PipelineGroup(click.Group):
             raise click.ClickException(f"configuration: {error}") from None
         except PipelineError as error:  # e.g. an invalid pipeline definition, a model file
             raise click.ClickException(error.reason) from None
-        except (OperationalError, InterfaceError) as error:
-            raise click.ClickException(
-                f"cannot reach Postgres (DATABASE_URL): {_first_line(error)}"
-            ) from None
-        except redis.ConnectionError as error:
-            raise click.ClickException(
-                f"cannot reach Redis (REDIS_URL): {_first_line(error)}"
-            ) from None
-        except httpx.TransportError as error:
-            url = error.request.url if error.request else "the API"
-            raise click.ClickException(f"cannot reach {url}: {_first_line(error)}") from None
+        except Exception as error:
+            message = _unreachable(error)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def _unreachable(error: Exception) -> str | None:
+    """One line for a server that cannot be reached, else ``None`` (not ours to say).
+
+    The client libraries are imported here, when a command failed, not on every start.
+    """
+    import httpx
+    import redis
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(error, (OperationalError, InterfaceError)):
+        return f"cannot reach Postgres (DATABASE_URL): {_first_line(error)}"
+    if isinstance(error, redis.ConnectionError):
+        return f"cannot reach Redis (REDIS_URL): {_first_line(error)}"
+    if isinstance(error, httpx.TransportError):
+        url = error.request.url if error.request else "the API"
+        return f"cannot reach {url}: {_first_line(error)}"
+    return None

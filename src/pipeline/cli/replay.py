@@ -51,7 +51,7 @@ from pipeline.operations.dead_letters import (
     get_letter,
     list_letters,
 )
-from pipeline.operations.jobs import OPERATIONS_QUEUE
+from pipeline.operations.queue import OPERATIONS_QUEUE
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import DiscardRequest, ReplayRequest
 from pipeline.queries.cursors import CursorCodec

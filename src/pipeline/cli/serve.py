@@ -9,10 +9,11 @@ from typing import get_args
 
 import click
 
-from pipeline.operations.jobs import OPERATIONS_QUEUE
+from pipeline.operations.queue import OPERATIONS_QUEUE
 from pipeline.settings import ApiServer, Settings
+from pipeline.stages import load_definition
+from pipeline.stages.pipeline import check_overrides
 from pipeline.webhooks.messages import WEBHOOKS_QUEUE
-from pipeline.wiring import Wiring
 
 SERVER_CHOICES: dict[str, ApiServer] = {name: name for name in get_args(ApiServer)}
 
@@ -107,7 +108,9 @@ def worker(
 
     Runs ``dramatiq`` in place of this process, so signals reach it directly.
     """
-    definition = Wiring(Settings.from_env()).definition  # refuses an invalid definition
+    settings = Settings.from_env()
+    definition = load_definition(settings.stages.definition)  # refuses an invalid one
+    check_overrides(settings, definition)  # and a policy for a stage it does not have
     definition.check(stages)  # and a stage it does not have
     queues = list(stages or definition.names)
     if operations or (operations is None and not stages):

@@ -26,6 +26,7 @@ from pipeline.db.models import OperationJob
 from pipeline.engine.dispatch import Dispatcher
 from pipeline.errors import PipelineError
 from pipeline.operations.common import ItemOutcome, OperationReport, Operator, RunContext
+from pipeline.operations.queue import OPERATIONS_QUEUE
 from pipeline.operations.replay import ReplayService
 from pipeline.operations.requests import (
     DiscardRequest,
@@ -38,7 +39,6 @@ from pipeline.statuses import JobKind, JobStatus
 
 logger = logging.getLogger(__name__)
 
-OPERATIONS_QUEUE = "operations"
 JOB_ACTOR = "run_operation_job"
 REQUEST_TYPES: dict[JobKind, type[OperationRequest]] = {
     "replay": ReplayRequest,

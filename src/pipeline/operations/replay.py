@@ -10,6 +10,7 @@ again with its ``replay_count`` kept. Every action appends an audited event.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,7 @@ class ReplayService:
         definition: Pipeline,
         *,
         sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.definition = definition
         self.engine = engine
@@ -65,6 +67,7 @@ class ReplayService:
         self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.namespace = settings.broker.namespace
         self.sleep = sleep
+        self.clock = clock
 
     def select(
         self, request: ReplayRequest | DiscardRequest, tenant: str | None = None
@@ -84,7 +87,7 @@ class ReplayService:
 
         Paced at ``request.rate`` per second (default: ``operations.DEFAULT_RATE``).
         """
-        pacer = Pacer(request.rate, sleep=self.sleep, heartbeat=run.heartbeat)
+        pacer = Pacer(request.rate, self.clock, self.sleep, heartbeat=run.heartbeat)
         detail = audit(run.operator, request.reason, describe_selection(request))
 
         def replay_one(letter_id: uuid.UUID) -> ItemOutcome:

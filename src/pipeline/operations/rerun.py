@@ -10,6 +10,7 @@ stage's message. The document's chunks stay searchable until the index stage rep
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -113,12 +114,14 @@ class RerunService:
         definition: Pipeline,
         *,
         sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.grace = timedelta(milliseconds=settings.stages.queued_grace_ms)
         self.definition = definition
         self.sleep = sleep
+        self.clock = clock
 
     def select(self, request: RerunRequest, tenant: str | None = None) -> list[uuid.UUID]:
         """The documents to act on; explicit ids are checked (and tenant-bound) one by one."""
@@ -132,7 +135,7 @@ class RerunService:
         does not have (no worker would run it).
         """
         self.definition.spec(request.from_stage)
-        pacer = Pacer(request.rate, sleep=self.sleep, heartbeat=run.heartbeat)
+        pacer = Pacer(request.rate, self.clock, self.sleep, heartbeat=run.heartbeat)
         detail = {
             **audit(run.operator, request.reason, describe_selection(request)),
             "from_stage": request.from_stage,

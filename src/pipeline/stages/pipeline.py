@@ -12,11 +12,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.errors import PipelineError
 from pipeline.stages.artifacts import UPLOAD
 from pipeline.stages.spec import NAME_PATTERN, Artifact, StageSpec
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 RESERVED_NAMES: Final = frozenset({"operations", "upload", "webhooks"})
 """Queue and event names the engine uses itself: no stage may take them."""
@@ -168,3 +171,14 @@ def load_definition(reference: str) -> Pipeline:
 
 def is_stage_name(name: str) -> bool:
     return bool(NAME_PATTERN.match(name))
+
+
+def check_overrides(settings: Settings, definition: Pipeline) -> None:
+    """Refuse ``PIPELINE_<STAGE>_…`` policy variables that name no stage: a typo (or a
+    stage since removed) must not be silently ignored."""
+    for stage in sorted(settings.stages.policy_overrides):
+        if stage not in definition:
+            raise DefinitionError(
+                f"PIPELINE_{stage.upper()}_… sets a policy for {stage!r}, which is no stage "
+                f"of the pipeline {definition.version!r} ({', '.join(definition.names)})"
+            )
