@@ -238,6 +238,28 @@ def test_several_callers_run_calls_at_once(model: Model) -> None:
         shared.close()
 
 
+def test_the_rest_of_a_split_request_goes_to_an_idle_caller_at_once(model: Model) -> None:
+    shared = SharedBatches(model, max_texts=4, callers=2)
+    calls = Calls(shared)
+    try:
+        assert shared.embed(["warm"]) == [vector("warm")]  # both callers started, idle
+        threading.Event().wait(0.1)  # and waiting for work
+        model.calls.clear()
+        model.release.clear()
+        calls.start("big", [f"t{i}" for i in range(8)])
+        for _ in range(500):  # the second caller takes the second half while the first runs
+            if len(model.calls) == 2:
+                break
+            threading.Event().wait(0.01)
+        assert sorted(model.calls) == [["t0", "t1", "t2", "t3"], ["t4", "t5", "t6", "t7"]]
+        model.release.set()
+        calls.join()
+        assert calls.results["big"] == [vector(f"t{i}") for i in range(8)]
+    finally:
+        model.release.set()
+        shared.close()
+
+
 def test_a_closed_batcher_refuses_new_requests(model: Model) -> None:
     shared = SharedBatches(model, max_texts=4)
     assert shared.embed(["x"]) == [vector("x")]

@@ -185,6 +185,8 @@ class SharedBatches:
                 if not self._pending:
                     return
                 parts = self._take()
+                if self._pending:  # the rest of a split request, or more: another caller
+                    self._ready.notify()
             try:
                 self._run(parts)
             except BaseException as error:  # a bug here must not strand the callers
