@@ -34,8 +34,8 @@ from pipeline.operations.replay import ReplayService
 from pipeline.operations.rerun import RerunService
 from pipeline.operations.stage_controls import StageControls
 from pipeline.settings import Settings
-from pipeline.stages import DefinitionError, Pipeline, StageContext, StagePolicy, load_definition
-from pipeline.stages.pipeline import check_overrides
+from pipeline.stages import DefinitionError, Pipeline, StageContext, StagePolicy
+from pipeline.stages.pipeline import checked_definition
 from pipeline.webhooks.delivery import DeliveryService
 from pipeline.webhooks.dispatch import CHANNEL as WEBHOOKS_CHANNEL
 from pipeline.webhooks.dispatch import WebhookDispatch
@@ -87,9 +87,7 @@ class Wiring:
 
     @cached_property
     def definition(self) -> Pipeline:
-        definition = self._definition or load_definition(self.settings.stages.definition)
-        check_overrides(self.settings, definition)
-        return definition
+        return checked_definition(self.settings, self._definition)
 
     @cached_property
     def policies(self) -> dict[str, StagePolicy]:

@@ -29,6 +29,8 @@ class PipelineGroup(click.Group):
             raise click.ClickException(f"configuration: {error}") from None
         except PipelineError as error:  # e.g. an invalid pipeline definition, a model file
             raise click.ClickException(error.reason) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: a usage error, an exit code (no client library to import)
         except Exception as error:
             message = _unreachable(error)
             if message is None:

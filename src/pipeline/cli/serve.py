@@ -11,8 +11,7 @@ import click
 
 from pipeline.operations.queue import OPERATIONS_QUEUE
 from pipeline.settings import ApiServer, Settings
-from pipeline.stages import load_definition
-from pipeline.stages.pipeline import check_overrides
+from pipeline.stages.pipeline import checked_definition
 from pipeline.webhooks.messages import WEBHOOKS_QUEUE
 
 SERVER_CHOICES: dict[str, ApiServer] = {name: name for name in get_args(ApiServer)}
@@ -108,9 +107,8 @@ def worker(
 
     Runs ``dramatiq`` in place of this process, so signals reach it directly.
     """
-    settings = Settings.from_env()
-    definition = load_definition(settings.stages.definition)  # refuses an invalid one
-    check_overrides(settings, definition)  # and a policy for a stage it does not have
+    # Refuses an invalid definition, and a policy for a stage it does not have.
+    definition = checked_definition(Settings.from_env())
     definition.check(stages)  # and a stage it does not have
     queues = list(stages or definition.names)
     if operations or (operations is None and not stages):

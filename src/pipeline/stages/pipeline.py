@@ -182,3 +182,11 @@ def check_overrides(settings: Settings, definition: Pipeline) -> None:
                 f"PIPELINE_{stage.upper()}_… sets a policy for {stage!r}, which is no stage "
                 f"of the pipeline {definition.version!r} ({', '.join(definition.names)})"
             )
+
+
+def checked_definition(settings: Settings, definition: Pipeline | None = None) -> Pipeline:
+    """``definition`` (by default the one ``PIPELINE_DEFINITION`` names, loaded), with
+    the deployment's policy overrides checked against it."""
+    definition = definition or load_definition(settings.stages.definition)
+    check_overrides(settings, definition)
+    return definition
